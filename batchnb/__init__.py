@@ -1,0 +1,35 @@
+"""batchnb: batch jobs over datasets larger than memory, from a notebook, a terminal or papermill."""
+
+from batchnb import detectors, engines
+from batchnb.config import Backoff, JobConfig, Resources
+from batchnb.detectors import list_detectors
+from batchnb.errors import BatchError, ChunkError, ConfigError, EngineError, JobStateError, SourceError
+from batchnb.job import BatchJob
+from batchnb.monitor import status
+from batchnb.plan import Plan
+from batchnb.progress import Progress
+from batchnb.result import JobResult, VerifyReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "BatchError",
+    "BatchJob",
+    "ChunkError",
+    "ConfigError",
+    "EngineError",
+    "JobConfig",
+    "JobResult",
+    "JobStateError",
+    "Plan",
+    "Progress",
+    "Resources",
+    "SourceError",
+    "VerifyReport",
+    "__version__",
+    "detectors",
+    "engines",
+    "list_detectors",
+    "status",
+]

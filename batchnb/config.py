@@ -1,0 +1,370 @@
+"""Frozen job configuration: every option is validated here, once, at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from batchnb.errors import ConfigError
+
+__all__ = ["Backoff", "JobConfig", "Resources", "parse_memory", "INPUT_FORMATS", "OUTPUT_FORMATS"]
+
+InputFormat = Literal["csv", "parquet", "json", "pickle", "hdf5", "feather"]
+OutputFormat = Literal["parquet", "csv", "json", "feather", "hdf5", "pickle"]
+INPUT_FORMATS: tuple[str, ...] = ("csv", "parquet", "json", "pickle", "hdf5", "feather")
+OUTPUT_FORMATS: tuple[str, ...] = ("parquet", "csv", "json", "feather", "hdf5", "pickle")
+SUFFIX_FORMATS: dict[str, str] = {
+    ".csv": "csv", ".tsv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".json": "json", ".jsonl": "json", ".ndjson": "json",
+    ".pkl": "pickle", ".pickle": "pickle",
+    ".h5": "hdf5", ".hdf5": "hdf5",
+    ".feather": "feather", ".arrow": "feather", ".ipc": "feather",
+}  # fmt: skip
+CHUNK_SIZE_RANGE = (1_000, 1_000_000)
+LOCAL_ENGINES = ("sequential", "threads", "processes", "dask", "ray")
+
+# Options whose equality makes two runs the same job (DESIGN.md, "Job identity").
+IDENTITY_FIELDS = (
+    "source", "detector", "columns", "chunk_size", "format", "output_format", "keep",
+    "threshold", "contamination", "fit_sample", "seed", "read_options",
+)  # fmt: skip
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+def parse_memory(value: float | int | str, *, total: int | None = None) -> int:
+    """Bytes from a fraction of RAM (0 < x <= 1), a byte count, or a string such as "8GB"."""
+    if isinstance(value, bool):
+        msg = f"`memory_limit` must be a fraction, a byte count or a string like '8GB', got {value!r}"
+        raise ConfigError(msg)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        unit = match.group(2).upper() if match else ""
+        if not match or unit not in _UNITS:
+            msg = f"`memory_limit` {value!r} is not a size: write it like '8GB', '512MiB' or 0.5"
+            raise ConfigError(msg)
+        return int(float(match.group(1)) * _UNITS[unit])
+    if isinstance(value, float) or (isinstance(value, int) and value == 1):
+        if not 0 < value <= 1:
+            msg = f"`memory_limit` as a fraction of RAM must be in (0, 1], got {value}"
+            raise ConfigError(msg)
+        if total is None:
+            import psutil
+
+            total = psutil.virtual_memory().total
+        return int(total * value)
+    if isinstance(value, int) and value > 1:
+        return value
+    msg = f"`memory_limit` must be a fraction in (0, 1], a byte count or a string like '8GB', got {value!r}"
+    raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Exponential retry delays, capped, with optional full jitter."""
+
+    base: float = 0.5
+    factor: float = 2.0
+    max: float = 60.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.max < 0:
+            raise ConfigError("`backoff` base and max must be >= 0 seconds")
+        if self.factor < 1:
+            raise ConfigError("`backoff.factor` must be >= 1 so that delays never shrink")
+
+    def ceiling(self, attempt: int) -> float:
+        """Largest delay before retry number `attempt` (1-based)."""
+        return min(self.max, self.base * self.factor ** max(0, attempt - 1))
+
+    def delay(self, attempt: int, rng: Callable[[], float] | None = None) -> float:
+        ceiling = self.ceiling(attempt)
+        if not self.jitter:
+            return ceiling
+        import random
+
+        return ceiling * (rng or random.random)()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Worker, memory and time budget of a job."""
+
+    max_workers: int | None = None
+    memory_limit: float | int | str = 0.8
+    chunk_timeout: float | None = None
+    job_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_workers is not None and (
+            isinstance(self.max_workers, bool) or not isinstance(self.max_workers, int) or self.max_workers < 1
+        ):
+            msg = f"`max_workers` must be a positive integer or None, got {self.max_workers!r}"
+            raise ConfigError(msg)
+        parse_memory(self.memory_limit)
+        for name in ("chunk_timeout", "job_timeout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                msg = f"`{name}` must be a positive number of seconds or None, got {value!r}"
+                raise ConfigError(msg)
+
+    def workers(self, engine: str) -> int:
+        if engine == "sequential":
+            return 1
+        return self.max_workers or os.cpu_count() or 1
+
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory_limit)
+
+
+def _as_source(source: Any) -> str | tuple[str, ...]:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    if isinstance(source, Sequence) and not isinstance(source, bytes) and len(source) > 0:
+        if all(isinstance(s, str | os.PathLike) for s in source):
+            return tuple(os.fspath(s) for s in source)
+    msg = f"`source` must be a path, a glob or a non-empty list of paths, got {source!r}"
+    raise ConfigError(msg)
+
+
+def format_from_suffix(path: str) -> str | None:
+    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+def callable_reference(fn: Callable) -> str:
+    """'module:qualname' of a function that can be imported again, else a ConfigError saying why."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module in (None, "__main__") or "<lambda>" in qualname or "<locals>" in qualname:
+        msg = (
+            f"detector {qualname or fn!r} cannot be written to a config: a lambda or a function defined in a "
+            "notebook or script cannot be imported again; move it into a module and pass it from there"
+        )
+        raise ConfigError(msg)
+    return f"{module}:{qualname}"
+
+
+def import_callable(reference: str) -> Callable:
+    module_name, _, qualname = reference.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        msg = f"detector {reference!r} cannot be imported ({exc}); check the module path and function name"
+        raise ConfigError(msg) from exc
+    return obj
+
+
+def code_fingerprint(fn: Callable) -> str:
+    """Qualified name and a hash of the code: the same function in a new process hashes alike."""
+    digest = hashlib.sha256()
+
+    def feed(code) -> None:
+        digest.update(code.co_code)
+        digest.update(repr(code.co_names).encode())
+        for const in code.co_consts:
+            if hasattr(const, "co_code"):
+                feed(const)
+            else:
+                digest.update(repr(const).encode())
+
+    target = getattr(fn, "__wrapped__", fn)
+    code = getattr(target, "__code__", None) or getattr(getattr(target, "__call__", None), "__code__", None)
+    if code is not None:
+        feed(code)
+    qualname = getattr(target, "__qualname__", type(target).__qualname__)
+    return f"{getattr(target, '__module__', '?')}:{qualname}#{digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """Everything that defines a job; the widget form, the CLI and TOML files are generated from these fields."""
+
+    source: str | tuple[str, ...]
+    output: str
+    detector: Any = "zscore"
+    columns: tuple[str, ...] | None = None
+    chunk_size: int = 100_000
+    engine: Any = "threads"
+    format: InputFormat | None = None
+    output_format: OutputFormat = "parquet"
+    keep: tuple[str, ...] | None = None
+    threshold: float | None = None
+    contamination: float | None = None
+    fit_sample: int = 100_000
+    seed: int = 0
+    retries: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    resources: Resources = field(default_factory=Resources)
+    read_options: Mapping[str, Any] = field(default_factory=dict)
+    allow_pickle: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        setter = object.__setattr__
+        setter(self, "source", _as_source(self.source))
+        if not isinstance(self.output, str | os.PathLike) or not os.fspath(self.output):
+            raise ConfigError(f"`output` must be a directory path, got {self.output!r}")
+        setter(self, "output", os.fspath(self.output))
+        self._check_detector()
+        for name in ("columns", "keep"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = (value,)
+            if not isinstance(value, Sequence) or not all(isinstance(c, str) for c in value):
+                raise ConfigError(f"`{name}` must be a list of column names or None, got {value!r}")
+            if name == "columns" and not value:
+                raise ConfigError("`columns` is empty: name at least one feature column, or pass None for all numeric")
+            setter(self, name, tuple(value))
+        self._check_int("chunk_size", *CHUNK_SIZE_RANGE)
+        self._check_int("fit_sample", 2, 10**9)
+        self._check_int("seed", 0, 2**32 - 1)
+        self._check_int("retries", 0, 1000)
+        self._check_engine()
+        self._check_formats()
+        self._check_flag_rule()
+        for name, kind in (("backoff", Backoff), ("resources", Resources)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                setter(self, name, kind(**value))
+            elif not isinstance(value, kind):
+                raise ConfigError(f"`{name}` must be a bn.{kind.__name__}, got {value!r}")
+        if not isinstance(self.read_options, Mapping):
+            raise ConfigError(f"`read_options` must be a dict, got {self.read_options!r}")
+        setter(self, "read_options", dict(self.read_options))
+        if not isinstance(self.allow_pickle, bool):
+            raise ConfigError("`allow_pickle` must be True or False")
+        if self.name is None:
+            setter(self, "name", Path(self.output).name or "batchnb-job")
+
+    def _check_int(self, name: str, low: int, high: int) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"`{name}` must be an integer, got {value!r}")
+        if not low <= value <= high:
+            hint = " (rows per chunk)" if name == "chunk_size" else ""
+            raise ConfigError(f"`{name}` must be between {low:_} and {high:_}{hint}, got {value:_}")
+
+    def _check_detector(self) -> None:
+        from batchnb import detectors
+
+        if isinstance(self.detector, str):
+            if ":" in self.detector:
+                object.__setattr__(self, "detector", import_callable(self.detector))
+            else:
+                detectors.get(self.detector)  # raises ConfigError listing the names
+        elif not (isinstance(self.detector, detectors.Detector) or callable(self.detector)):
+            raise ConfigError(f"`detector` must be a name from bn.list_detectors(), a Detector or a callable, got {self.detector!r}")
+
+    def _check_engine(self) -> None:
+        from batchnb import engines
+
+        if isinstance(self.engine, str):
+            engines.get(self.engine)  # raises ConfigError listing the names
+        elif not isinstance(self.engine, engines.Engine):
+            raise ConfigError(f"`engine` must be one of {list(engines.names())} or an Engine, got {self.engine!r}")
+
+    def _check_formats(self) -> None:
+        if self.format is not None and self.format not in INPUT_FORMATS:
+            raise ConfigError(f"`format` {self.format!r} is unknown: expected one of {list(INPUT_FORMATS)}")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ConfigError(f"`output_format` {self.output_format!r} is unknown: expected one of {list(OUTPUT_FORMATS)}")
+        if self.format is None:
+            paths = (self.source,) if isinstance(self.source, str) else self.source
+            formats = {format_from_suffix(p) for p in paths if Path(p).suffix}
+            if None in formats:
+                bad = next(p for p in paths if Path(p).suffix and format_from_suffix(p) is None)
+                msg = (
+                    f"cannot tell the format of {bad!r} from its suffix: pass `format=` one of {list(INPUT_FORMATS)}"
+                )
+                raise ConfigError(msg)
+            if len(formats) > 1:
+                raise ConfigError(f"`source` mixes formats {sorted(formats)}: one job reads one format")
+            if formats:
+                object.__setattr__(self, "format", formats.pop())
+
+    def _check_flag_rule(self) -> None:
+        if self.threshold is not None and self.contamination is not None:
+            raise ConfigError("give at most one of `threshold` and `contamination`")
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float)):
+            raise ConfigError(f"`threshold` must be a number, got {self.threshold!r}")
+        if self.contamination is not None and (
+            isinstance(self.contamination, bool) or not isinstance(self.contamination, int | float) or not 0 < self.contamination < 0.5
+        ):
+            raise ConfigError(f"`contamination` must be a fraction in (0, 0.5), got {self.contamination!r}")
+
+    # --- round trip -------------------------------------------------------------------------
+    @property
+    def engine_name(self) -> str:
+        return self.engine if isinstance(self.engine, str) else self.engine.name
+
+    def detector_reference(self) -> str:
+        if isinstance(self.detector, str):
+            return self.detector
+        name = getattr(self.detector, "name", None)
+        from batchnb import detectors
+
+        if isinstance(self.detector, detectors.Detector) and name in detectors.names():
+            return name
+        return callable_reference(self.detector)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (no None values) that `BatchJob.from_config` turns back into this job."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "detector":
+                value = self.detector_reference()
+            elif f.name == "engine":
+                value = self.engine_name
+            elif isinstance(value, Backoff | Resources):
+                value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+            elif isinstance(value, tuple):
+                value = list(value)
+            if value is not None:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}: expected some of {sorted(known)}")
+        return cls(**dict(data))
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same job; the engine, budget and retry policy may change."""
+        ident: dict[str, Any] = {}
+        for name in IDENTITY_FIELDS:
+            value = getattr(self, name)
+            if name == "detector":
+                if isinstance(value, str):
+                    pass
+                elif getattr(value, "name", None) is not None and not callable(value):
+                    value = f"{value.name}:{getattr(value, 'params', lambda: {})()}"
+                else:
+                    value = code_fingerprint(value)
+            elif name == "source":
+                value = [os.path.abspath(p) for p in ((value,) if isinstance(value, str) else value)]
+            elif isinstance(value, tuple):
+                value = list(value)
+            ident[name] = value
+        return ident
+
+    def identity_hash(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()

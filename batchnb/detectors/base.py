@@ -1,0 +1,77 @@
+"""The Detector protocol and the rule that turns scores into flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import polars as pl
+
+__all__ = ["Detector", "FittedDetector", "feature", "flag_cutoff"]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Fit on a sample on the driver, score chunks on the workers.
+
+    ``fit`` returns small picklable state; ``score`` must be a pure function of one row and
+    that state, so results do not depend on chunking or engine.
+    """
+
+    name: str
+    description: str
+    default_threshold: float | None
+    default_contamination: float | None
+
+    def fit(self, sample: pl.DataFrame, columns: Sequence[str], *, seed: int) -> Any: ...
+
+    def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Any) -> pl.Series: ...
+
+
+def feature(column: str) -> pl.Expr:
+    """A feature as float64 with NaN turned into null, so both are skipped alike."""
+    x = pl.col(column).cast(pl.Float64)
+    return pl.when(x.is_nan()).then(None).otherwise(x)
+
+
+def sample_values(sample: pl.DataFrame, column: str) -> np.ndarray:
+    """Usable (non-null, non-NaN) values of one feature in the fit sample."""
+    values = sample.get_column(column).cast(pl.Float64).drop_nulls().to_numpy()
+    return values[~np.isnan(values)]
+
+
+def flag_cutoff(
+    sample_scores: np.ndarray,
+    *,
+    threshold: float | None,
+    contamination: float | None,
+    detector: Detector | None,
+) -> float:
+    """Scores strictly above the cutoff are anomalies (DESIGN.md section 3)."""
+    if threshold is not None:
+        return float(threshold)
+    if contamination is None and detector is not None and detector.default_threshold is not None:
+        return float(detector.default_threshold)
+    if contamination is None:
+        contamination = detector.default_contamination if detector is not None else 0.01
+    scores = sample_scores[~np.isnan(sample_scores)]
+    if scores.size == 0:
+        return float("inf")
+    return float(np.quantile(scores, 1.0 - float(contamination)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FittedDetector:
+    """What a worker needs to score a chunk: the detector, its fitted state and the cutoff."""
+
+    detector: Detector
+    columns: tuple[str, ...]
+    state: Any
+    cutoff: float
+
+    def apply(self, frame: pl.DataFrame, keep: Sequence[str]) -> pl.DataFrame:
+        scores = self.detector.score(frame, self.columns, self.state).cast(pl.Float64).alias("anomaly_score")
+        out = frame.select(keep).with_columns(scores)
+        return out.with_columns((pl.col("anomaly_score") > self.cutoff).fill_null(False).alias("is_anomaly"))

@@ -1,0 +1,100 @@
+"""Per-feature distance detectors: z-score, median absolute deviation, interquartile range."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from batchnb.detectors.base import feature, sample_values
+
+__all__ = ["IQR", "MAD", "ZScore"]
+
+# Per feature: (center, spread) for zscore/mad, (q1, q3) for iqr; None when the sample had no values.
+Stats = dict[str, tuple[float, float] | None]
+
+
+def _distance(column: str, center: float, spread: float) -> pl.Expr:
+    x = feature(column)
+    if not np.isfinite(spread) or spread == 0:
+        return pl.when(x.is_null()).then(None).otherwise(pl.lit(0.0))
+    return (x - center).abs() / spread
+
+
+def _max_over_features(exprs: list[pl.Expr], frame: pl.DataFrame) -> pl.Series:
+    if not exprs:
+        return pl.Series("anomaly_score", [None] * frame.height, dtype=pl.Float64)
+    return frame.select(pl.max_horizontal(exprs).alias("anomaly_score")).to_series()
+
+
+@dataclass(frozen=True)
+class ZScore:
+    name: str = "zscore"
+    description: str = "max over features of |x - mean| / std (ddof=1); flags score > 3"
+    default_threshold: float | None = 3.0
+    default_contamination: float | None = None
+
+    def fit(self, sample: pl.DataFrame, columns: Sequence[str], *, seed: int) -> Stats:
+        stats: Stats = {}
+        for c in columns:
+            v = sample_values(sample, c)
+            stats[c] = (float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0) if v.size else None
+        return stats
+
+    def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
+        exprs = [_distance(c, *state[c]) for c in columns if state.get(c) is not None]
+        return _max_over_features(exprs, frame)
+
+
+@dataclass(frozen=True)
+class MAD:
+    name: str = "mad"
+    description: str = "max over features of |x - median| / (1.4826 * MAD); flags score > 3.5"
+    default_threshold: float | None = 3.5
+    default_contamination: float | None = None
+
+    def fit(self, sample: pl.DataFrame, columns: Sequence[str], *, seed: int) -> Stats:
+        stats: Stats = {}
+        for c in columns:
+            v = sample_values(sample, c)
+            if v.size == 0:
+                stats[c] = None
+                continue
+            median = float(np.median(v))
+            stats[c] = (median, 1.4826 * float(np.median(np.abs(v - median))))
+        return stats
+
+    def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
+        exprs = [_distance(c, *state[c]) for c in columns if state.get(c) is not None]
+        return _max_over_features(exprs, frame)
+
+
+@dataclass(frozen=True)
+class IQR:
+    name: str = "iqr"
+    description: str = "max over features of distance outside [q1, q3] / (q3 - q1); flags score > 1.5"
+    default_threshold: float | None = 1.5
+    default_contamination: float | None = None
+
+    def fit(self, sample: pl.DataFrame, columns: Sequence[str], *, seed: int) -> Stats:
+        stats: Stats = {}
+        for c in columns:
+            v = sample_values(sample, c)
+            stats[c] = (float(np.quantile(v, 0.25)), float(np.quantile(v, 0.75))) if v.size else None
+        return stats
+
+    def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
+        exprs = []
+        for c in columns:
+            if state.get(c) is None:
+                continue
+            q1, q3 = state[c]
+            x = feature(c)
+            if not q3 > q1:
+                exprs.append(pl.when(x.is_null()).then(None).otherwise(pl.lit(0.0)))
+                continue
+            outside = pl.max_horizontal(q1 - x, x - q3, pl.lit(0.0)) / (q3 - q1)
+            exprs.append(pl.when(x.is_null()).then(None).otherwise(outside))
+        return _max_over_features(exprs, frame)

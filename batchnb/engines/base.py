@@ -1,0 +1,42 @@
+"""The engine protocol: submit a chunk task, get a concurrent.futures.Future, cancel, close."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+__all__ = ["Engine", "completed"]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Every engine is a `submit`-shaped seam; the runner never sees engine-specific types.
+
+    `open(workers)` starts pools or joins clusters, `submit(fn, arg)` returns a standard Future,
+    `cancel(future)` gives up on one task, `close()` releases what `open` took. `needs_pickle`
+    says whether tasks cross a process boundary (so callables must be cloudpickle-able).
+    """
+
+    name: ClassVar[str]
+    needs_pickle: ClassVar[bool]
+
+    def open(self, workers: int) -> None: ...
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future: ...
+
+    def cancel(self, future: Future) -> None: ...
+
+    def close(self) -> None: ...
+
+    def worker_pids(self) -> list[int]: ...
+
+
+def completed(fn: Callable[[Any], Any], arg: Any) -> Future:
+    """A Future already resolved by calling `fn(arg)` here."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(arg))
+    except BaseException as exc:  # noqa: BLE001 - delivered to the runner like any engine's failure
+        future.set_exception(exc)
+    return future

@@ -1,0 +1,185 @@
+"""One run of a job: check identity, plan and fit once (stored), then hand the open chunks to the runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cloudpickle
+
+from batchnb import engines, sources
+from batchnb.checksum import file_checksum
+from batchnb.errors import JobStateError
+from batchnb.plan import DatasetInfo
+from batchnb.progress import Progress
+from batchnb.runner import Runner
+from batchnb.scoring import callable_detector, check_picklable, fit_detector, resolve_columns
+from batchnb.state import JobState
+from batchnb.status import ChunkStatus, JobStatus
+from batchnb.task import ChunkTask, apply_scorer
+
+if TYPE_CHECKING:
+    from batchnb.job import BatchJob
+
+__all__ = ["execute"]
+
+
+def discard(output: str) -> None:
+    """Remove a job's state and parts, keeping the driver lock that the caller holds."""
+    root = Path(output, "_batchnb")
+    if root.exists():
+        for entry in root.iterdir():
+            if entry.name == "driver.lock":
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for part in Path(output).glob("part-*"):
+        part.unlink()
+
+
+def _check_identity(job: BatchJob, state: JobState, fingerprint: list) -> None:
+    config = job.config
+    stored = state.get("identity")
+    if stored is None:
+        return
+    if stored != config.identity_hash():
+        before = state.get("identity_fields", {})
+        changed = sorted(k for k, v in json.loads(json.dumps(config.identity(), default=str)).items() if before.get(k) != v)
+        msg = (
+            f"output {config.output!r} holds the state of another job (options that differ: {changed}): "
+            "use another output directory, or run(restart=True) to discard it"
+        )
+        raise JobStateError(msg)
+    if state.get("fingerprint") != fingerprint:
+        msg = (
+            f"the source of {config.output!r} changed since the checkpoint (size or modification time of "
+            f"{[f[0] for f in fingerprint]}): run(restart=True) to start over on the new data"
+        )
+        raise JobStateError(msg)
+
+
+def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
+    """Plan and fit once; everything a resume needs is stored."""
+    config = job.config
+    state.set_status(JobStatus.PLANNING, started_at=time.time())
+    info = job._open_dataset()
+    features, keep = resolve_columns(config, info)
+    fmt = sources.get(info.format)
+    scorer = fit_detector(config, fmt.sample(info, config.fit_sample, config.seed), features)
+    specs = fmt.plan(info, config.chunk_size)
+    worker_info = info.for_workers()
+    empty_schema = None
+    try:
+        empty = apply_scorer(scorer, worker_info.polars_schema().to_frame(), keep)
+        empty_schema = {k: str(v) for k, v in empty.schema.items()}
+    except Exception:  # a callable may not accept an empty frame; the first part sets the schema then
+        pass
+    state.set(
+        identity=config.identity_hash(),
+        identity_fields=json.loads(json.dumps(config.identity(), default=str)),
+        config=config.to_dict() if not callable_detector(config) or _round_trips(config) else _plain(config),
+        fingerprint=fingerprint,
+        dataset=_dataset_json(worker_info),
+        features=list(features),
+        keep=list(keep),
+        chunk_size=config.chunk_size,
+        output_schema=empty_schema,
+    )
+    if not callable_detector(config):
+        state.set_blob("scorer", cloudpickle.dumps(scorer))
+    state.save_plan(specs)
+
+
+def _round_trips(config) -> bool:
+    try:
+        config.to_dict()
+    except Exception:
+        return False
+    return True
+
+
+def _plain(config) -> dict:
+    return {k: v for k, v in config.__dict__.items() if k in ("source", "output", "chunk_size", "output_format")}
+
+
+def _dataset_json(info: DatasetInfo) -> dict:
+    data = dict(info.__dict__)
+    data["paths"] = list(info.paths)
+    return data
+
+
+def _load_dataset(state: JobState) -> DatasetInfo:
+    data = state.get("dataset")
+    data["paths"] = tuple(data["paths"])
+    return DatasetInfo(**data)
+
+
+def _redo_bad_parts(state: JobState, output: str) -> None:
+    """A done chunk whose part is missing or does not match its checksum runs again."""
+    bad = []
+    for chunk in state.chunks():
+        if chunk.status != ChunkStatus.DONE:
+            continue
+        path = Path(output, chunk.part or "")
+        if not chunk.part or not path.exists() or path.stat().st_size != chunk.nbytes or file_checksum(path)[0] != chunk.checksum:
+            bad.append(chunk.index)
+    if bad:
+        state.mark(bad, ChunkStatus.PENDING)
+
+
+def execute(
+    job: BatchJob,
+    *,
+    cancel: threading.Event,
+    on_progress: Callable[[Progress], None] | None,
+    restart: bool = False,
+    only_failed: bool = False,
+) -> JobStatus:
+    config = job.config
+    fingerprint = sources.fingerprint(sources.resolve_paths(config.source))
+    if restart:
+        discard(config.output)
+    with JobState.open(config.output, create=True) as state:
+        _check_identity(job, state, fingerprint)
+        try:
+            if not state.has_plan():
+                _prepare(job, state, fingerprint)
+        except BaseException:
+            state.set_status(JobStatus.FAILED)
+            raise
+        dataset = _load_dataset(state)
+        scorer = cloudpickle.loads(state.get_blob("scorer")) if not callable_detector(config) else config.detector
+        engine = engines.create(config.engine)
+        if engine.needs_pickle:
+            check_picklable(scorer, engine.name)
+        keep = tuple(state.get("keep"))
+        if only_failed:
+            todo_status = {ChunkStatus.FAILED}
+        else:
+            state.mark([c.index for c in state.chunks() if c.status == ChunkStatus.RUNNING], ChunkStatus.PENDING)
+            _redo_bad_parts(state, config.output)
+            todo_status = {ChunkStatus.PENDING, ChunkStatus.FAILED}
+        todo = {c.index for c in state.chunks() if c.status in todo_status}
+        specs = state.specs(todo)
+        state.set_status(JobStatus.RUNNING)
+        workers = config.resources.workers(config.engine_name)
+
+        def make_task(spec) -> ChunkTask:
+            return ChunkTask(
+                spec=spec, dataset=dataset, scorer=scorer, keep=keep,
+                output=str(Path(config.output).resolve()), output_format=config.output_format,
+            )  # fmt: skip
+
+        runner = Runner(
+            config=config, state=state, engine=engine, workers=workers, make_task=make_task,
+            one_row_per_row=not callable_detector(config), cancel=cancel, on_progress=on_progress,
+        )  # fmt: skip
+        engine.open(workers)
+        try:
+            return runner.run(specs)
+        finally:
+            engine.close()

@@ -1,0 +1,229 @@
+"""BatchJob: a small facade that wires config -> plan -> runner -> state -> views."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from batchnb import engines, sources
+from batchnb.config import JobConfig
+from batchnb.errors import ConfigError, JobStateError
+from batchnb.lock import JobLock
+from batchnb.plan import DatasetInfo, Plan
+from batchnb.progress import Progress
+from batchnb.result import JobResult, VerifyReport
+from batchnb.state import JobState, state_path
+from batchnb.status import ChunkStatus, JobStatus
+
+__all__ = ["BatchJob", "load_config_file"]
+
+ProgressMode = Literal["auto", "widget", "text"] | None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(text)
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+    except Exception as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}") from exc
+    raise ConfigError(f"config file {str(path)!r}: expected a .json, .toml or .yaml file")
+
+
+class BatchJob:
+    """A batch job over a dataset larger than memory: chunked, checkpointed, resumable.
+
+    Only `source` and `output` are required. Construction validates every option and opens nothing;
+    `run()`, `start()` and `plan()` open the source.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Iterable[str | os.PathLike],
+        output: str | os.PathLike,
+        detector: Any = "zscore",
+        columns: Iterable[str] | None = None,
+        chunk_size: int = 100_000,
+        engine: Any = "threads",
+        **options: Any,
+    ) -> None:
+        if isinstance(source, BatchJob):
+            source = source.output
+        if not isinstance(source, str | os.PathLike) and isinstance(source, Iterable):
+            source = tuple(source)
+        self.config = JobConfig.from_dict(
+            dict(source=source, output=output, detector=detector, columns=columns, chunk_size=chunk_size,
+                 engine=engine, **options)
+        )  # fmt: skip
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._result: JobResult | None = None
+        self._error: BaseException | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | str | os.PathLike) -> BatchJob:
+        data = dict(config) if isinstance(config, dict) else load_config_file(config)
+        for key in ("source", "output"):
+            if key not in data:
+                raise ConfigError(f"config has no `{key}`: it is required")
+        return cls(**data)
+
+    @property
+    def output(self) -> str:
+        return self.config.output
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"BatchJob({c.source!r}, {c.output!r}, detector={c.detector_reference()!r}, chunk_size={c.chunk_size}, engine={c.engine_name!r})"
+
+    # --- planning ----------------------------------------------------------------------------------
+    def _open_dataset(self) -> DatasetInfo:
+        return sources.open_dataset(
+            self.config.source,
+            self.config.format,
+            self.config.read_options,
+            workdir=Path(self.output, "_batchnb", "converted"),
+            allow_pickle=self.config.allow_pickle,
+        )
+
+    def plan(self) -> Plan:
+        """The chunk plan and its estimates, without running anything."""
+        from batchnb.scoring import resolve_columns
+
+        info = self._open_dataset()
+        resolve_columns(self.config, info)
+        chunks = sources.get(info.format).plan(info, self.config.chunk_size)
+        resources = self.config.resources
+        return Plan(
+            dataset=info.for_workers(),
+            chunk_size=self.config.chunk_size,
+            chunks=chunks,
+            workers=resources.workers(self.config.engine_name),
+            memory_limit=resources.memory_bytes(),
+            bytes_per_row=_decoded_bytes_per_row(info),
+        )
+
+    # --- running -----------------------------------------------------------------------------------
+    def run(self, progress: ProgressMode = "auto", restart: bool = False) -> JobResult:
+        """Run to the end (resuming from the checkpoint when `output` holds this job) and return the result."""
+        from batchnb.execution import execute
+        from batchnb.views import make_view
+
+        self._cancel.clear()
+        view = make_view(progress, name=self.config.name)
+        try:
+            with JobLock(self.output):
+                execute(self, restart=restart, cancel=self._cancel, on_progress=view.update if view else None)
+        finally:
+            if view is not None:
+                view.close()
+        self._result = JobResult.from_state(self.output)
+        if view is not None:
+            view.finish(self._result)
+        return self._result
+
+    def start(self, progress: ProgressMode = "auto", restart: bool = False) -> BatchJob:
+        """Run in a background thread so the notebook stays usable; `wait()` returns the result."""
+        if self._thread is not None and self._thread.is_alive():
+            raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
+        self._error = None
+
+        def target() -> None:
+            try:
+                self.run(progress=progress, restart=restart)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name=f"batchnb-{self.config.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"job {self.config.name!r} still running after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        if self._result is None:
+            raise JobStateError(f"job {self.config.name!r} was not started: call start() or run()")
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop submitting chunks; finished parts stay and a later `run()` resumes."""
+        self._cancel.set()
+
+    def retry_failed(self, progress: ProgressMode = "auto") -> JobResult:
+        """Run only the failed chunks again (a fresh retry budget) and return the whole job's result."""
+        from batchnb.execution import execute
+        from batchnb.views import make_view
+
+        view = make_view(progress, name=self.config.name)
+        with JobLock(self.output):
+            execute(self, cancel=self._cancel, on_progress=view.update if view else None, only_failed=True)
+        if view is not None:
+            view.close()
+        self._result = JobResult.from_state(self.output)
+        return self._result
+
+    def skip(self, chunk_ids: Iterable[int]) -> None:
+        """Mark chunks skipped so the job can succeed without them."""
+        ids = sorted({int(i) for i in chunk_ids})
+        with JobLock(self.output), JobState.open(self.output, create=True) as state:
+            known = {c.index for c in state.chunks()}
+            unknown = [i for i in ids if i not in known]
+            if unknown:
+                raise ConfigError(f"chunk(s) {unknown} are not in the plan of {self.output!r} (0..{len(known) - 1})")
+            state.mark(ids, ChunkStatus.SKIPPED)
+            state.set(skipped=sorted(set(state.get("skipped", [])) | set(ids)))
+
+    # --- looking at it -------------------------------------------------------------------------------
+    def status(self) -> Progress:
+        from batchnb.monitor import status
+
+        return status(self.output, missing_ok=True)
+
+    def result(self) -> JobResult:
+        return JobResult.from_state(self.output)
+
+    def read(self):
+        return self.result().read()
+
+    def verify(self) -> VerifyReport:
+        from batchnb.verify import verify
+
+        return verify(self.output)
+
+    def discard_state(self) -> None:
+        """Delete this output's job state and parts (what `restart=True` does)."""
+        out = Path(self.output)
+        if state_path(out).exists() or Path(out, "_batchnb").exists():
+            shutil.rmtree(Path(out, "_batchnb"), ignore_errors=True)
+        for part in out.glob("part-*"):
+            part.unlink()
+
+
+def _decoded_bytes_per_row(info: DatasetInfo) -> float:
+    """In-memory bytes per row, from the schema (8 bytes a number, 32 a string)."""
+    widths = {"Float32": 4, "Int32": 4, "UInt32": 4, "Int16": 2, "Int8": 1, "UInt8": 1, "Boolean": 1}
+    return float(sum(widths.get(t, 8 if t != "String" else 32) for t in info.schema.values()) or 8)
+
+
+_ = JobStatus  # re-exported for type checkers of callers

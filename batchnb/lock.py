@@ -1,0 +1,38 @@
+"""One driver per output directory: a second concurrent run gets a clear error, not a corrupt state."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from batchnb.errors import JobStateError
+
+__all__ = ["JobLock"]
+
+
+class JobLock:
+    def __init__(self, output: str | os.PathLike) -> None:
+        self.path = Path(output, "_batchnb", "driver.lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> JobLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            msg = f"a job is already running in {str(self.path.parent.parent)!r} (driver {holder}): wait for it or cancel it"
+            raise JobStateError(msg) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,252 @@
+"""The driver loop: submit chunk tasks, collect them, retry with backoff, commit to state, report."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+
+from batchnb.config import JobConfig
+from batchnb.engines.base import Engine
+from batchnb.errors import ChunkError
+from batchnb.plan import ChunkSpec
+from batchnb.progress import Progress, RateWindow, ResourceSampler
+from batchnb.state import JobState
+from batchnb.status import ChunkStatus, JobStatus
+from batchnb.task import ChunkOutcome, ChunkTask, run_chunk
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("batchnb")
+
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass
+class _Inflight:
+    spec: ChunkSpec
+    attempt: int
+    started: float
+
+
+class OutputCheckError(Exception):
+    """A part that does not match the others (schema, row count): a failed attempt, never a silent pass."""
+
+
+class Runner:
+    """Runs the given chunks of one job to a terminal status; the state is written as it goes."""
+
+    def __init__(
+        self,
+        *,
+        config: JobConfig,
+        state: JobState,
+        engine: Engine,
+        workers: int,
+        make_task: Callable[[ChunkSpec], ChunkTask],
+        one_row_per_row: bool,
+        cancel: threading.Event,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.engine = engine
+        self.workers = workers
+        self.make_task = make_task
+        self.one_row_per_row = one_row_per_row
+        self.cancel_event = cancel
+        self.on_progress = on_progress
+        self._rate = RateWindow()
+        self._sampler = ResourceSampler()
+        self._last_error: str | None = None
+        self._timed_out = False
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self, todo: list[ChunkSpec]) -> JobStatus:
+        self._t0 = time.monotonic()
+        self._elapsed_before = float(self.state.get("elapsed_s", 0.0))
+        self._counts = self.state.counts()
+        self._rows_done = self.state.totals()["rows_in"]
+        self._rows_total = sum(c.n_rows for c in self.state.specs())
+        self._retries = self.state.retries()
+        self._schema = self.state.get("output_schema")
+        queue = list(todo)
+        queue.reverse()  # pop() from the end keeps input order
+        retry_heap: list[tuple[float, int, ChunkSpec, int]] = []
+        inflight: dict[Future, _Inflight] = {}
+        attempts: dict[int, int] = {}
+        window = max(1, 2 * self.workers) if self.engine.name != "sequential" else 1
+        last_report = 0.0
+        self._report(running=0, force=True)
+        while queue or inflight or retry_heap:
+            now = time.monotonic()
+            if self.cancel_event.is_set() or self._job_timed_out(now):
+                for future in inflight:
+                    self.engine.cancel(future)
+                break
+            while retry_heap and retry_heap[0][0] <= now:
+                _, _, spec, attempt = heapq.heappop(retry_heap)
+                queue.append(spec)
+                attempts[spec.index] = attempt
+            while queue and len(inflight) < window and not self.cancel_event.is_set():
+                spec = queue.pop()
+                attempt = attempts.get(spec.index, 0) + 1
+                attempts[spec.index] = attempt
+                self.state.mark_running(spec.index, attempt)
+                future = self.engine.submit(run_chunk, self.make_task(spec))
+                inflight[future] = _Inflight(spec, attempt, time.monotonic())
+            timeout = PROGRESS_EVERY_S
+            if retry_heap:
+                timeout = max(0.0, min(timeout, retry_heap[0][0] - time.monotonic()))
+            if inflight:
+                done, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+            else:
+                done = set()
+                time.sleep(timeout)
+            finished: list[ChunkOutcome] = []
+            for future in done:
+                job = inflight.pop(future)
+                outcome, exc = self._outcome(future)
+                if outcome is not None:
+                    finished.append(outcome)
+                else:
+                    self._failed_attempt(job, exc, retry_heap)
+            self._expire(inflight, retry_heap)
+            if finished:
+                self.state.record_done(finished, attempts)
+                self._counts[ChunkStatus.DONE.value] = self._counts.get(ChunkStatus.DONE.value, 0) + len(finished)
+                self._rows_done += sum(o.rows_in for o in finished)
+            if time.monotonic() - last_report >= PROGRESS_EVERY_S or finished:
+                self._report(running=len(inflight), force=time.monotonic() - last_report >= PROGRESS_EVERY_S)
+                last_report = time.monotonic()
+        return self._finish(inflight)
+
+    def _outcome(self, future: Future) -> tuple[ChunkOutcome | None, BaseException | None]:
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # noqa: BLE001 - any chunk failure is recorded, never fatal
+            return None, exc
+        try:
+            self._check(outcome)
+        except OutputCheckError as exc:
+            from pathlib import Path
+
+            Path(self.config.output, outcome.part).unlink(missing_ok=True)
+            return None, exc
+        return outcome, None
+
+    def _check(self, outcome: ChunkOutcome) -> None:
+        if self.one_row_per_row and outcome.rows_out != outcome.rows_in:
+            raise OutputCheckError(f"chunk {outcome.index} wrote {outcome.rows_out} rows for {outcome.rows_in} input rows")
+        if self._schema is None:
+            self._schema = outcome.schema
+            self.state.set(output_schema=outcome.schema)
+        elif outcome.schema != self._schema:
+            msg = f"chunk {outcome.index} output columns {outcome.schema} differ from the other parts' {self._schema}"
+            raise OutputCheckError(msg)
+
+    def _failed_attempt(self, job: _Inflight, exc: BaseException | None, retry_heap: list) -> None:
+        spec = job.spec
+        error = ChunkError(
+            chunk=spec.index,
+            attempts=job.attempt,
+            type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)) if exc is not None else "",
+            rows=spec.rows,
+        )
+        self._last_error = str(error)
+        if job.attempt <= self.config.retries and not self.cancel_event.is_set():
+            delay = self.config.backoff.delay(job.attempt)
+            self.state.record_attempt(error, delay=delay)
+            heapq.heappush(retry_heap, (time.monotonic() + delay, spec.index, spec, job.attempt))
+            self._retries += 1
+            log.warning("%s; retrying in %.2fs", error, delay)
+        else:
+            self.state.record_attempt(error, delay=None)
+            self.state.record_failed(error)
+            self._counts[ChunkStatus.FAILED.value] = self._counts.get(ChunkStatus.FAILED.value, 0) + 1
+            log.error("%s; giving up", error)
+
+    def _expire(self, inflight: dict[Future, _Inflight], retry_heap: list) -> None:
+        limit = self.config.resources.chunk_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for future, job in list(inflight.items()):
+            if now - job.started > limit:
+                self.engine.cancel(future)
+                del inflight[future]
+                self._failed_attempt(job, TimeoutError(f"chunk {job.spec.index} ran over chunk_timeout={limit}s"), retry_heap)
+
+    def _job_timed_out(self, now: float) -> bool:
+        limit = self.config.resources.job_timeout
+        if limit is not None and now - self._t0 > limit:
+            self._timed_out = True
+        return self._timed_out
+
+    def _finish(self, inflight: dict[Future, _Inflight]) -> JobStatus:
+        self._counts = self.state.counts()
+        failed = self._counts.get(ChunkStatus.FAILED.value, 0)
+        unfinished = sum(self._counts.get(s.value, 0) for s in (ChunkStatus.PENDING, ChunkStatus.RUNNING))
+        if self._timed_out:
+            status = JobStatus.FAILED
+            self._last_error = f"job ran over job_timeout={self.config.resources.job_timeout}s"
+        elif self.cancel_event.is_set() and unfinished:
+            status = JobStatus.CANCELLED
+        elif failed or unfinished:
+            status = JobStatus.FAILED
+        else:
+            status = JobStatus.SUCCEEDED
+        self.state.mark([i.spec.index for i in inflight.values()], ChunkStatus.PENDING)
+        elapsed = self._elapsed_before + time.monotonic() - self._t0
+        self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=self._last_error if self._timed_out else None)
+        self.state.set_status(status)
+        self._report(running=0, force=True, status=status)
+        return status
+
+    # --- progress -----------------------------------------------------------------------------------
+    def _report(self, *, running: int, force: bool, status: JobStatus = JobStatus.RUNNING) -> None:
+        now = time.monotonic()
+        self._rate.add(self._rows_done, now)
+        rate = self._rate.rate()
+        elapsed = self._elapsed_before + now - self._t0
+        if elapsed > 0 and rate == 0 and self._rows_done and status == JobStatus.RUNNING:
+            rate = 0.0
+        remaining = max(0, self._rows_total - self._rows_done)
+        total_chunks = sum(self._counts.values())
+        progress = Progress(
+            name=self.config.name or "",
+            status=status.value,
+            chunks_total=total_chunks,
+            chunks_done=self._counts.get(ChunkStatus.DONE.value, 0),
+            chunks_failed=self._counts.get(ChunkStatus.FAILED.value, 0),
+            chunks_skipped=self._counts.get(ChunkStatus.SKIPPED.value, 0),
+            chunks_running=running,
+            rows_done=self._rows_done,
+            rows_total=self._rows_total,
+            percent=100.0 * self._rows_done / self._rows_total if self._rows_total else 100.0,
+            rows_per_s=rate,
+            eta_s=remaining / rate if rate > 0 else None,
+            elapsed_s=elapsed,
+            retries=self._retries,
+            last_error=self._last_error,
+            updated_at=time.time(),
+            **dict(zip(("cpu_percent", "rss_bytes"), self._sampler.sample(), strict=True)),
+        )
+        if force:
+            self.state.set(progress=progress.to_dict())
+            self.state.append_timeline(
+                rows_done=progress.rows_done, chunks_done=progress.chunks_done, rows_per_s=rate,
+                cpu=progress.cpu_percent, rss=progress.rss_bytes,
+            )  # fmt: skip
+        if self.on_progress is not None:
+            try:
+                self.on_progress(progress)
+            except Exception:  # a broken view is logged, never kills the job
+                log.exception("progress view failed")

@@ -1,0 +1,82 @@
+"""Driver-side preparation of the detector: choose feature columns, fit on the sample, check pickling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from batchnb.config import JobConfig
+from batchnb.detectors import Detector, FittedDetector, flag_cutoff
+from batchnb.detectors import get as get_detector
+from batchnb.errors import ConfigError
+from batchnb.plan import DatasetInfo
+
+__all__ = ["check_picklable", "fit_detector", "resolve_columns"]
+
+
+def _is_numeric(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric() and dtype != pl.Boolean
+
+
+def resolve_columns(config: JobConfig, info: DatasetInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(feature columns, kept columns), checked against the source's schema."""
+    schema = info.polars_schema()
+    available = list(schema.names())
+    for option in ("columns", "keep"):
+        for name in getattr(config, option) or ():
+            if name not in schema:
+                msg = f"`{option}` names column {name!r}, which the source does not have; its columns are {available}"
+                raise ConfigError(msg)
+    if config.columns is None:
+        features = tuple(n for n, t in schema.items() if _is_numeric(t))
+        if not features and not callable_detector(config):
+            raise ConfigError(f"the source has no numeric column to score (columns: {dict(schema)}); pass `columns=`")
+    else:
+        features = config.columns
+        bad = {n: str(schema[n]) for n in features if not _is_numeric(schema[n])}
+        if bad and not callable_detector(config):
+            msg = f"feature column(s) {bad} are not numeric: pick numeric `columns=` or cast them in the source"
+            raise ConfigError(msg)
+    keep = config.keep if config.keep is not None else tuple(available)
+    clash = [c for c in ("anomaly_score", "is_anomaly") if c in keep]
+    if clash and not callable_detector(config):
+        raise ConfigError(f"kept column(s) {clash} clash with the score columns; leave them out of `keep=`")
+    return features, keep
+
+
+def callable_detector(config: JobConfig) -> bool:
+    return not isinstance(config.detector, str | Detector)
+
+
+def fit_detector(config: JobConfig, sample: pl.DataFrame, features: tuple[str, ...]) -> FittedDetector | Callable:
+    """The fitted scorer: depends only on the sample (hence only on source and seed)."""
+    if callable_detector(config):
+        return config.detector
+    detector: Detector = get_detector(config.detector) if isinstance(config.detector, str) else config.detector
+    state = detector.fit(sample, features, seed=config.seed)
+    needs_scores = config.threshold is None and (
+        config.contamination is not None or detector.default_threshold is None
+    )
+    scores = detector.score(sample, features, state).to_numpy() if needs_scores else np.empty(0)
+    cutoff = flag_cutoff(
+        scores.astype(np.float64), threshold=config.threshold, contamination=config.contamination, detector=detector
+    )
+    return FittedDetector(detector=detector, columns=features, state=state, cutoff=cutoff)
+
+
+def check_picklable(scorer: Any, engine_name: str) -> None:
+    """Fail before any chunk runs when a task cannot cross a process boundary."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(scorer)
+    except Exception as exc:
+        name = getattr(scorer, "__qualname__", type(scorer).__name__)
+        msg = (
+            f"detector {name} cannot be pickled for engine {engine_name!r} ({type(exc).__name__}: {exc}); "
+            "it may hold a lock, a file or a connection. Use engine='threads', or build such objects inside the function"
+        )
+        raise ConfigError(msg) from exc

@@ -1,0 +1,121 @@
+"""Output formats: write one part atomically, read all parts back as one LazyFrame in input order."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from batchnb.errors import ConfigError
+
+__all__ = ["Sink", "get", "part_name", "scan_parts", "write_atomic"]
+
+
+@dataclass(frozen=True)
+class Sink:
+    name: str
+    extension: str
+    write: Callable[[pl.DataFrame, str], None]
+    scan: Callable[[list[str]], pl.LazyFrame]
+
+
+def _write_hdf5(frame: pl.DataFrame, path: str) -> None:
+    frame.to_pandas().to_hdf(path, key="data", format="table", index=False)
+
+
+def _write_pickle(frame: pl.DataFrame, path: str) -> None:
+    frame.to_pandas().to_pickle(path)
+
+
+def _deferred_scan(read_one: Callable[[str], pl.DataFrame]) -> Callable[[list[str]], pl.LazyFrame]:
+    """A LazyFrame over parts that only Python can read: parts are loaded one at a time on collect."""
+
+    def scan(paths: list[str]) -> pl.LazyFrame:
+        from polars.io.plugins import register_io_source
+
+        schema = read_one(paths[0]).schema
+
+        def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
+            remaining = n_rows
+            for path in paths:
+                frame = read_one(path)
+                if with_columns is not None:
+                    frame = frame.select(with_columns)
+                if predicate is not None:
+                    frame = frame.filter(predicate)
+                if remaining is not None:
+                    frame = frame.head(remaining)
+                    remaining -= frame.height
+                yield frame
+                if remaining is not None and remaining <= 0:
+                    return
+
+        return register_io_source(source, schema=schema)
+
+    return scan
+
+
+def _read_hdf5(path: str) -> pl.DataFrame:
+    import pandas as pd
+
+    return pl.from_pandas(pd.read_hdf(path, key="data"), include_index=False)
+
+
+def _read_pickle(path: str) -> pl.DataFrame:
+    import pandas as pd
+
+    return pl.from_pandas(pd.read_pickle(path), include_index=False)
+
+
+_SINKS = {
+    s.name: s
+    for s in (
+        Sink("parquet", ".parquet", lambda f, p: f.write_parquet(p), lambda ps: pl.scan_parquet(ps)),
+        Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps: pl.scan_csv(ps)),
+        Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps: pl.scan_ndjson(ps)),
+        Sink("feather", ".feather", lambda f, p: f.write_ipc(p), lambda ps: pl.scan_ipc(ps)),
+        Sink("hdf5", ".h5", _write_hdf5, _deferred_scan(_read_hdf5)),
+        Sink("pickle", ".pkl", _write_pickle, _deferred_scan(_read_pickle)),
+    )
+}
+
+
+def get(name: str) -> Sink:
+    try:
+        return _SINKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown output format {name!r}: expected one of {list(_SINKS)}") from None
+
+
+def part_name(index: int, sink: Sink) -> str:
+    return f"part-{index:06d}{sink.extension}"
+
+
+def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tuple[str, int, str]:
+    """Write to a temp name, fsync, hash, then rename: a reader never sees a partial part.
+
+    Returns (part file name, size in bytes, checksum).
+    """
+    from batchnb.checksum import file_checksum
+
+    tmp_dir = Path(output, "_batchnb", "tmp")
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    name = part_name(index, sink)
+    tmp = tmp_dir / f"{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        sink.write(frame, str(tmp))
+        checksum, size = file_checksum(tmp, fsync=True)
+        os.replace(tmp, Path(output, name))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return name, size, checksum
+
+
+def scan_parts(paths: Sequence[str], sink: Sink) -> pl.LazyFrame:
+    return sink.scan(list(paths))

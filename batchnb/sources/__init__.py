@@ -1,0 +1,74 @@
+"""Input formats behind a registry keyed by name; `open_dataset` is the driver's entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from batchnb.errors import ConfigError, SourceError
+from batchnb.plan import DatasetInfo
+from batchnb.sources.base import Format, fingerprint, resolve_paths
+from batchnb.sources.csv import CSV
+from batchnb.sources.feather import Feather
+from batchnb.sources.hdf5 import HDF5
+from batchnb.sources.json import NDJSON
+from batchnb.sources.parquet import Parquet
+from batchnb.sources.pickle import Pickle
+
+__all__ = ["Format", "fingerprint", "get", "names", "open_dataset", "read_chunk", "register", "resolve_paths"]
+
+_REGISTRY: dict[str, Format] = {}
+
+
+def register(fmt: Format) -> Format:
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+def get(name: str) -> Format:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown format {name!r}: expected one of {names()}") from None
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def detect_format(paths: tuple[str, ...]) -> str:
+    from batchnb.config import format_from_suffix
+
+    formats = {format_from_suffix(p) for p in paths}
+    if None in formats or len(formats) != 1:
+        raise SourceError(f"cannot tell the format of {list(paths)[:3]}: pass `format=` one of {names()}")
+    return formats.pop()
+
+
+def open_dataset(
+    source: str | tuple[str, ...],
+    fmt: str | None,
+    read_options: dict[str, Any],
+    *,
+    workdir: Path,
+    allow_pickle: bool,
+) -> DatasetInfo:
+    """Resolve the files and read their metadata (never their data, except pickle and JSON arrays)."""
+    paths = resolve_paths(source)
+    fmt = fmt or detect_format(paths)
+    if fmt == "pickle" and not allow_pickle:
+        msg = (
+            f"source {paths[0]!r} is a pickle, and loading a pickle runs arbitrary code: pass `allow_pickle=True` "
+            "if you trust it, or convert it to Parquet"
+        )
+        raise SourceError(msg)
+    return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
+
+
+def read_chunk(info: DatasetInfo, spec) -> Any:
+    """Worker side: read exactly the rows of `spec`."""
+    return get(info.format).read(info, spec)
+
+
+for _fmt in (CSV(), Parquet(), NDJSON(), Pickle(), HDF5(), Feather()):
+    register(_fmt)

@@ -1,0 +1,186 @@
+"""The source contract: plan chunks from metadata on the driver, read one chunk on a worker."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import polars as pl
+
+from batchnb.errors import SourceError
+from batchnb.plan import ChunkSpec, DatasetInfo, Piece
+
+__all__ = ["Format", "RowFormat", "dtype_from_text", "dtype_to_text", "resolve_paths", "sample_starts"]
+
+SAMPLE_BLOCKS = 32
+
+_DTYPES = {str(t): t for t in (
+    pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
+    pl.Float32, pl.Float64, pl.Boolean, pl.String, pl.Date, pl.Null,
+)}  # fmt: skip
+
+
+def dtype_to_text(dtype: pl.DataType) -> str:
+    return str(dtype)
+
+
+def dtype_from_text(text: str) -> pl.DataType:
+    """Inverse of `dtype_to_text` for plain types; anything richer is read back as-is via eval-free parsing."""
+    if text in _DTYPES:
+        return _DTYPES[text]
+    if text.startswith("Datetime"):
+        unit = "us" if "us" in text else "ns" if "ns" in text else "ms"
+        return pl.Datetime(unit)
+    if text.startswith("Duration"):
+        return pl.Duration()
+    if text.startswith("Categorical") or text.startswith("Enum"):
+        return pl.String
+    return pl.String
+
+
+def schema_to_text(schema: pl.Schema) -> dict[str, str]:
+    return {name: dtype_to_text(dtype) for name, dtype in schema.items()}
+
+
+_GLOB_CHARS = set("*?[")
+
+
+def resolve_paths(source: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Files of the dataset in sorted order; a glob or list is one dataset, a job output dir its parts."""
+    items = (source,) if isinstance(source, str) else source
+    paths: list[str] = []
+    for item in items:
+        if _GLOB_CHARS & set(item):
+            matched = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            if not matched:
+                raise SourceError(f"source {item!r} matches no file: check the pattern and the working directory")
+            paths.extend(matched)
+        elif os.path.isdir(item):
+            parts = sorted(p for p in glob.glob(os.path.join(item, "part-*")) if os.path.isfile(p))
+            if not parts:
+                raise SourceError(f"source {item!r} is a directory with no part-* files: point at a file, a glob or a job output")
+            paths.extend(parts)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise SourceError(f"source file {item!r} does not exist: check the path (relative to {os.getcwd()!r})")
+    for p in paths:
+        if os.path.getsize(p) == 0:
+            raise SourceError(f"source file {p!r} is empty (0 bytes): nothing to read; check that it was fully written")
+    return tuple(paths)
+
+
+def fingerprint(paths: Sequence[str]) -> list[list[Any]]:
+    """Cheap identity of the input: a changed file changes it."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def sample_starts(total: int, n: int, seed: int) -> list[tuple[int, int]]:
+    """Row ranges of a stratified block sample: depends only on `total`, `n` and `seed`."""
+    if total <= n:
+        return [(0, total)] if total else []
+    blocks = min(SAMPLE_BLOCKS, n)
+    per_block = n // blocks
+    rng = np.random.default_rng(seed)
+    ranges = []
+    for j in range(blocks):
+        lo, hi = j * total // blocks, (j + 1) * total // blocks
+        start = lo + int(rng.integers(0, max(1, hi - lo - per_block + 1)))
+        ranges.append((start, min(start + per_block, hi)))
+    return ranges
+
+
+class Format(Protocol):
+    """One input format. `inspect` and `plan` run on the driver; `read` runs on a worker."""
+
+    name: ClassVar[str]
+
+    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo: ...
+
+    def plan(self, info: DatasetInfo, chunk_size: int) -> tuple[ChunkSpec, ...]: ...
+
+    def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame: ...
+
+    def read(self, info: DatasetInfo, spec: ChunkSpec) -> pl.DataFrame: ...
+
+
+class RowFormat:
+    """A format whose files know their row counts from metadata: chunks are exact global row ranges."""
+
+    name: ClassVar[str] = ""
+
+    def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
+        raise NotImplementedError
+
+    def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
+        raise NotImplementedError
+
+    def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
+        counts = self.row_counts(paths, read_options)
+        schema = self.read_schema(paths[0], read_options)
+        for p in paths[1:]:
+            other = self.read_schema(p, read_options)
+            if other.names() != schema.names():
+                raise SourceError(f"file {p!r} has columns {other.names()}, but {paths[0]!r} has {schema.names()}: one dataset needs one set of columns")
+        read_options = {**read_options, "_row_counts": counts}
+        return DatasetInfo(
+            format=self.name,
+            paths=paths,
+            schema=schema_to_text(schema),
+            read_options=read_options,
+            total_rows=sum(counts),
+            total_bytes=sum(os.path.getsize(p) for p in paths),
+        )
+
+    def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:
+        """Global rows [start, stop) as per-file pieces."""
+        out, offset = [], 0
+        for path, count in zip(info.paths, info.read_options["_row_counts"], strict=True):
+            lo, hi = max(start, offset), min(stop, offset + count)
+            if lo < hi:
+                out.append(Piece(path=path, start=lo - offset, stop=hi - offset))
+            offset += count
+        return tuple(out)
+
+    def plan(self, info: DatasetInfo, chunk_size: int) -> tuple[ChunkSpec, ...]:
+        total = info.total_rows
+        bytes_per_row = info.total_bytes / total if total else 0
+        return tuple(
+            ChunkSpec(
+                index=i,
+                pieces=self.pieces(info, start, min(start + chunk_size, total)),
+                rows=(start, min(start + chunk_size, total)),
+                nbytes=int((min(start + chunk_size, total) - start) * bytes_per_row),
+            )
+            for i, start in enumerate(range(0, total, chunk_size))
+        )
+
+    def read(self, info: DatasetInfo, spec: ChunkSpec) -> pl.DataFrame:
+        frames = [self.read_rows(info, p.path, p.start, p.stop) for p in spec.pieces]
+        return conform(frames, info)
+
+    def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame:
+        frames = []
+        for start, stop in sample_starts(info.total_rows, n, seed):
+            frames.extend(self.read_rows(info, p.path, p.start, p.stop) for p in self.pieces(info, start, stop))
+        return conform(frames, info)
+
+
+def conform(frames: list[pl.DataFrame], info: DatasetInfo) -> pl.DataFrame:
+    """One frame with the dataset's schema, whatever each file or block inferred."""
+    schema = info.polars_schema()
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    frames = [f if f.schema == schema else f.cast(dict(schema), strict=False) for f in frames]
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical", rechunk=False)

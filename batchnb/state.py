@@ -1,0 +1,236 @@
+"""The durable job record in output/_batchnb/state.sqlite: the single source of truth.
+
+Only the driver writes (one connection, WAL); any process may read while a job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchnb.errors import ChunkError, JobStateError
+from batchnb.plan import ChunkSpec
+from batchnb.status import ChunkStatus, JobStatus
+
+__all__ = ["ChunkRecord", "JobState", "state_path"]
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS blobs(key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS chunks(
+    idx INTEGER PRIMARY KEY, spec TEXT NOT NULL, row_start INTEGER, row_stop INTEGER,
+    status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    rows_in INTEGER, rows_out INTEGER, anomalies INTEGER, part TEXT, nbytes INTEGER, checksum TEXT,
+    started REAL, finished REAL, seconds REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS attempts(
+    chunk INTEGER, attempt INTEGER, at REAL, type TEXT, message TEXT, traceback TEXT, delay REAL);
+CREATE TABLE IF NOT EXISTS timeline(
+    at REAL, rows_done INTEGER, chunks_done INTEGER, rows_per_s REAL, cpu_percent REAL, rss_bytes INTEGER);
+"""
+
+
+def state_path(output: str | Path) -> Path:
+    return Path(output, "_batchnb", "state.sqlite")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkRecord:
+    index: int
+    status: ChunkStatus
+    attempts: int
+    rows: tuple[int, int]
+    rows_in: int | None
+    rows_out: int | None
+    anomalies: int | None
+    part: str | None
+    nbytes: int | None
+    checksum: str | None
+    seconds: float | None
+    error: ChunkError | None
+
+
+class JobState:
+    """Typed access to the sqlite record. Writers call `open(..., create=True)` from one thread."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, output: str | Path, *, create: bool = False) -> JobState:
+        path = state_path(output)
+        if not path.exists() and not create:
+            raise JobStateError(f"{str(output)!r} holds no batchnb job (no {path}): check the output directory")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{path}" + ("" if create else "?mode=ro")
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+        if create:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_DDL)
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> JobState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- meta -----------------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return default  # the writer has not created the tables yet
+        return json.loads(row[0]) if row else default
+
+    def set(self, **values: Any) -> None:
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, json.dumps(v, default=str)) for k, v in values.items()],
+            )
+
+    def get_blob(self, key: str) -> bytes | None:
+        row = self._conn.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_blob(self, key: str, value: bytes) -> None:
+        with self._tx():
+            self._conn.execute("INSERT OR REPLACE INTO blobs(key, value) VALUES (?, ?)", (key, value))
+
+    def _tx(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self_inner):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, *rest):
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    # --- plan and chunks ---------------------------------------------------------------------------
+    def has_plan(self) -> bool:
+        return self.get("plan_saved", False)
+
+    def save_plan(self, chunks: Sequence[ChunkSpec]) -> None:
+        with self._tx():
+            self._conn.execute("DELETE FROM chunks")
+            self._conn.executemany(
+                "INSERT INTO chunks(idx, spec, row_start, row_stop) VALUES (?, ?, ?, ?)",
+                [(c.index, c.to_json(), c.rows[0], c.rows[1]) for c in chunks],
+            )
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('plan_saved', 'true')")
+
+    def specs(self, indexes: Iterable[int] | None = None) -> list[ChunkSpec]:
+        rows = self._conn.execute("SELECT spec FROM chunks ORDER BY idx").fetchall()
+        specs = [ChunkSpec.from_json(r[0]) for r in rows]
+        if indexes is None:
+            return specs
+        wanted = set(indexes)
+        return [s for s in specs if s.index in wanted]
+
+    def chunks(self) -> list[ChunkRecord]:
+        rows = self._conn.execute(
+            "SELECT idx, status, attempts, row_start, row_stop, rows_in, rows_out, anomalies, part, nbytes,"
+            " checksum, seconds, error FROM chunks ORDER BY idx"
+        ).fetchall()
+        return [
+            ChunkRecord(
+                index=r[0], status=ChunkStatus(r[1]), attempts=r[2], rows=(r[3], r[4]), rows_in=r[5],
+                rows_out=r[6], anomalies=r[7], part=r[8], nbytes=r[9], checksum=r[10], seconds=r[11],
+                error=ChunkError.from_dict(json.loads(r[12])) if r[12] else None,
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM chunks GROUP BY status").fetchall()
+        return {status: n for status, n in rows}
+
+    def totals(self) -> dict[str, int]:
+        """Rows and anomalies of done chunks, and retries over all attempts."""
+        rows_in, rows_out, anomalies = self._conn.execute(
+            "SELECT COALESCE(SUM(rows_in),0), COALESCE(SUM(rows_out),0), COALESCE(SUM(anomalies),0)"
+            " FROM chunks WHERE status = 'done'"
+        ).fetchone()
+        return {"rows_in": rows_in, "rows_out": rows_out, "anomalies": anomalies}
+
+    def mark(self, indexes: Iterable[int], status: ChunkStatus) -> None:
+        with self._tx():
+            self._conn.executemany("UPDATE chunks SET status = ? WHERE idx = ?", [(status.value, i) for i in indexes])
+
+    def mark_running(self, index: int, attempts: int) -> None:
+        self._conn.execute(
+            "UPDATE chunks SET status = 'running', attempts = ?, started = ? WHERE idx = ?",
+            (attempts, time.time(), index),
+        )
+
+    def record_done(self, outcomes: Sequence[Any], attempts: dict[int, int]) -> None:
+        """Commit finished chunks together: one transaction for all that arrived at once."""
+        with self._tx():
+            self._conn.executemany(
+                "UPDATE chunks SET status = 'done', attempts = ?, rows_in = ?, rows_out = ?, anomalies = ?,"
+                " part = ?, nbytes = ?, checksum = ?, finished = ?, seconds = ?, error = NULL WHERE idx = ?",
+                [
+                    (attempts.get(o.index, 1), o.rows_in, o.rows_out, o.anomalies, o.part, o.nbytes, o.checksum,
+                     time.time(), o.seconds, o.index)
+                    for o in outcomes
+                ],
+            )  # fmt: skip
+
+    def record_attempt(self, error: ChunkError, *, delay: float | None) -> None:
+        self._conn.execute(
+            "INSERT INTO attempts(chunk, attempt, at, type, message, traceback, delay) VALUES (?,?,?,?,?,?,?)",
+            (error.chunk, error.attempts, time.time(), error.type, error.message, error.traceback, delay),
+        )
+
+    def record_failed(self, error: ChunkError) -> None:
+        self._conn.execute(
+            "UPDATE chunks SET status = 'failed', attempts = ?, error = ? WHERE idx = ?",
+            (error.attempts, json.dumps(error.to_dict()), error.chunk),
+        )
+
+    def attempts(self) -> list[dict[str, Any]]:
+        cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay")
+        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM attempts ORDER BY at").fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def retries(self) -> int:
+        """Attempts after the first, over the job's life."""
+        (n,) = self._conn.execute(
+            "SELECT COUNT(*) FROM attempts a WHERE NOT EXISTS"
+            " (SELECT 1 FROM chunks c WHERE c.idx = a.chunk AND c.status = 'failed' AND c.attempts = a.attempt)"
+        ).fetchone()
+        return n
+
+    def errors(self) -> list[ChunkError]:
+        return [c.error for c in self.chunks() if c.status == ChunkStatus.FAILED and c.error is not None]
+
+    # --- progress -----------------------------------------------------------------------------------
+    def append_timeline(self, *, rows_done: int, chunks_done: int, rows_per_s: float, cpu: float, rss: int) -> None:
+        self._conn.execute(
+            "INSERT INTO timeline VALUES (?, ?, ?, ?, ?, ?)", (time.time(), rows_done, chunks_done, rows_per_s, cpu, rss)
+        )
+
+    def timeline(self) -> list[tuple]:
+        return self._conn.execute("SELECT * FROM timeline ORDER BY at").fetchall()
+
+    def status(self) -> JobStatus:
+        return JobStatus(self.get("status", JobStatus.PENDING.value))
+
+    def set_status(self, status: JobStatus, **extra: Any) -> None:
+        self.set(status=status.value, **extra)

@@ -1,0 +1,84 @@
+"""What runs on a worker: read one chunk, score it, write one part, checksum it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from batchnb.detectors.base import FittedDetector
+from batchnb.plan import ChunkSpec, DatasetInfo
+
+__all__ = ["ChunkOutcome", "ChunkTask", "apply_scorer", "run_chunk"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkTask:
+    """Everything a worker on any machine needs: a description of the chunk, never its data."""
+
+    spec: ChunkSpec
+    dataset: DatasetInfo
+    scorer: FittedDetector | Callable[[pl.DataFrame], Any]
+    keep: tuple[str, ...]
+    output: str
+    output_format: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkOutcome:
+    index: int
+    rows_in: int
+    rows_out: int
+    anomalies: int
+    part: str
+    nbytes: int
+    checksum: str
+    schema: dict[str, str]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
+
+
+def apply_scorer(scorer: FittedDetector | Callable, frame: pl.DataFrame, keep: tuple[str, ...]) -> pl.DataFrame:
+    if isinstance(scorer, FittedDetector):
+        return scorer.apply(frame, keep)
+    out = scorer(frame)
+    if isinstance(out, pl.DataFrame):
+        return out
+    if type(out).__name__ == "DataFrame" and type(out).__module__.startswith("pandas"):
+        return pl.from_pandas(out)
+    name = getattr(scorer, "__qualname__", repr(scorer))
+    raise TypeError(f"detector {name} returned {type(out).__name__}; it must return a polars or pandas DataFrame")
+
+
+def run_chunk(task: ChunkTask) -> ChunkOutcome:
+    from batchnb import sinks
+    from batchnb.sources import read_chunk
+
+    t0 = time.perf_counter()
+    frame = read_chunk(task.dataset, task.spec)
+    t1 = time.perf_counter()
+    out = apply_scorer(task.scorer, frame, task.keep)
+    t2 = time.perf_counter()
+    sink = sinks.get(task.output_format)
+    part, nbytes, checksum = sinks.write_atomic(out, task.output, task.spec.index, sink)
+    t3 = time.perf_counter()
+    anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
+    return ChunkOutcome(
+        index=task.spec.index,
+        rows_in=frame.height,
+        rows_out=out.height,
+        anomalies=anomalies,
+        part=part,
+        nbytes=nbytes,
+        checksum=checksum,
+        schema={k: str(v) for k, v in out.schema.items()},
+        seconds=t3 - t0,
+        timings={"read": t1 - t0, "score": t2 - t1, "write": t3 - t2},
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    )
