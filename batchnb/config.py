@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from batchnb.errors import ConfigError
 
-__all__ = ["Backoff", "JobConfig", "Resources", "parse_memory", "INPUT_FORMATS", "OUTPUT_FORMATS"]
+__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "Backoff", "JobConfig", "Resources", "parse_memory"]
 
 InputFormat = Literal["csv", "parquet", "json", "pickle", "hdf5", "feather"]
 OutputFormat = Literal["parquet", "csv", "json", "feather", "hdf5", "pickle"]
@@ -180,7 +180,8 @@ def code_fingerprint(fn: Callable) -> str:
                 digest.update(repr(const).encode())
 
     target = getattr(fn, "__wrapped__", fn)
-    code = getattr(target, "__code__", None) or getattr(getattr(target, "__call__", None), "__code__", None)
+    call = vars(type(target)).get("__call__")
+    code = getattr(target, "__code__", None) or getattr(call, "__code__", None)
     if code is not None:
         feed(code)
     qualname = getattr(target, "__qualname__", type(target).__qualname__)
@@ -267,7 +268,9 @@ class JobConfig:
             else:
                 detectors.get(self.detector)  # raises ConfigError listing the names
         elif not (isinstance(self.detector, detectors.Detector) or callable(self.detector)):
-            raise ConfigError(f"`detector` must be a name from bn.list_detectors(), a Detector or a callable, got {self.detector!r}")
+            raise ConfigError(
+                f"`detector` must be a name from bn.list_detectors(), a Detector or a callable, got {self.detector!r}"
+            )
 
     def _check_engine(self) -> None:
         from batchnb import engines
@@ -281,15 +284,15 @@ class JobConfig:
         if self.format is not None and self.format not in INPUT_FORMATS:
             raise ConfigError(f"`format` {self.format!r} is unknown: expected one of {list(INPUT_FORMATS)}")
         if self.output_format not in OUTPUT_FORMATS:
-            raise ConfigError(f"`output_format` {self.output_format!r} is unknown: expected one of {list(OUTPUT_FORMATS)}")
+            raise ConfigError(
+                f"`output_format` {self.output_format!r} is unknown: expected one of {list(OUTPUT_FORMATS)}"
+            )
         if self.format is None:
             paths = (self.source,) if isinstance(self.source, str) else self.source
             formats = {format_from_suffix(p) for p in paths if Path(p).suffix}
             if None in formats:
                 bad = next(p for p in paths if Path(p).suffix and format_from_suffix(p) is None)
-                msg = (
-                    f"cannot tell the format of {bad!r} from its suffix: pass `format=` one of {list(INPUT_FORMATS)}"
-                )
+                msg = f"cannot tell the format of {bad!r} from its suffix: pass `format=` one of {list(INPUT_FORMATS)}"
                 raise ConfigError(msg)
             if len(formats) > 1:
                 raise ConfigError(f"`source` mixes formats {sorted(formats)}: one job reads one format")
@@ -299,10 +302,14 @@ class JobConfig:
     def _check_flag_rule(self) -> None:
         if self.threshold is not None and self.contamination is not None:
             raise ConfigError("give at most one of `threshold` and `contamination`")
-        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float)):
+        if self.threshold is not None and (
+            isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float)
+        ):
             raise ConfigError(f"`threshold` must be a number, got {self.threshold!r}")
         if self.contamination is not None and (
-            isinstance(self.contamination, bool) or not isinstance(self.contamination, int | float) or not 0 < self.contamination < 0.5
+            isinstance(self.contamination, bool)
+            or not isinstance(self.contamination, int | float)
+            or not 0 < self.contamination < 0.5
         ):
             raise ConfigError(f"`contamination` must be a fraction in (0, 0.5), got {self.contamination!r}")
 

@@ -14,7 +14,7 @@ import cloudpickle
 
 from batchnb import engines, sources
 from batchnb.checksum import file_checksum
-from batchnb.errors import JobStateError
+from batchnb.errors import ConfigError, JobStateError
 from batchnb.plan import DatasetInfo
 from batchnb.progress import Progress
 from batchnb.runner import Runner
@@ -48,7 +48,9 @@ def _check_identity(job: BatchJob, state: JobState, fingerprint: list) -> None:
         return
     if stored != config.identity_hash():
         before = state.get("identity_fields", {})
-        changed = sorted(k for k, v in json.loads(json.dumps(config.identity(), default=str)).items() if before.get(k) != v)
+        changed = sorted(
+            k for k, v in json.loads(json.dumps(config.identity(), default=str)).items() if before.get(k) != v
+        )
         msg = (
             f"output {config.output!r} holds the state of another job (options that differ: {changed}): "
             "use another output directory, or run(restart=True) to discard it"
@@ -76,7 +78,7 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
     try:
         empty = apply_scorer(scorer, worker_info.polars_schema().to_frame(), keep)
         empty_schema = {k: str(v) for k, v in empty.schema.items()}
-    except Exception:  # a callable may not accept an empty frame; the first part sets the schema then
+    except Exception:  # noqa: BLE001 - a callable may reject an empty frame; the first part sets the schema then
         pass
     state.set(
         identity=config.identity_hash(),
@@ -97,7 +99,7 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
 def _round_trips(config) -> bool:
     try:
         config.to_dict()
-    except Exception:
+    except ConfigError:
         return False
     return True
 
@@ -125,7 +127,12 @@ def _redo_bad_parts(state: JobState, output: str) -> None:
         if chunk.status != ChunkStatus.DONE:
             continue
         path = Path(output, chunk.part or "")
-        if not chunk.part or not path.exists() or path.stat().st_size != chunk.nbytes or file_checksum(path)[0] != chunk.checksum:
+        if (
+            not chunk.part
+            or not path.exists()
+            or path.stat().st_size != chunk.nbytes
+            or file_checksum(path)[0] != chunk.checksum
+        ):
             bad.append(chunk.index)
     if bad:
         state.mark(bad, ChunkStatus.PENDING)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from batchnb import engines, sources
+from batchnb import sources
 from batchnb.config import JobConfig
 from batchnb.errors import ConfigError, JobStateError
 from batchnb.lock import JobLock

@@ -142,7 +142,9 @@ class Runner:
 
     def _check(self, outcome: ChunkOutcome) -> None:
         if self.one_row_per_row and outcome.rows_out != outcome.rows_in:
-            raise OutputCheckError(f"chunk {outcome.index} wrote {outcome.rows_out} rows for {outcome.rows_in} input rows")
+            raise OutputCheckError(
+                f"chunk {outcome.index} wrote {outcome.rows_out} rows for {outcome.rows_in} input rows"
+            )
         if self._schema is None:
             self._schema = outcome.schema
             self.state.set(output_schema=outcome.schema)
@@ -182,7 +184,9 @@ class Runner:
             if now - job.started > limit:
                 self.engine.cancel(future)
                 del inflight[future]
-                self._failed_attempt(job, TimeoutError(f"chunk {job.spec.index} ran over chunk_timeout={limit}s"), retry_heap)
+                self._failed_attempt(
+                    job, TimeoutError(f"chunk {job.spec.index} ran over chunk_timeout={limit}s"), retry_heap
+                )
 
     def _job_timed_out(self, now: float) -> bool:
         limit = self.config.resources.job_timeout

@@ -57,9 +57,7 @@ def fit_detector(config: JobConfig, sample: pl.DataFrame, features: tuple[str, .
         return config.detector
     detector: Detector = get_detector(config.detector) if isinstance(config.detector, str) else config.detector
     state = detector.fit(sample, features, seed=config.seed)
-    needs_scores = config.threshold is None and (
-        config.contamination is not None or detector.default_threshold is None
-    )
+    needs_scores = config.threshold is None and (config.contamination is not None or detector.default_threshold is None)
     scores = detector.score(sample, features, state).to_numpy() if needs_scores else np.empty(0)
     cutoff = flag_cutoff(
         scores.astype(np.float64), threshold=config.threshold, contamination=config.contamination, detector=detector

@@ -223,7 +223,8 @@ class JobState:
     # --- progress -----------------------------------------------------------------------------------
     def append_timeline(self, *, rows_done: int, chunks_done: int, rows_per_s: float, cpu: float, rss: int) -> None:
         self._conn.execute(
-            "INSERT INTO timeline VALUES (?, ?, ?, ?, ?, ?)", (time.time(), rows_done, chunks_done, rows_per_s, cpu, rss)
+            "INSERT INTO timeline VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), rows_done, chunks_done, rows_per_s, cpu, rss),
         )
 
     def timeline(self) -> list[tuple]:

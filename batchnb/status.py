@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["ChunkStatus", "JobStatus"]
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     PENDING = "pending"
     PLANNING = "planning"
     RUNNING = "running"
@@ -20,7 +20,7 @@ class JobStatus(str, Enum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class ChunkStatus(str, Enum):
+class ChunkStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"

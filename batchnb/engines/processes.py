@@ -30,9 +30,9 @@ class ProcessesEngine:
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
-        import cloudpickle
-
         from concurrent.futures.process import BrokenProcessPool
+
+        import cloudpickle
 
         assert self._pool is not None, "open() first"
         payload = cloudpickle.dumps((fn, arg))

@@ -62,7 +62,9 @@ def resolve_paths(source: str | tuple[str, ...]) -> tuple[str, ...]:
         elif os.path.isdir(item):
             parts = sorted(p for p in glob.glob(os.path.join(item, "part-*")) if os.path.isfile(p))
             if not parts:
-                raise SourceError(f"source {item!r} is a directory with no part-* files: point at a file, a glob or a job output")
+                raise SourceError(
+                    f"source {item!r} is a directory with no part-* files: point at a file, a glob or a job output"
+                )
             paths.extend(parts)
         elif os.path.isfile(item):
             paths.append(item)
@@ -132,7 +134,9 @@ class RowFormat:
         for p in paths[1:]:
             other = self.read_schema(p, read_options)
             if other.names() != schema.names():
-                raise SourceError(f"file {p!r} has columns {other.names()}, but {paths[0]!r} has {schema.names()}: one dataset needs one set of columns")
+                raise SourceError(
+                    f"file {p!r} has columns {other.names()}, but {paths[0]!r} has {schema.names()}: one dataset needs one set of columns"
+                )
         read_options = {**read_options, "_row_counts": counts}
         return DatasetInfo(
             format=self.name,

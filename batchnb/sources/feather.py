@@ -27,7 +27,9 @@ class Feather(RowFormat):
                     reader = ipc.open_file(source)
                     counts.append(reader.count_rows())
             except Exception as exc:
-                raise SourceError(f"cannot read Feather/Arrow IPC file {p!r}: {exc}; write it with `write_ipc` or `to_feather`") from exc
+                raise SourceError(
+                    f"cannot read Feather/Arrow IPC file {p!r}: {exc}; write it with `write_ipc` or `to_feather`"
+                ) from exc
         return counts
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:

@@ -19,7 +19,9 @@ def _key(store, path: str, read_options: dict[str, Any]) -> str:
     key = read_options.get("key")
     if key is None:
         if len(keys) != 1:
-            raise SourceError(f"HDF5 file {path!r} holds {len(keys)} tables {keys}: pass read_options={{'key': ...}} to pick one")
+            raise SourceError(
+                f"HDF5 file {path!r} holds {len(keys)} tables {keys}: pass read_options={{'key': ...}} to pick one"
+            )
         return keys[0]
     key = key if key.startswith("/") else "/" + key
     if key not in keys:
@@ -36,7 +38,9 @@ class HDF5(RowFormat):
         try:
             return pd.HDFStore(path, mode="r")
         except Exception as exc:
-            raise SourceError(f"cannot open HDF5 file {path!r}: {exc}; is it a complete HDF5 file written by pandas?") from exc
+            raise SourceError(
+                f"cannot open HDF5 file {path!r}: {exc}; is it a complete HDF5 file written by pandas?"
+            ) from exc
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         keys = []

@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from batchnb.errors import SourceError
-from batchnb.plan import DatasetInfo  # noqa: TC001
+from batchnb.plan import DatasetInfo
 from batchnb.sources.feather import Feather
 
 __all__ = ["Pickle", "materialize"]

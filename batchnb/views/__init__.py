@@ -22,7 +22,7 @@ def in_notebook() -> bool:
     """True inside a Jupyter kernel (detected without importing IPython)."""
     try:
         shell = sys.modules["IPython"].get_ipython()  # type: ignore[attr-defined]
-    except Exception:
+    except Exception:  # noqa: BLE001 - detection fails safe: no IPython, or an unusual shell
         return False
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 

@@ -1,0 +1,5 @@
+import sys
+
+from batchnb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""The `batchnb` command: exit 0 ok, 1 job failed, 2 usage or input error; never a traceback for user errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from batchnb.errors import BatchError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchnb", description="Chunked, checkpointed batch jobs over large datasets."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a job")
+    run.add_argument("source", nargs="?", help="input file, glob or job output directory")
+    run.add_argument("output", nargs="?", help="output directory")
+    run.add_argument("--config", help="job config file (.json, .toml, .yaml); flags override it")
+    run.add_argument("--detector", help="detector name or module:function")
+    run.add_argument("--columns", help="comma-separated feature columns")
+    run.add_argument("--chunk-size", type=int)
+    run.add_argument("--engine", help="sequential, threads, processes, dask or ray")
+    run.add_argument("--format", help="input format when the suffix does not tell")
+    run.add_argument("--output-format")
+    run.add_argument("--threshold", type=float)
+    run.add_argument("--contamination", type=float)
+    run.add_argument("--retries", type=int)
+    run.add_argument("--max-workers", type=int)
+    run.add_argument("--allow-pickle", action="store_true", default=None)
+    run.add_argument("--restart", action="store_true", help="discard another job's state in OUTPUT first")
+    run.add_argument("--no-progress", action="store_true")
+
+    status = sub.add_parser("status", help="progress of a job, from any process")
+    status.add_argument("output")
+    status.add_argument("--watch", action="store_true", help="refresh every second until the job ends")
+    status.add_argument("--json", action="store_true")
+
+    verify = sub.add_parser("verify", help="recompute part checksums and row counts")
+    verify.add_argument("output")
+
+    demo = sub.add_parser("demo", help="make a sample dataset and run a job on it")
+    demo.add_argument("--rows", type=int, default=2_000_000)
+    demo.add_argument("--dir", default="demo")
+    demo.add_argument("--engine", default="threads")
+
+    sub.add_parser("detectors", help="list the built-in detectors")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import batchnb as bn
+    from batchnb.job import load_config_file
+
+    options = load_config_file(args.config) if args.config else {}
+    if args.source:
+        options["source"] = args.source
+    if args.output:
+        options["output"] = args.output
+    flags = {
+        "detector": args.detector, "chunk_size": args.chunk_size, "engine": args.engine, "format": args.format,
+        "output_format": args.output_format, "threshold": args.threshold, "contamination": args.contamination,
+        "retries": args.retries, "allow_pickle": args.allow_pickle,
+        "columns": args.columns.split(",") if args.columns else None,
+    }  # fmt: skip
+    options.update({k: v for k, v in flags.items() if v is not None})
+    if args.max_workers is not None:
+        options["resources"] = {**options.get("resources", {}), "max_workers": args.max_workers}
+    if "source" not in options or "output" not in options:
+        raise bn.ConfigError("give SOURCE and OUTPUT, or a --config file that names them")
+    job = bn.BatchJob.from_config(options)
+    result = job.run(progress=None if args.no_progress else "auto", restart=args.restart)
+    print(result.summary())
+    return 0 if result.ok else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    import batchnb as bn
+
+    while True:
+        p = bn.status(args.output)
+        if args.json:
+            print(json.dumps(p.to_dict()))
+        else:
+            eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "-"
+            print(
+                f"{p.status}: {p.percent:5.1f}% {p.rows_done:,}/{p.rows_total:,} rows, chunks {p.chunks_done}/"
+                f"{p.chunks_total} done {p.chunks_failed} failed, {p.rows_per_s:,.0f} rows/s, ETA {eta}",
+                flush=True,
+            )
+        if not args.watch or p.status in ("succeeded", "failed", "cancelled"):
+            return 1 if p.status == "failed" else 0
+        time.sleep(1.0)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from batchnb.verify import verify
+
+    report = verify(args.output)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import batchnb as bn
+    from batchnb.demo import make_transactions
+
+    data = Path(args.dir, "transactions.parquet")
+    if not data.exists():
+        print(f"writing {args.rows:,} sample rows to {data} ...", flush=True)
+        make_transactions(data, rows=args.rows)
+    job = bn.BatchJob(data, Path(args.dir, "scores"), detector="mad", engine=args.engine,
+                      columns=["amount", "latency_ms", "items", "distance_km"])  # fmt: skip
+    result = job.run(progress="auto")
+    print(result.summary())
+    top = result.read().sort("anomaly_score", descending=True).head(5).collect()
+    frame = result.read()
+    if "injected" in frame.collect_schema().names():
+        import polars as pl
+
+        hits = frame.select(
+            pl.col("injected").sum().alias("injected"), (pl.col("injected") & pl.col("is_anomaly")).sum().alias("found")
+        ).collect()
+        print(f"flagged {hits['found'][0]:,} of the {hits['injected'][0]:,} injected anomalies")
+    print("\nmost anomalous rows:")
+    print(top)
+    print(f"\nresult: {Path(job.output).resolve()}  (read it with bn.BatchJob.from_config or pl.scan_parquet)")
+    return 0 if result.ok else 1
+
+
+def _detectors(args: argparse.Namespace) -> int:
+    import batchnb as bn
+
+    for name, description in bn.list_detectors().items():
+        print(f"{name:18} {description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler = {"run": _run, "status": _status, "verify": _verify, "demo": _demo, "detectors": _detectors}[args.command]
+    try:
+        return handler(args)
+    except BatchError as exc:
+        print(f"batchnb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished parts are kept; run the same command again to resume", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
