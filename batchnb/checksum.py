@@ -1,19 +1,23 @@
-"""Part checksums: computed where the part is written, recomputed by `verify`."""
+"""Part checksums: computed where the part is written, recomputed by `verify`.
+
+xxh3-128 hashes at memory speed, so checksumming every part costs little next to writing it.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+import xxhash
+
 __all__ = ["file_checksum"]
 
-_BLOCK = 4 * 1024 * 1024
+_BLOCK = 8 * 1024 * 1024
 
 
 def file_checksum(path: str | Path, *, fsync: bool = False) -> tuple[str, int]:
-    """("blake2b:<hex>", size) of a file; with `fsync`, the bytes are on disk before we vouch for them."""
-    digest = hashlib.blake2b(digest_size=16)
+    """("xxh3:<hex>", size) of a file; with `fsync`, the bytes are on disk before we vouch for them."""
+    digest = xxhash.xxh3_128()
     size = 0
     with open(path, "rb") as f:
         while block := f.read(_BLOCK):
@@ -21,4 +25,4 @@ def file_checksum(path: str | Path, *, fsync: bool = False) -> tuple[str, int]:
             size += len(block)
         if fsync:
             os.fsync(f.fileno())
-    return f"blake2b:{digest.hexdigest()}", size
+    return f"xxh3:{digest.hexdigest()}", size

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS chunks(
     idx INTEGER PRIMARY KEY, spec TEXT NOT NULL, row_start INTEGER, row_stop INTEGER,
     status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
     rows_in INTEGER, rows_out INTEGER, anomalies INTEGER, part TEXT, nbytes INTEGER, checksum TEXT,
-    started REAL, finished REAL, seconds REAL, error TEXT);
+    started REAL, finished REAL, seconds REAL, timings TEXT, worker TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS attempts(
     chunk INTEGER, attempt INTEGER, at REAL, type TEXT, message TEXT, traceback TEXT, delay REAL);
 CREATE TABLE IF NOT EXISTS timeline(
@@ -157,6 +157,11 @@ class JobState:
             for r in rows
         ]  # fmt: skip
 
+    def timings(self) -> list[dict[str, float]]:
+        """Per-chunk seconds spent reading, scoring and writing, for reports and the overhead breakdown."""
+        rows = self._conn.execute("SELECT timings FROM chunks WHERE timings IS NOT NULL ORDER BY idx").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT status, COUNT(*) FROM chunks GROUP BY status").fetchall()
         return {status: n for status, n in rows}
@@ -184,10 +189,11 @@ class JobState:
         with self._tx():
             self._conn.executemany(
                 "UPDATE chunks SET status = 'done', attempts = ?, rows_in = ?, rows_out = ?, anomalies = ?,"
-                " part = ?, nbytes = ?, checksum = ?, finished = ?, seconds = ?, error = NULL WHERE idx = ?",
+                " part = ?, nbytes = ?, checksum = ?, finished = ?, seconds = ?, timings = ?, worker = ?, error = NULL"
+                " WHERE idx = ?",
                 [
                     (attempts.get(o.index, 1), o.rows_in, o.rows_out, o.anomalies, o.part, o.nbytes, o.checksum,
-                     time.time(), o.seconds, o.index)
+                     time.time(), o.seconds, json.dumps(o.timings), o.worker, o.index)
                     for o in outcomes
                 ],
             )  # fmt: skip

@@ -66,7 +66,7 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
     out = apply_scorer(task.scorer, frame, task.keep)
     t2 = time.perf_counter()
     sink = sinks.get(task.output_format)
-    part, nbytes, checksum = sinks.write_atomic(out, task.output, task.spec.index, sink)
+    part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
     t3 = time.perf_counter()
     anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
     return ChunkOutcome(
@@ -79,6 +79,6 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
         checksum=checksum,
         schema={k: str(v) for k, v in out.schema.items()},
         seconds=t3 - t0,
-        timings={"read": t1 - t0, "score": t2 - t1, "write": t3 - t2},
+        timings={"read": t1 - t0, "score": t2 - t1, **write_timings},
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -95,10 +96,10 @@ def part_name(index: int, sink: Sink) -> str:
     return f"part-{index:06d}{sink.extension}"
 
 
-def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tuple[str, int, str]:
+def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tuple[str, int, str, dict[str, float]]:
     """Write to a temp name, fsync, hash, then rename: a reader never sees a partial part.
 
-    Returns (part file name, size in bytes, checksum).
+    Returns (part file name, size in bytes, checksum, seconds spent writing and hashing).
     """
     from batchnb.checksum import file_checksum
 
@@ -107,13 +108,16 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
     name = part_name(index, sink)
     tmp = tmp_dir / f"{name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        t0 = time.perf_counter()
         sink.write(frame, str(tmp))
+        t1 = time.perf_counter()
         checksum, size = file_checksum(tmp, fsync=True)
+        t2 = time.perf_counter()
         os.replace(tmp, Path(output, name))
     finally:
         if tmp.exists():
             tmp.unlink()
-    return name, size, checksum
+    return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
 
 
 def scan_parts(paths: Sequence[str], sink: Sink) -> pl.LazyFrame:
