@@ -72,7 +72,9 @@ class Runner:
         self._elapsed_before = float(self.state.get("elapsed_s", 0.0))
         self._counts = self.state.counts()
         self._rows_done = self.state.totals()["rows_in"]
-        self._rows_total = sum(c.n_rows for c in self.state.specs())
+        specs = self.state.specs()
+        self._rows_total = sum(c.n_rows for c in specs)
+        self._chunks_total = len(specs)
         self._retries = self.state.retries()
         self._schema = self.state.get("output_schema")
         queue = list(todo)
@@ -81,7 +83,7 @@ class Runner:
         inflight: dict[Future, _Inflight] = {}
         attempts: dict[int, int] = {}
         window = max(1, 2 * self.workers) if self.engine.name != "sequential" else 1
-        last_report = 0.0
+        last_written = time.monotonic()
         self._report(running=0, force=True)
         while queue or inflight or retry_heap:
             now = time.monotonic()
@@ -121,9 +123,11 @@ class Runner:
                 self.state.record_done(finished, attempts)
                 self._counts[ChunkStatus.DONE.value] = self._counts.get(ChunkStatus.DONE.value, 0) + len(finished)
                 self._rows_done += sum(o.rows_in for o in finished)
-            if time.monotonic() - last_report >= PROGRESS_EVERY_S or finished:
-                self._report(running=len(inflight), force=time.monotonic() - last_report >= PROGRESS_EVERY_S)
-                last_report = time.monotonic()
+            due = time.monotonic() - last_written >= PROGRESS_EVERY_S
+            if due or finished:
+                self._report(running=len(inflight), force=due)
+                if due:
+                    last_written = time.monotonic()
         return self._finish(inflight)
 
     def _outcome(self, future: Future) -> tuple[ChunkOutcome | None, BaseException | None]:
@@ -223,11 +227,10 @@ class Runner:
         if elapsed > 0 and rate == 0 and self._rows_done and status == JobStatus.RUNNING:
             rate = 0.0
         remaining = max(0, self._rows_total - self._rows_done)
-        total_chunks = sum(self._counts.values())
         progress = Progress(
             name=self.config.name or "",
             status=status.value,
-            chunks_total=total_chunks,
+            chunks_total=self._chunks_total,
             chunks_done=self._counts.get(ChunkStatus.DONE.value, 0),
             chunks_failed=self._counts.get(ChunkStatus.FAILED.value, 0),
             chunks_skipped=self._counts.get(ChunkStatus.SKIPPED.value, 0),

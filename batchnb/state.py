@@ -216,11 +216,8 @@ class JobState:
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def retries(self) -> int:
-        """Attempts after the first, over the job's life."""
-        (n,) = self._conn.execute(
-            "SELECT COUNT(*) FROM attempts a WHERE NOT EXISTS"
-            " (SELECT 1 FROM chunks c WHERE c.idx = a.chunk AND c.status = 'failed' AND c.attempts = a.attempt)"
-        ).fetchone()
+        """Attempts after the first: every failed attempt that was given another try."""
+        (n,) = self._conn.execute("SELECT COUNT(*) FROM attempts WHERE delay IS NOT NULL").fetchone()
         return n
 
     def errors(self) -> list[ChunkError]:

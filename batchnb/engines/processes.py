@@ -1,16 +1,18 @@
-"""A spawn-based process pool; tasks travel as cloudpickle bytes so notebook functions work."""
+"""Worker processes (spawn + cloudpickle, so notebook functions work); a stuck chunk is killed with its worker."""
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from typing import Any
+
+from batchnb.engines.pool import WorkerPool
 
 __all__ = ["ProcessesEngine", "call_pickled"]
 
 
 def call_pickled(payload: bytes) -> Any:
+    """Entry point for engines that ship (fn, arg) as cloudpickle bytes (Dask, Ray)."""
     import cloudpickle
 
     fn, arg = cloudpickle.loads(payload)
@@ -22,37 +24,23 @@ class ProcessesEngine:
     needs_pickle = True
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
 
     def open(self, workers: int) -> None:
-        self._workers = workers
-        # spawn, never fork: Polars' and pyarrow's thread pools do not survive a fork.
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = WorkerPool(workers)
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
-        from concurrent.futures.process import BrokenProcessPool
-
-        import cloudpickle
-
         assert self._pool is not None, "open() first"
-        payload = cloudpickle.dumps((fn, arg))
-        try:
-            return self._pool.submit(call_pickled, payload)
-        except BrokenProcessPool:
-            # A worker died (killed, out of memory): its chunks fail and are retried; the pool is rebuilt.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self.open(self._workers)
-            return self._pool.submit(call_pickled, payload)
+        return self._pool.submit(fn, arg)
 
     def cancel(self, future: Future) -> None:
-        future.cancel()
+        if self._pool is not None:
+            self._pool.kill(future)
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
             self._pool = None
 
     def worker_pids(self) -> list[int]:
-        if self._pool is None:
-            return []
-        return [p.pid for p in list(getattr(self._pool, "_processes", {}).values()) if p.pid]
+        return self._pool.pids() if self._pool is not None else []

@@ -1,0 +1,176 @@
+"""A spawn-based worker pool that knows which process runs which task.
+
+`concurrent.futures.ProcessPoolExecutor` cannot stop one running task, and one dead worker breaks the
+whole pool. Here every worker has its own pipe: a chunk over its time limit is killed with its worker,
+a worker that dies fails only its own task, and a fresh worker takes its place.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import traceback
+from collections import deque
+from concurrent.futures import Future
+from multiprocessing.connection import Connection, wait
+
+import cloudpickle
+
+__all__ = ["RemoteTraceback", "WorkerLostError", "WorkerPool"]
+
+
+class WorkerLostError(RuntimeError):
+    """The worker process running a task died or was killed."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's traceback text as the `__cause__` of the re-raised error."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _worker_main(conn: Connection) -> None:
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not payload:
+            return
+        try:
+            fn, arg = cloudpickle.loads(payload)
+            reply = ("ok", fn(arg))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the driver
+            reply = ("err", exc, "".join(traceback.format_exception(exc)))
+        try:
+            data = cloudpickle.dumps(reply)
+        except Exception:  # noqa: BLE001 - an unpicklable exception still reports its type and message
+            exc = reply[1] if reply[0] == "err" else None
+            text = reply[2] if reply[0] == "err" else "result cannot be pickled"
+            data = cloudpickle.dumps(("err", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+        conn.send_bytes(data)
+
+
+class _Worker:
+    def __init__(self, ctx) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="batchnb-worker")
+        self.process.start()
+        child.close()
+        self.future: Future | None = None
+
+
+class WorkerPool:
+    def __init__(self, workers: int) -> None:
+        self._ctx = multiprocessing.get_context("spawn")  # never fork: Polars' thread pools do not survive it
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Future, bytes]] = deque()
+        self._workers = [_Worker(self._ctx) for _ in range(workers)]
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._closed = False
+        self._collector = threading.Thread(target=self._collect, name="batchnb-pool-collector", daemon=True)
+        self._collector.start()
+
+    def submit(self, fn, arg) -> Future:
+        future: Future = Future()
+        payload = cloudpickle.dumps((fn, arg))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            self._queue.append((future, payload))
+            self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if not self._queue:
+                return
+            if worker.future is None:
+                future, payload = self._queue.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                worker.future = future
+                worker.conn.send_bytes(payload)
+
+    def kill(self, future: Future) -> None:
+        """Cancel a queued task, or kill the worker running it (the task fails with WorkerLostError)."""
+        with self._lock:
+            if future.cancel():
+                return
+            for worker in self._workers:
+                if worker.future is future:
+                    worker.process.kill()
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def _collect(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                busy = {w.conn: w for w in self._workers}  # idle workers send nothing, so waiting on all is free
+                sentinels = {w.process.sentinel: w for w in self._workers}
+            ready = wait([*busy, *sentinels, self._wake_r], timeout=1.0)
+            with self._lock:
+                for obj in ready:
+                    if obj in busy:
+                        self._receive(busy[obj])
+                for obj in ready:
+                    if obj in sentinels:
+                        self._replace(sentinels[obj])
+                self._dispatch()
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            reply = cloudpickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            return  # the worker died; its sentinel reports it
+        future, worker.future = worker.future, None
+        if future is None:
+            return
+        if reply[0] == "ok":
+            future.set_result(reply[1])
+        else:
+            exc = reply[1]
+            exc.__cause__ = RemoteTraceback(reply[2])
+            future.set_exception(exc)
+
+    def _replace(self, worker: _Worker) -> None:
+        if worker.process.is_alive():
+            return
+        code = worker.process.exitcode
+        if worker.future is not None and not worker.future.done():
+            msg = f"worker process {worker.process.pid} died (exit code {code}) while running the chunk"
+            worker.future.set_exception(WorkerLostError(msg))
+        worker.conn.close()
+        index = self._workers.index(worker)
+        if not self._closed:
+            self._workers[index] = _Worker(self._ctx)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for future, _ in self._queue:
+                future.cancel()
+            self._queue.clear()
+            workers = list(self._workers)
+        self._wake_w.send_bytes(b"x")
+        for worker in workers:
+            try:
+                if worker.future is None:
+                    worker.conn.send_bytes(b"")
+                else:
+                    worker.process.kill()
+            except OSError:
+                pass
+        for worker in workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._collector.join(timeout=5)
+        self._wake_r.close()
+        self._wake_w.close()
