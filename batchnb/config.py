@@ -79,6 +79,12 @@ class Backoff:
     jitter: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("base", "factor", "max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"`backoff.{name}` must be a number of seconds, got {value!r}")
+        if not isinstance(self.jitter, bool):
+            raise ConfigError(f"`backoff.jitter` must be True or False, got {self.jitter!r}")
         if self.base < 0 or self.max < 0:
             raise ConfigError("`backoff` base and max must be >= 0 seconds")
         if self.factor < 1:
@@ -166,6 +172,15 @@ def import_callable(reference: str) -> Callable:
     return obj
 
 
+def _stable_repr(value: Any) -> str:
+    """repr that does not depend on PYTHONHASHSEED (set and frozenset order does)."""
+    if isinstance(value, frozenset | set):
+        return "{" + ",".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_stable_repr(v) for v in value) + ")"
+    return repr(value)
+
+
 def code_fingerprint(fn: Callable) -> str:
     """Qualified name and a hash of the code: the same function in a new process hashes alike."""
     digest = hashlib.sha256()
@@ -177,7 +192,7 @@ def code_fingerprint(fn: Callable) -> str:
             if hasattr(const, "co_code"):
                 feed(const)
             else:
-                digest.update(repr(const).encode())
+                digest.update(_stable_repr(const).encode())
 
     target = getattr(fn, "__wrapped__", fn)
     call = vars(type(target)).get("__call__")
@@ -240,6 +255,10 @@ class JobConfig:
         for name, kind in (("backoff", Backoff), ("resources", Resources)):
             value = getattr(self, name)
             if isinstance(value, Mapping):
+                allowed = [f.name for f in dataclasses.fields(kind)]
+                unknown = sorted(set(value) - set(allowed))
+                if unknown:
+                    raise ConfigError(f"`{name}` has unknown option(s) {unknown}: expected some of {allowed}")
                 setter(self, name, kind(**value))
             elif not isinstance(value, kind):
                 raise ConfigError(f"`{name}` must be a bn.{kind.__name__}, got {value!r}")

@@ -155,14 +155,14 @@ def execute(
         try:
             if not state.has_plan():
                 _prepare(job, state, fingerprint)
-        except BaseException:
-            state.set_status(JobStatus.FAILED)
+            dataset = _load_dataset(state)
+            scorer = cloudpickle.loads(state.get_blob("scorer")) if not callable_detector(config) else config.detector
+            engine = engines.create(config.engine)
+            if engine.needs_pickle:
+                check_picklable(scorer, engine.name)
+        except BaseException as exc:
+            state.set_status(JobStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise
-        dataset = _load_dataset(state)
-        scorer = cloudpickle.loads(state.get_blob("scorer")) if not callable_detector(config) else config.detector
-        engine = engines.create(config.engine)
-        if engine.needs_pickle:
-            check_picklable(scorer, engine.name)
         keep = tuple(state.get("keep"))
         if only_failed:
             todo_status = {ChunkStatus.FAILED}

@@ -27,9 +27,10 @@ def read_output(output: str | Path) -> pl.LazyFrame:
         parts = [str(Path(output, c.part)) for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
         schema = state.get("output_schema")
         output_format = state.get("config", {}).get("output_format", "parquet")
+    polars_schema = pl.Schema({k: _dtype(v) for k, v in schema.items()}) if schema else None
     if not parts:
-        return pl.LazyFrame(schema={k: _dtype(v) for k, v in (schema or {}).items()})
-    return sinks.scan_parts(parts, sinks.get(output_format))
+        return pl.LazyFrame(schema=polars_schema or {})
+    return sinks.scan_parts(parts, sinks.get(output_format), polars_schema)
 
 
 @dataclass(frozen=True, kw_only=True)

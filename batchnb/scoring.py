@@ -32,7 +32,7 @@ def resolve_columns(config: JobConfig, info: DatasetInfo) -> tuple[tuple[str, ..
                 raise ConfigError(msg)
     if config.columns is None:
         features = tuple(n for n, t in schema.items() if _is_numeric(t))
-        if not features and not callable_detector(config):
+        if not features and info.total_rows and not callable_detector(config):
             raise ConfigError(f"the source has no numeric column to score (columns: {dict(schema)}); pass `columns=`")
     else:
         features = config.columns

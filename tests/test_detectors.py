@@ -15,14 +15,6 @@ import batchnb as bn
 
 RTOL = 1e-12
 
-# isolation_forest fails before any chunk runs when it has 2+ feature columns: `feature()` in
-# batchnb/detectors/base.py names its `when(...).then(None).otherwise(x)` expression "literal", so
-# `_matrix` in batchnb/detectors/forest.py selects duplicate names and Polars raises DuplicateError.
-FOREST_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=pl.exceptions.DuplicateError,
-    reason="isolation_forest with >= 2 features: feature() expressions are all named 'literal' (DuplicateError)",
-)
 DEFAULT_THRESHOLDS = {"zscore": 3.0, "mad": 3.5, "iqr": 1.5}
 NUMERIC = ("id", *FEATURES)  # every numeric column of make_frame, in schema order
 
@@ -129,7 +121,6 @@ def test_robust_detectors_match_reference(kind, engine, frame, sources, tmp_path
     assert out.select(frame.columns).equals(frame)
 
 
-@FOREST_BUG
 def test_isolation_forest_matches_sklearn(engine, forest_frame, forest_source, tmp_path):
     result = run_job(forest_source, tmp_path / "out", detector="isolation_forest", chunk_size=1_000, engine=engine)
     assert result.status == "succeeded"
@@ -141,7 +132,6 @@ def test_isolation_forest_matches_sklearn(engine, forest_frame, forest_source, t
     assert expected_flags.sum() == pytest.approx(0.01 * forest_frame.height, abs=2)
 
 
-@FOREST_BUG
 def test_isolation_forest_uses_seed_and_threshold(forest_frame, forest_source, tmp_path):
     result = run_job(
         forest_source, tmp_path / "out", detector="isolation_forest", columns=["x1", "x2", "x3"], seed=5,
@@ -167,7 +157,6 @@ def test_isolation_forest_single_feature_matches_sklearn(engine_name, forest_fra
     assert result.anomalies > 0
 
 
-@FOREST_BUG
 def test_isolation_forest_row_without_features_is_null(frame, sources, tmp_path):
     columns = ["x1", "x2", "x3", "flat", "const"]
     result = run_job(sources["parquet"], tmp_path / "out", detector="isolation_forest", columns=columns,
@@ -278,7 +267,6 @@ def test_contamination_is_strictly_above_the_quantile(frame, sources, tmp_path):
     assert not out.filter(pl.col("anomaly_score") == cutoff).get_column("is_anomaly").any()
 
 
-@FOREST_BUG
 def test_isolation_forest_contamination(forest_frame, forest_source, tmp_path):
     result = run_job(forest_source, tmp_path / "out", detector="isolation_forest", contamination=0.05,
                      engine="threads")  # fmt: skip
@@ -386,7 +374,7 @@ def test_unknown_detector_names_the_choices(sources, tmp_path):
         bn.BatchJob(sources["parquet"], tmp_path / "out", detector="no_such_detector")
 
 
-@pytest.mark.parametrize("kind", ["zscore", "mad", "iqr", pytest.param("isolation_forest", marks=FOREST_BUG)])
+@pytest.mark.parametrize("kind", ["zscore", "mad", "iqr", "isolation_forest"])
 def test_detector_scores_do_not_depend_on_input_format(kind, frame, sources, tmp_path):
     """The same data as CSV (exact float text) scores exactly like the Parquet copy."""
     parquet = run_job(sources["parquet"], tmp_path / "p", detector=kind, engine="sequential").read().collect()

@@ -147,20 +147,6 @@ def _tricky_column(kind: str, n: int) -> pl.Series:
     raise ValueError(kind)
 
 
-_OUTPUT_TYPE_BUGS = {
-    ("nullable_int", "hdf5"): "a part whose Int64 column has a null goes through pandas as float64; read() "
-    "declares part 0's Int64 schema and Polars panics (SchemaMismatch) on collect (batchnb/sinks/__init__.py _deferred_scan)",
-    ("nullable_int", "pickle"): "a part whose Int64 column has a null goes through pandas as float64; read() "
-    "declares part 0's Int64 schema and Polars panics (SchemaMismatch) on collect (batchnb/sinks/__init__.py _deferred_scan)",
-    ("nullable_bool", "hdf5"): "a Boolean column with nulls is an object column in pandas and to_hdf refuses it: "
-    "every chunk fails (batchnb/sinks/__init__.py _write_hdf5)",
-    ("digit_string", "csv"): "read() re-infers CSV part types, so a String column of digits comes back Int64 "
-    "(leading zeros lost) (batchnb/sinks/__init__.py csv scan ignores the stored output_schema)",
-    ("float_null_in_first_part", "csv"): "read() infers CSV types from the first part: a column null in it comes "
-    "back String (batchnb/sinks/__init__.py csv scan ignores the stored output_schema)",
-    ("float_null_in_first_part", "json"): "read() infers NDJSON types from the first part: a column null in it is "
-    "typed Null and collect() raises ComputeError (batchnb/sinks/__init__.py json scan ignores the stored output_schema)",
-}
 
 
 @pytest.mark.parametrize("output_format", OUTPUT_FORMATS)
@@ -169,9 +155,6 @@ _OUTPUT_TYPE_BUGS = {
 )
 def test_output_format_keeps_column_types_and_values(kind, output_format, request, tmp_path):
     """A column comes back from read() and to_pandas() with its type and values, whatever the output format."""
-    bug = _OUTPUT_TYPE_BUGS.get((kind, output_format))
-    if bug:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=bug))
     n = 2_000
     frame = pl.DataFrame({"id": np.arange(n, dtype=np.int64), "x": np.linspace(0.0, 1.0, n)}).with_columns(
         _tricky_column(kind, n)
@@ -259,10 +242,6 @@ def test_list_of_csv_files_is_one_dataset(multi_csv, tmp_path):
     assert out.equals(run_job(str(single), tmp_path / "single", chunk_size=1_000, engine="threads").read().collect())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a list source is read in the order given, not sorted (batchnb/sources/base.py resolve_paths)",
-)
 def test_list_of_files_is_read_in_sorted_order(multi_csv, tmp_path):
     """DESIGN.md: "a glob or list of files is one dataset, files in sorted order"."""
     paths, frame = multi_csv
@@ -307,12 +286,6 @@ def test_csv_record_with_fewer_fields_gets_nulls(tmp_path):
     }  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bad record is in the type-inference sample, so planning raises a Polars SchemaError for the whole "
-    "job instead of failing the chunk with a message naming the file and line (batchnb/sources/text.py inspect -> "
-    "batchnb/sources/csv.py parse(infer=True) has no located_error)",
-)
 def test_csv_record_with_more_fields_fails_its_chunk_naming_the_line(tmp_path):
     lines = _csv_lines(3_000)
     lines[1 + 1_500] = "1500,0.5,l1500,extra"  # line 1502 of the file (the header is line 1)

@@ -21,10 +21,13 @@ class Sink:
     name: str
     extension: str
     write: Callable[[pl.DataFrame, str], None]
-    scan: Callable[[list[str]], pl.LazyFrame]
+    scan: Callable[[list[str], pl.Schema | None], pl.LazyFrame]
 
 
 def _write_hdf5(frame: pl.DataFrame, path: str) -> None:
+    # PyTables stores no nullable booleans: they travel as float (NaN for null) and are cast back on read.
+    nullable_bools = [c for c, t in frame.schema.items() if t == pl.Boolean and frame[c].null_count()]
+    frame = frame.with_columns(pl.col(nullable_bools).cast(pl.Float64)) if nullable_bools else frame
     frame.to_pandas().to_hdf(path, key="data", format="table", index=False)
 
 
@@ -32,18 +35,33 @@ def _write_pickle(frame: pl.DataFrame, path: str) -> None:
     frame.to_pandas().to_pickle(path)
 
 
-def _deferred_scan(read_one: Callable[[str], pl.DataFrame]) -> Callable[[list[str]], pl.LazyFrame]:
+def conform_to(frame: pl.DataFrame, schema: pl.Schema | None) -> pl.DataFrame:
+    """Cast a part read through pandas back to the job's output schema (pandas widens ints with nulls)."""
+    if schema is None:
+        return frame
+    exprs = []
+    for name, dtype in schema.items():
+        if name not in frame.columns or frame.schema[name] == dtype:
+            continue
+        col = pl.col(name)
+        if frame.schema[name].is_float() and not dtype.is_float():
+            col = col.fill_nan(None)
+        exprs.append(col.cast(dtype, strict=False))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def _deferred_scan(read_one: Callable[[str], pl.DataFrame]) -> Callable[[list[str], pl.Schema | None], pl.LazyFrame]:
     """A LazyFrame over parts that only Python can read: parts are loaded one at a time on collect."""
 
-    def scan(paths: list[str]) -> pl.LazyFrame:
+    def scan(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
         from polars.io.plugins import register_io_source
 
-        schema = read_one(paths[0]).schema
+        schema = schema if schema is not None else read_one(paths[0]).schema
 
         def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
             remaining = n_rows
             for path in paths:
-                frame = read_one(path)
+                frame = conform_to(read_one(path), schema)
                 if with_columns is not None:
                     frame = frame.select(with_columns)
                 if predicate is not None:
@@ -75,10 +93,10 @@ def _read_pickle(path: str) -> pl.DataFrame:
 _SINKS = {
     s.name: s
     for s in (
-        Sink("parquet", ".parquet", lambda f, p: f.write_parquet(p), lambda ps: pl.scan_parquet(ps)),
-        Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps: pl.scan_csv(ps)),
-        Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps: pl.scan_ndjson(ps)),
-        Sink("feather", ".feather", lambda f, p: f.write_ipc(p), lambda ps: pl.scan_ipc(ps)),
+        Sink("parquet", ".parquet", lambda f, p: f.write_parquet(p), lambda ps, schema: pl.scan_parquet(ps)),
+        Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps, schema: pl.scan_csv(ps, schema=schema)),
+        Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps, schema: pl.scan_ndjson(ps, schema=schema)),
+        Sink("feather", ".feather", lambda f, p: f.write_ipc(p), lambda ps, schema: pl.scan_ipc(ps)),
         Sink("hdf5", ".h5", _write_hdf5, _deferred_scan(_read_hdf5)),
         Sink("pickle", ".pkl", _write_pickle, _deferred_scan(_read_pickle)),
     )
@@ -120,5 +138,6 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
 
 
-def scan_parts(paths: Sequence[str], sink: Sink) -> pl.LazyFrame:
-    return sink.scan(list(paths))
+def scan_parts(paths: Sequence[str], sink: Sink, schema: pl.Schema | None = None) -> pl.LazyFrame:
+    """All parts as one LazyFrame with the job's output schema (text formats would re-guess types)."""
+    return sink.scan(list(paths), schema)

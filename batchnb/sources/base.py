@@ -51,7 +51,7 @@ _GLOB_CHARS = set("*?[")
 
 def resolve_paths(source: str | tuple[str, ...]) -> tuple[str, ...]:
     """Files of the dataset in sorted order; a glob or list is one dataset, a job output dir its parts."""
-    items = (source,) if isinstance(source, str) else source
+    items = (source,) if isinstance(source, str) else tuple(sorted(source))
     paths: list[str] = []
     for item in items:
         if _GLOB_CHARS & set(item):

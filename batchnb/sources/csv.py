@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 
 from batchnb.plan import DatasetInfo
-from batchnb.sources.text import TextFormat, lines_before
+from batchnb.sources.text import ParseMode, TextFormat, lines_before
 
 __all__ = ["CSV"]
 
@@ -42,14 +42,21 @@ class CSV(TextFormat):
         frame = pl.read_csv(header, has_header=True, n_rows=0, **self._options(read_options))
         return frame.columns
 
-    def parse(self, data: bytes, info: DatasetInfo, *, infer: bool) -> pl.DataFrame:
+    def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
         options = self._options(info.read_options)
         names = info.read_options["_names"]
         if not data:
             return pl.DataFrame(schema=info.polars_schema() if info.schema else {n: pl.String for n in names})
-        if infer:
-            return pl.read_csv(data, has_header=False, new_columns=names, infer_schema_length=10_000, **options)
-        return pl.read_csv(data, has_header=False, schema=info.polars_schema(), **options)
+        if mode == "strict":
+            return pl.read_csv(data, has_header=False, schema=info.polars_schema(), missing_columns="insert", **options)
+        # Samples parse behind the header, so short records get nulls and long ones are cut, not fatal.
+        header = info.read_options["_header"].encode()
+        if mode == "infer":
+            return pl.read_csv(header + data, infer_schema_length=10_000, truncate_ragged_lines=True, **options)
+        return pl.read_csv(
+            header + data, schema_overrides=info.polars_schema(), infer_schema=False, truncate_ragged_lines=True,
+            ignore_errors=True, **options,
+        )  # fmt: skip
 
     def located_error(self, exc: Exception, info: DatasetInfo, path: str, start: int, data: bytes) -> Exception:
         """Name the file and line of a record with more fields than the header."""

@@ -11,7 +11,7 @@ from batchnb.errors import SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.pickle import materialize
-from batchnb.sources.text import TextFormat, lines_before
+from batchnb.sources.text import ParseMode, TextFormat, lines_before
 
 __all__ = ["NDJSON"]
 
@@ -37,12 +37,12 @@ class NDJSON(TextFormat):
             return Feather().inspect(converted, read_options, workdir=workdir)
         return super().inspect(paths, read_options, workdir=workdir)
 
-    def parse(self, data: bytes, info: DatasetInfo, *, infer: bool) -> pl.DataFrame:
+    def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
         if not data.strip():
             return pl.DataFrame(schema=info.polars_schema() if info.schema else {})
-        if infer:
-            return pl.read_ndjson(data, infer_schema_length=10_000)
-        return pl.read_ndjson(data, schema=info.polars_schema())
+        if mode == "infer":
+            return pl.read_ndjson(data, infer_schema_length=10_000, ignore_errors=True)
+        return pl.read_ndjson(data, schema=info.polars_schema(), ignore_errors=mode == "lenient")
 
     def located_error(self, exc: Exception, info: DatasetInfo, path: str, start: int, data: bytes) -> Exception:
         first_line = lines_before(path, start) + 1

@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import polars as pl
 
 from batchnb.plan import DatasetInfo, Piece
-from batchnb.sources.base import RowFormat, sample_starts, schema_to_text
+from batchnb.sources.base import RowFormat, conform, sample_starts, schema_to_text
 
 __all__ = ["TextFormat"]
+
+ParseMode = Literal["strict", "lenient", "infer"]
 
 BLOCK = 256 * 1024
 READ = 64 * BLOCK
@@ -150,17 +152,20 @@ class TextFormat(RowFormat):
     def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str] | None:
         return None
 
-    def parse(self, data: bytes, info: DatasetInfo, *, infer: bool) -> pl.DataFrame:
+    def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
+        """`strict` for chunks (a bad record fails the chunk); `infer` and `lenient` for samples, which
+        must not fail the whole job over one bad record that its own chunk will report."""
         raise NotImplementedError
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         quote = self.quote(read_options)
-        indexes, names = [], None
+        indexes, names, header = [], None, None
         for p in paths:
             start = first_record_end(p, quote) if self.has_header else 0
             if self.has_header:
                 with open(p, "rb") as f:
-                    file_names = self.header_names(p, f.read(start), read_options)
+                    header = f.read(start)
+                file_names = self.header_names(p, header, read_options)
                 if names is not None and file_names != names:
                     from batchnb.errors import SourceError
 
@@ -172,20 +177,26 @@ class TextFormat(RowFormat):
             format=self.name,
             paths=paths,
             schema={},
-            read_options={**read_options, "_row_counts": counts, "_names": names, "__indexes": indexes},
+            read_options={
+                **read_options,
+                "_row_counts": counts,
+                "_names": names,
+                "_header": header.decode("utf-8", errors="replace") if header else None,
+                "__indexes": indexes,
+            },
             total_rows=sum(counts),
             total_bytes=sum(ix.size for ix in indexes),
         )
         # Types come from a fixed stratified sample of records, independent of chunk size and seed.
-        frames = [self.parse(self.read_bytes(p), draft, infer=True) for p in self._sample_pieces(draft, 20_000)]
+        frames = [self.parse(self.read_bytes(p), draft, mode="infer") for p in self._sample_pieces(draft, 20_000)]
         schema = _unify(frames, names)
         overrides = read_options.get("schema_overrides") or {}
         schema = pl.Schema({**dict(schema), **overrides})
         return DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema)})
 
-    def _sample_pieces(self, info: DatasetInfo, n: int) -> list[Piece]:
+    def _sample_pieces(self, info: DatasetInfo, n: int, seed: int = 0) -> list[Piece]:
         out = []
-        for start, stop in sample_starts(info.total_rows, n, seed=0):
+        for start, stop in sample_starts(info.total_rows, n, seed=seed):
             out.extend(self.pieces(info, start, stop))
         return out
 
@@ -206,10 +217,14 @@ class TextFormat(RowFormat):
             f.seek(piece.start)
             return f.read(piece.stop - piece.start)
 
+    def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame:
+        frames = [self.parse(self.read_bytes(p), info, mode="lenient") for p in self._sample_pieces(info, n, seed)]
+        return conform(frames, info)
+
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         data = self.read_bytes(Piece(path=path, start=start, stop=stop))
         try:
-            return self.parse(data, info, infer=False)
+            return self.parse(data, info, mode="strict")
         except pl.exceptions.PolarsError as exc:
             raise self.located_error(exc, info, path, start, data) from None
 
