@@ -177,8 +177,12 @@ class RowFormat:
     def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame:
         frames = []
         for start, stop in sample_starts(info.total_rows, n, seed):
-            frames.extend(self.read_rows(info, p.path, p.start, p.stop) for p in self.pieces(info, start, stop))
+            frames.extend(self.read_sample_rows(info, p.path, p.start, p.stop) for p in self.pieces(info, start, stop))
         return conform(frames, info)
+
+    def read_sample_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+        """Rows for the fit sample; a format may read them differently from chunks (no caching)."""
+        return self.read_rows(info, path, start, stop)
 
 
 def conform(frames: list[pl.DataFrame], info: DatasetInfo) -> pl.DataFrame:
