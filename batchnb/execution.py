@@ -150,6 +150,7 @@ def execute(
     fingerprint = sources.fingerprint(sources.resolve_paths(config.source))
     if restart:
         discard(config.output)
+    shutil.rmtree(Path(config.output, "_batchnb", "tmp"), ignore_errors=True)  # writes a crash left half done
     with JobState.open(config.output, create=True) as state:
         _check_identity(job, state, fingerprint)
         try:

@@ -34,6 +34,16 @@ class _Inflight:
     started: float
 
 
+def _traceback_text(exc: BaseException | None) -> str:
+    """The worker's traceback when the chunk ran elsewhere (engines attach it as the cause), else the local one."""
+    if exc is None:
+        return ""
+    cause = exc.__cause__
+    if cause is not None and type(cause).__name__ == "RemoteTraceback":
+        return str(cause)
+    return "".join(traceback.format_exception(exc))
+
+
 class OutputCheckError(Exception):
     """A part that does not match the others (schema, row count): a failed attempt, never a silent pass."""
 
@@ -163,7 +173,7 @@ class Runner:
             attempts=job.attempt,
             type=type(exc).__name__,
             message=str(exc),
-            traceback="".join(traceback.format_exception(exc)) if exc is not None else "",
+            traceback=_traceback_text(exc),
             rows=spec.rows,
         )
         self._last_error = str(error)

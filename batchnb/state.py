@@ -211,8 +211,12 @@ class JobState:
         )
 
     def attempts(self) -> list[dict[str, Any]]:
-        cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay")
-        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM attempts ORDER BY at").fetchall()
+        """Every failed attempt: when, why (type, message, traceback), the retry delay and the input rows."""
+        cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay", "row_start", "row_stop")
+        rows = self._conn.execute(
+            "SELECT a.chunk, a.attempt, a.at, a.type, a.message, a.traceback, a.delay, c.row_start, c.row_stop"
+            " FROM attempts a JOIN chunks c ON c.idx = a.chunk ORDER BY a.at"
+        ).fetchall()
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def retries(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -61,7 +62,9 @@ def _part_mtimes(output: Path) -> dict[str, int]:
 @pytest.mark.parametrize("engine", ["threads", "processes"])
 def test_transient_failure_succeeds_on_retry_with_recorded_backoff(source, tmp_path, engine):
     detector = FailsUntilFlag(tmp_path / "never", ids=(2000,), times=2)
-    job = bn.BatchJob(source, tmp_path / "out", detector=detector, chunk_size=CHUNK, engine=engine, retries=3, backoff=FAST)
+    job = bn.BatchJob(
+        source, tmp_path / "out", detector=detector, chunk_size=CHUNK, engine=engine, retries=3, backoff=FAST
+    )
     result = job.run(progress=None)
     assert result.status == "succeeded"
     assert result.retries == 2
@@ -70,6 +73,8 @@ def test_transient_failure_succeeds_on_retry_with_recorded_backoff(source, tmp_p
         attempts = state.attempts()
     assert [(a["chunk"], a["attempt"], a["type"]) for a in attempts] == [(2, 1, "ValueError"), (2, 2, "ValueError")]
     assert [a["delay"] for a in attempts] == [0.05, 0.1]  # base * factor ** (attempt - 1), no jitter
+    assert {(a["row_start"], a["row_stop"]) for a in attempts} == {(2000, 3000)}  # where the bad rows are
+    assert all("bad record near id 2000" in a["traceback"] and "__call__" in a["traceback"] for a in attempts)
 
 
 def test_backoff_delays_are_capped_and_jittered():
@@ -246,14 +251,16 @@ def test_a_part_with_other_columns_is_a_failed_attempt_not_a_silent_success(sour
 
 def test_status_from_another_process_moves_while_the_job_runs(source, tmp_path):
     module = tmp_path / "slowmod.py"
-    module.write_text(textwrap.dedent("""
+    module.write_text(
+        textwrap.dedent("""
         import time
         import polars as pl
 
         def slow(df):
             time.sleep(0.4)
             return df.with_columns(pl.col("x").abs().alias("anomaly_score"))
-    """))
+    """)
+    )
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     driver = subprocess.Popen(
@@ -277,7 +284,7 @@ def test_status_from_another_process_moves_while_the_job_runs(source, tmp_path):
     for p in running:
         assert p.rows_total == ROWS and p.chunks_total == 10
     # Snapshots are fresh: while running, none was older than 2 s when read.
-    assert max(b.updated_at - a.updated_at for a, b in zip(running, running[1:])) < 2.0
+    assert max(b.updated_at - a.updated_at for a, b in itertools.pairwise(running)) < 2.0
     assert bn.status(out).status == "succeeded"
 
 

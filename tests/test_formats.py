@@ -147,8 +147,6 @@ def _tricky_column(kind: str, n: int) -> pl.Series:
     raise ValueError(kind)
 
 
-
-
 @pytest.mark.parametrize("output_format", OUTPUT_FORMATS)
 @pytest.mark.parametrize(
     "kind", ["nullable_int", "nullable_bool", "nullable_string", "digit_string", "float_null_in_first_part"]

@@ -124,7 +124,7 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
     tmp_dir = Path(output, "_batchnb", "tmp")
     tmp_dir.mkdir(parents=True, exist_ok=True)
     name = part_name(index, sink)
-    tmp = tmp_dir / f"{name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = tmp_dir / f"tmp-{index:06d}-{uuid.uuid4().hex[:8]}{sink.extension}"  # never matches part-*
     try:
         t0 = time.perf_counter()
         sink.write(frame, str(tmp))
@@ -132,10 +132,19 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
         checksum, size = file_checksum(tmp, fsync=True)
         t2 = time.perf_counter()
         os.replace(tmp, Path(output, name))
+        _fsync_dir(output)  # the rename itself survives a power cut before the state says "done"
     finally:
         if tmp.exists():
             tmp.unlink()
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def scan_parts(paths: Sequence[str], sink: Sink, schema: pl.Schema | None = None) -> pl.LazyFrame:
