@@ -189,12 +189,14 @@ def add_scores(frame: pl.LazyFrame | pl.DataFrame, stats: Stats) -> pl.LazyFrame
 # --- cases: each runs in its own child process ------------------------------------------------------
 
 
-def batchnb_case(src: Path, out: Path, dataset: str, *, engine: str, chunk_size: int = CHUNK_SIZE) -> None:
+def batchnb_case(
+    src: Path, out: Path, dataset: str, *, engine: str, chunk_size: int = CHUNK_SIZE, progress: str | None = None
+) -> None:
     """The product: plan, fit, chunks on an engine, checksummed parts, sqlite checkpoints."""
     import batchnb as bn
 
     job = bn.BatchJob(str(src), str(out), detector="mad", columns=list(FEATURES), chunk_size=chunk_size, engine=engine)
-    result = job.run(progress=None)
+    result = job.run(progress=progress)
     if result.status != "succeeded":
         raise RuntimeError(f"batchnb job {result.status}: {result.errors[:1]}")
 
@@ -249,6 +251,10 @@ CASES: dict[str, Case] = {
     "batchnb-sequential": Case(partial(batchnb_case, engine="sequential"), ("parquet",), ("batchnb",)),
     "batchnb-threads": Case(partial(batchnb_case, engine="threads"), ("parquet", "csv"), ("batchnb",)),
     "batchnb-processes": Case(partial(batchnb_case, engine="processes"), ("parquet",), ("batchnb",)),
+    # The same job with the terminal progress bar on: monitoring must cost (almost) nothing.
+    "batchnb-threads-progress": Case(
+        partial(batchnb_case, engine="threads", progress="text"), ("parquet",), ("batchnb", "tqdm")
+    ),
     # One chunk per 1M-row row group: shows what the default chunk size costs on this file.
     "batchnb-threads-chunk1m": Case(
         partial(batchnb_case, engine="threads", chunk_size=1_000_000), ("parquet",), ("batchnb",)
