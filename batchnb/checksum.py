@@ -5,7 +5,6 @@ xxh3-128 hashes at memory speed, so checksumming every part costs little next to
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import xxhash
@@ -15,14 +14,12 @@ __all__ = ["file_checksum"]
 _BLOCK = 8 * 1024 * 1024
 
 
-def file_checksum(path: str | Path, *, fsync: bool = False) -> tuple[str, int]:
-    """("xxh3:<hex>", size) of a file; with `fsync`, the bytes are on disk before we vouch for them."""
+def file_checksum(path: str | Path) -> tuple[str, int]:
+    """("xxh3:<hex>", size) of a file."""
     digest = xxhash.xxh3_128()
     size = 0
     with open(path, "rb") as f:
         while block := f.read(_BLOCK):
             digest.update(block)
             size += len(block)
-        if fsync:
-            os.fsync(f.fileno())
     return f"xxh3:{digest.hexdigest()}", size

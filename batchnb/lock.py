@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from pathlib import Path
 
 from batchnb.errors import JobStateError
 
-__all__ = ["JobLock"]
+__all__ = ["JobLock", "driver_gone"]
+
+
+def driver_gone(output: str | os.PathLike) -> bool:
+    """True when the driver named in the lock file ran on this host and is no longer alive (killed, crashed).
+
+    Takes no lock, so it never gets in a starting driver's way; on another host it cannot tell and says False.
+    """
+    import psutil
+
+    try:
+        text = Path(output, "_batchnb", "driver.lock").read_text()
+    except OSError:
+        return False
+    parts = text.split()
+    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
+        return False
+    return not psutil.pid_exists(int(parts[1]))
 
 
 class JobLock:
@@ -27,7 +45,7 @@ class JobLock:
             msg = f"a job is already running in {str(self.path.parent.parent)!r} (driver {holder}): wait for it or cancel it"
             raise JobStateError(msg) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         self._fd = fd
         return self
 

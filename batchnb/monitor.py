@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchnb.errors import JobStateError
+from batchnb.lock import driver_gone
 from batchnb.progress import Progress
 from batchnb.state import JobState, state_path
 
@@ -25,6 +26,10 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
     with JobState.open(output) as state:
         data = state.get("progress")
         status_now = state.get("status", "pending")
+    extra = {}
+    if status_now in ("planning", "running") and driver_gone(output):
+        extra = {"status": "failed", "chunks_running": 0, "eta_s": None,
+                 "last_error": "the driver stopped without finishing (killed or crashed): run() again to resume"}  # fmt: skip
     if data is None:
-        return Progress(name=Path(output).name, status=status_now)
-    return Progress.from_dict({**data, "status": status_now})
+        return Progress.from_dict({"name": Path(output).name, "status": status_now, **extra})
+    return Progress.from_dict({**data, "status": status_now, **extra})

@@ -231,11 +231,11 @@ class Runner:
     # --- progress -----------------------------------------------------------------------------------
     def _report(self, *, running: int, force: bool, status: JobStatus = JobStatus.RUNNING) -> None:
         now = time.monotonic()
+        if force or not hasattr(self, "_resources"):
+            self._resources = self._sampler.sample()  # a /proc walk: twice a second, not once per chunk
         self._rate.add(self._rows_done, now)
         rate = self._rate.rate()
         elapsed = self._elapsed_before + now - self._t0
-        if elapsed > 0 and rate == 0 and self._rows_done and status == JobStatus.RUNNING:
-            rate = 0.0
         remaining = max(0, self._rows_total - self._rows_done)
         progress = Progress(
             name=self.config.name or "",
@@ -254,7 +254,8 @@ class Runner:
             retries=self._retries,
             last_error=self._last_error,
             updated_at=time.time(),
-            **dict(zip(("cpu_percent", "rss_bytes"), self._sampler.sample(), strict=True)),
+            cpu_percent=self._resources[0],
+            rss_bytes=self._resources[1],
         )
         if force:
             self.state.set(progress=progress.to_dict())

@@ -291,3 +291,26 @@ def test_status_from_another_process_moves_while_the_job_runs(source, tmp_path):
 def test_status_of_a_directory_without_a_job_raises(tmp_path):
     with pytest.raises(bn.JobStateError, match="holds no batchnb job"):
         bn.status(tmp_path)
+
+
+def test_status_of_a_killed_driver_says_so_instead_of_running_forever(source, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "slowmod2.py"
+    module.write_text("import time\ndef slow(df):\n    time.sleep(0.3)\n    return df\n")
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "batchnb", "run", source, str(out), "--detector", "slowmod2:slow",
+         "--chunk-size", "1000", "--engine", "sequential", "--no-progress"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while (not (out / "_batchnb").exists() or bn.status(out).chunks_done < 1) and time.time() < deadline:
+            time.sleep(0.1)
+        assert bn.status(out).status == "running"
+    finally:
+        driver.kill()
+        driver.wait()
+    snapshot = bn.status(out)
+    assert snapshot.status == "failed" and "run() again to resume" in snapshot.last_error
+    assert bn.BatchJob(source, out, detector="slowmod2:slow", chunk_size=1000).run(progress=None).status == "succeeded"

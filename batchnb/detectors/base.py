@@ -32,8 +32,7 @@ class Detector(Protocol):
 
 def feature(column: str) -> pl.Expr:
     """A feature as float64 with NaN turned into null, so both are skipped alike."""
-    x = pl.col(column).cast(pl.Float64)
-    return pl.when(x.is_nan()).then(None).otherwise(x).alias(column)
+    return pl.col(column).cast(pl.Float64).fill_nan(None)
 
 
 def sample_values(sample: pl.DataFrame, column: str) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from batchnb.plan import DatasetInfo, Piece
-from batchnb.sources.base import RowFormat, conform, sample_starts, schema_to_text
+from batchnb.sources.base import RowFormat, conform, parallel_map, sample_starts, schema_to_text
 
 __all__ = ["TextFormat"]
 
@@ -218,7 +218,9 @@ class TextFormat(RowFormat):
             return f.read(piece.stop - piece.start)
 
     def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame:
-        frames = [self.parse(self.read_bytes(p), info, mode="lenient") for p in self._sample_pieces(info, n, seed)]
+        frames = parallel_map(
+            lambda p: self.parse(self.read_bytes(p), info, mode="lenient"), self._sample_pieces(info, n, seed)
+        )
         return conform(frames, info)
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
