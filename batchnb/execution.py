@@ -16,6 +16,8 @@ from batchnb import engines, sources
 from batchnb.checksum import file_checksum
 from batchnb.errors import ConfigError, JobStateError
 from batchnb.plan import DatasetInfo
+from batchnb.memory import MemoryGuard
+from batchnb.plan import decoded_bytes_per_row
 from batchnb.progress import Progress
 from batchnb.runner import Runner
 from batchnb.scoring import callable_detector, check_picklable, fit_detector, resolve_columns
@@ -182,9 +184,11 @@ def execute(
                 output=str(Path(config.output).resolve()), output_format=config.output_format,
             )  # fmt: skip
 
+        estimate = config.chunk_size * decoded_bytes_per_row(dataset.schema) * 3
         runner = Runner(
             config=config, state=state, engine=engine, workers=workers, make_task=make_task,
             one_row_per_row=not callable_detector(config), cancel=cancel, on_progress=on_progress,
+            memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=estimate),
         )  # fmt: skip
         engine.open(workers)
         try:

@@ -6,7 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ChunkSpec", "DatasetInfo", "Piece", "Plan"]
+__all__ = ["ChunkSpec", "DatasetInfo", "Piece", "Plan", "decoded_bytes_per_row"]
+
+_WIDTHS = {"Float32": 4, "Int32": 4, "UInt32": 4, "Int16": 2, "UInt16": 2, "Int8": 1, "UInt8": 1, "Boolean": 1}
+
+
+def decoded_bytes_per_row(schema: dict[str, str]) -> float:
+    """In-memory bytes per row, from the schema (8 bytes a number, 32 a string)."""
+    return float(sum(_WIDTHS.get(t, 32 if t == "String" else 8) for t in schema.values()) or 8)
 
 
 @dataclass(frozen=True, kw_only=True)

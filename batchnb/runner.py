@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from batchnb.config import JobConfig
 from batchnb.engines.base import Engine
-from batchnb.errors import ChunkError
+from batchnb.errors import ChunkError, EngineError
+from batchnb.memory import MemoryGuard, recommend_chunk_size
 from batchnb.plan import ChunkSpec
 from batchnb.progress import Progress, RateWindow, ResourceSampler
 from batchnb.state import JobState
@@ -25,6 +26,8 @@ __all__ = ["Runner"]
 log = logging.getLogger("batchnb")
 
 PROGRESS_EVERY_S = 0.5
+ENGINE_POLL_S = 1.0  # cluster engines: liveness and size checks
+MEMORY_EVERY_S = 0.1  # while chunks run, memory is sampled this often (own process and known workers only)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Runner:
         one_row_per_row: bool,
         cancel: threading.Event,
         on_progress: Callable[[Progress], None] | None = None,
+        memory: MemoryGuard | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -71,10 +75,13 @@ class Runner:
         self.one_row_per_row = one_row_per_row
         self.cancel_event = cancel
         self.on_progress = on_progress
+        self.memory = memory
         self._rate = RateWindow()
         self._sampler = ResourceSampler()
         self._last_error: str | None = None
         self._timed_out = False
+        self._polled = 0.0
+        self._window: int | None = None
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, todo: list[ChunkSpec]) -> JobStatus:
@@ -95,9 +102,12 @@ class Runner:
         window = max(1, 2 * self.workers) if self.engine.name != "sequential" else 1
         last_written = time.monotonic()
         self._report(running=0, force=True)
+        lost: EngineError | None = None  # the cluster went away: the job ends failed, no chunk is to blame
         while queue or inflight or retry_heap:
             now = time.monotonic()
-            if self.cancel_event.is_set() or self._job_timed_out(now):
+            lost = lost or self._poll_engine(now)
+            window = self._window or window
+            if lost or self.cancel_event.is_set() or self._job_timed_out(now):
                 for future in inflight:
                     self.engine.cancel(future)
                 break
@@ -105,14 +115,22 @@ class Runner:
                 _, _, spec, attempt = heapq.heappop(retry_heap)
                 queue.append(spec)
                 attempts[spec.index] = attempt
+            rss = self._watch_memory(inflight, queue, attempts, retry_heap)
             while queue and len(inflight) < window and not self.cancel_event.is_set():
+                if self.memory is not None and not self.memory.admit(rss, len(inflight)):
+                    break  # backpressure: wait for running chunks to give memory back
                 spec = queue.pop()
                 attempt = attempts.get(spec.index, 0) + 1
                 attempts[spec.index] = attempt
                 self.state.mark_running(spec.index, attempt)
-                future = self.engine.submit(run_chunk, self.make_task(spec))
+                try:
+                    future = self.engine.submit(run_chunk, self.make_task(spec))
+                except EngineError as exc:
+                    lost = exc
+                    self.state.mark([spec.index], ChunkStatus.PENDING)
+                    break
                 inflight[future] = _Inflight(spec, attempt, time.monotonic())
-            timeout = PROGRESS_EVERY_S
+            timeout = PROGRESS_EVERY_S if self.memory is None or not inflight else MEMORY_EVERY_S
             if retry_heap:
                 timeout = max(0.0, min(timeout, retry_heap[0][0] - time.monotonic()))
             if inflight:
@@ -124,12 +142,17 @@ class Runner:
             for future in done:
                 job = inflight.pop(future)
                 outcome, exc = self._outcome(future)
-                if outcome is not None:
+                if isinstance(exc, EngineError):  # not the chunk's fault: no attempt is spent
+                    lost = lost or exc
+                    self.state.mark([job.spec.index], ChunkStatus.PENDING)
+                elif outcome is not None:
                     finished.append(outcome)
                 else:
                     self._failed_attempt(job, exc, retry_heap)
             self._expire(inflight, retry_heap)
             if finished:
+                if self.memory is not None:
+                    self.memory.measured = True  # a whole chunk ran while we sampled: its cost is known
                 self.state.record_done(finished, attempts)
                 self._counts[ChunkStatus.DONE.value] = self._counts.get(ChunkStatus.DONE.value, 0) + len(finished)
                 self._rows_done += sum(o.rows_in for o in finished)
@@ -138,7 +161,56 @@ class Runner:
                 self._report(running=len(inflight), force=due)
                 if due:
                     last_written = time.monotonic()
-        return self._finish(inflight)
+        status = self._finish(inflight, lost)
+        if lost is not None:
+            raise lost
+        return status
+
+    def _poll_engine(self, now: float) -> EngineError | None:
+        """Cluster engines: is the cluster still there, and how many chunks can it run at once?"""
+        if now - self._polled < ENGINE_POLL_S:
+            return None
+        self._polled = now
+        capacity = getattr(self.engine, "capacity", None)
+        if capacity is not None:
+            slots = capacity()
+            self._window = 2 * slots if slots else None
+        check = getattr(self.engine, "check", None)
+        try:
+            if check is not None:
+                check()
+        except EngineError as exc:
+            return exc
+        return None
+
+    def _watch_memory(self, inflight: dict[Future, _Inflight], queue: list, attempts: dict, retry_heap: list) -> int:
+        """Sample the RSS of the driver and its workers; above the limit, give back the newest chunk.
+
+        Returns the RSS to project new admissions from.
+        """
+        if self.memory is None:
+            return 0
+        rss = self._sampler.rss(self.engine.worker_pids())
+        self.memory.observe(rss, len(inflight))
+        if rss <= self.memory.limit or not inflight or not getattr(self.engine, "can_kill", False):
+            return rss  # an engine that cannot stop a running chunk relies on admission alone
+        future, job = max(inflight.items(), key=lambda item: item[1].started)
+        self.engine.cancel(future)
+        del inflight[future]
+        if inflight:  # others share the blame: run it again later, this attempt does not count
+            attempts[job.spec.index] = job.attempt - 1
+            queue.append(job.spec)
+            self.state.mark([job.spec.index], ChunkStatus.PENDING)
+            log.warning("memory %.0f MiB over the limit: chunk %d postponed", rss / 2**20, job.spec.index)
+            return rss
+        size = recommend_chunk_size(self.config.chunk_size, rss - self.memory.baseline, self.memory.available())
+        msg = (
+            f"chunk {job.spec.index} alone needs about {(rss - self.memory.baseline) / 2**20:,.0f} MiB, but "
+            f"memory_limit={self.memory.limit / 2**20:,.0f} MiB leaves {self.memory.available() / 2**20:,.0f} MiB "
+            f"beside the driver's {self.memory.baseline / 2**20:,.0f} MiB: use chunk_size={size:_} or less"
+        )
+        self._failed_attempt(job, MemoryError(msg), retry_heap, final=True)
+        return rss
 
     def _outcome(self, future: Future) -> tuple[ChunkOutcome | None, BaseException | None]:
         try:
@@ -166,7 +238,9 @@ class Runner:
             msg = f"chunk {outcome.index} output columns {outcome.schema} differ from the other parts' {self._schema}"
             raise OutputCheckError(msg)
 
-    def _failed_attempt(self, job: _Inflight, exc: BaseException | None, retry_heap: list) -> None:
+    def _failed_attempt(
+        self, job: _Inflight, exc: BaseException | None, retry_heap: list, *, final: bool = False
+    ) -> None:
         spec = job.spec
         error = ChunkError(
             chunk=spec.index,
@@ -177,7 +251,7 @@ class Runner:
             rows=spec.rows,
         )
         self._last_error = str(error)
-        if job.attempt <= self.config.retries and not self.cancel_event.is_set():
+        if job.attempt <= self.config.retries and not self.cancel_event.is_set() and not final:
             delay = self.config.backoff.delay(job.attempt)
             self.state.record_attempt(error, delay=delay)
             heapq.heappush(retry_heap, (time.monotonic() + delay, spec.index, spec, job.attempt))
@@ -208,11 +282,14 @@ class Runner:
             self._timed_out = True
         return self._timed_out
 
-    def _finish(self, inflight: dict[Future, _Inflight]) -> JobStatus:
+    def _finish(self, inflight: dict[Future, _Inflight], lost: EngineError | None = None) -> JobStatus:
         self._counts = self.state.counts()
         failed = self._counts.get(ChunkStatus.FAILED.value, 0)
         unfinished = sum(self._counts.get(s.value, 0) for s in (ChunkStatus.PENDING, ChunkStatus.RUNNING))
-        if self._timed_out:
+        if lost is not None:
+            status = JobStatus.FAILED
+            self._last_error = str(lost)
+        elif self._timed_out:
             status = JobStatus.FAILED
             self._last_error = f"job ran over job_timeout={self.config.resources.job_timeout}s"
         elif self.cancel_event.is_set() and unfinished:
@@ -223,7 +300,8 @@ class Runner:
             status = JobStatus.SUCCEEDED
         self.state.mark([i.spec.index for i in inflight.values()], ChunkStatus.PENDING)
         elapsed = self._elapsed_before + time.monotonic() - self._t0
-        self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=self._last_error if self._timed_out else None)
+        reason = self._last_error if self._timed_out or lost is not None else None
+        self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=reason)
         self.state.set_status(status)
         self._report(running=0, force=True, status=status)
         return status
@@ -233,6 +311,10 @@ class Runner:
         now = time.monotonic()
         if force or not hasattr(self, "_resources"):
             self._resources = self._sampler.sample()  # a /proc walk: twice a second, not once per chunk
+            remote = getattr(self.engine, "remote_resources", None)  # cluster workers psutil cannot see
+            extra = remote() if remote is not None else None
+            if extra is not None:
+                self._resources = (self._resources[0] + extra[0], self._resources[1] + extra[1])
         self._rate.add(self._rows_done, now)
         rate = self._rate.rate()
         elapsed = self._elapsed_before + now - self._t0

@@ -22,6 +22,7 @@ def call_pickled(payload: bytes) -> Any:
 class ProcessesEngine:
     name = "processes"
     needs_pickle = True
+    can_kill = True  # cancel() kills the worker running the chunk
 
     def __init__(self) -> None:
         self._pool: WorkerPool | None = None

@@ -1,0 +1,63 @@
+"""Memory backpressure: admit a chunk only when the measured cost of a chunk still fits under the limit.
+
+The cost of one chunk is learnt while the job runs (RSS of the driver and its workers above the idle
+baseline, per running chunk), starting from the plan's estimate and one chunk at a time until the first
+measurement, so even a function that allocates far more than its input stays under `memory_limit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MemoryGuard", "recommend_chunk_size"]
+
+HEADROOM = 0.9  # admit while the projected peak stays under this share of the limit
+
+
+def recommend_chunk_size(chunk_size: int, per_chunk: float, available: float) -> int:
+    """The chunk size whose measured cost would fit `available` bytes with room to spare."""
+    if per_chunk <= 0:
+        return chunk_size
+    return max(1_000, min(1_000_000, int(chunk_size * 0.5 * available / per_chunk) // 1_000 * 1_000))
+
+
+@dataclass
+class MemoryGuard:
+    limit: int
+    estimate: float  # bytes one chunk is expected to need, before any is measured
+    baseline: int = 0
+    per_chunk: float = 0.0
+    measured: bool = False
+    peak: int = 0
+
+    def observe(self, rss: int, running: int) -> None:
+        self.peak = max(self.peak, rss)
+        if running == 0:
+            self.baseline = rss if not self.baseline else min(self.baseline, rss)
+            return
+        if not self.baseline:
+            return
+        cost = (rss - self.baseline) / running
+        if cost > self.per_chunk:
+            self.per_chunk = cost
+            self.measured = True
+
+    def cost(self) -> float:
+        return self.per_chunk if self.measured else max(self.estimate, self.per_chunk)
+
+    def admit(self, rss: int, running: int) -> bool:
+        """May one more chunk start now? Never blocks the first one (it must run to be measured)."""
+        if running == 0:
+            return True
+        if not self.measured:
+            return False  # slow start: learn what one chunk costs before running several
+        # Chunks that just started have not allocated yet: count every running chunk at its full cost.
+        projected = max(rss, self.baseline + running * self.cost())
+        return projected + self.cost() <= self.limit * HEADROOM
+
+    def too_big(self) -> bool:
+        """One chunk alone does not fit: only a smaller chunk size can help."""
+        return self.measured and self.baseline + self.per_chunk > self.limit
+
+    def available(self) -> float:
+        return max(0.0, self.limit * HEADROOM - self.baseline)
