@@ -25,6 +25,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/readme_table.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick
