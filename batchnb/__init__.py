@@ -6,8 +6,10 @@ from batchnb.detectors import list_detectors
 from batchnb.errors import BatchError, ChunkError, ConfigError, EngineError, JobStateError, SourceError
 from batchnb.job import BatchJob
 from batchnb.monitor import status
+from batchnb.pipeline import Pipeline, PipelineResult
 from batchnb.plan import Plan
 from batchnb.progress import Progress
+from batchnb.queue import JobHandle, JobQueue
 from batchnb.result import JobResult, VerifyReport
 
 __version__ = "0.1.0"
@@ -20,8 +22,12 @@ __all__ = [
     "ConfigError",
     "EngineError",
     "JobConfig",
+    "JobHandle",
+    "JobQueue",
     "JobResult",
     "JobStateError",
+    "Pipeline",
+    "PipelineResult",
     "Plan",
     "Progress",
     "Resources",

@@ -31,7 +31,7 @@ def resolve_columns(config: JobConfig, info: DatasetInfo) -> tuple[tuple[str, ..
                 msg = f"`{option}` names column {name!r}, which the source does not have; its columns are {available}"
                 raise ConfigError(msg)
     if config.columns is None:
-        features = tuple(n for n, t in schema.items() if _is_numeric(t))
+        features = tuple(n for n, t in schema.items() if _is_numeric(t) and n not in ("anomaly_score", "is_anomaly"))
         if not features and info.total_rows and not callable_detector(config):
             raise ConfigError(f"the source has no numeric column to score (columns: {dict(schema)}); pass `columns=`")
     else:
@@ -40,7 +40,12 @@ def resolve_columns(config: JobConfig, info: DatasetInfo) -> tuple[tuple[str, ..
         if bad and not callable_detector(config):
             msg = f"feature column(s) {bad} are not numeric: pick numeric `columns=` or cast them in the source"
             raise ConfigError(msg)
-    keep = config.keep if config.keep is not None else tuple(available)
+    if config.keep is not None:
+        keep = config.keep
+    elif callable_detector(config):
+        keep = tuple(available)
+    else:  # scoring a scored output again (a pipeline step): the new scores replace the old ones
+        keep = tuple(c for c in available if c not in ("anomaly_score", "is_anomaly"))
     clash = [c for c in ("anomaly_score", "is_anomaly") if c in keep]
     if clash and not callable_detector(config):
         raise ConfigError(f"kept column(s) {clash} clash with the score columns; leave them out of `keep=`")

@@ -1,0 +1,29 @@
+"""Import boundaries: `import batchnb` stays light, and only views/ touches a UI library."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "batchnb"
+HEAVY = ("ray", "dask", "distributed", "ipywidgets", "sklearn", "papermill", "tqdm", "apscheduler", "IPython")
+
+
+def test_importing_batchnb_imports_no_engine_ui_or_ml_library():
+    code = f"import sys, batchnb; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_only_views_import_ui_libraries():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "views" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("ipywidgets", "tqdm", "IPython")]
+    assert offenders == []
