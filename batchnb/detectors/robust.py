@@ -23,6 +23,12 @@ def _distance(column: str, center: float, spread: float) -> pl.Expr:
     return (x - center).abs() / spread
 
 
+def _center_spread_score(frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
+    """max over features of |x - center| / spread: z-score and MAD differ only in their fit."""
+    exprs = [_distance(c, *state[c]) for c in columns if state.get(c) is not None]
+    return _max_over_features(exprs, frame)
+
+
 def _max_over_features(exprs: list[pl.Expr], frame: pl.DataFrame) -> pl.Series:
     if not exprs:
         return pl.Series("anomaly_score", [None] * frame.height, dtype=pl.Float64)
@@ -44,8 +50,7 @@ class ZScore:
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
-        exprs = [_distance(c, *state[c]) for c in columns if state.get(c) is not None]
-        return _max_over_features(exprs, frame)
+        return _center_spread_score(frame, columns, state)
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,7 @@ class MAD:
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
-        exprs = [_distance(c, *state[c]) for c in columns if state.get(c) is not None]
-        return _max_over_features(exprs, frame)
+        return _center_spread_score(frame, columns, state)
 
 
 @dataclass(frozen=True)
