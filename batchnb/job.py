@@ -211,6 +211,17 @@ class BatchJob:
 
         return verify(self.output)
 
+    def report(
+        self, path: str | os.PathLike | None = None, html: bool = True, *, kernel_name: str | None = None
+    ) -> Path:
+        """Execute templates/report.ipynb over this job's state with papermill; the HTML lies beside it.
+
+        `path` defaults to `output/report.ipynb`. Works while the job runs (the report shows its state so far).
+        """
+        from batchnb.reports import make_report
+
+        return make_report(self.output, path, html=html, kernel_name=kernel_name)
+
     def discard_state(self) -> None:
         """Delete this output's job state and parts (what `restart=True` does)."""
         out = Path(self.output)
