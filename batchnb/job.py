@@ -22,7 +22,7 @@ from batchnb.status import ChunkStatus, JobStatus
 
 __all__ = ["BatchJob", "load_config_file"]
 
-ProgressMode = Literal["auto", "widget", "text"] | None
+ProgressMode = Literal["auto", "widget", "log", "text"] | None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -74,6 +74,7 @@ class BatchJob:
         )  # fmt: skip
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()
         self._result: JobResult | None = None
         self._error: BaseException | None = None
 
@@ -91,7 +92,11 @@ class BatchJob:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"BatchJob({c.source!r}, {c.output!r}, detector={c.detector_reference()!r}, chunk_size={c.chunk_size}, engine={c.engine_name!r})"
+        try:
+            detector = c.detector_reference()
+        except ConfigError:  # a notebook function has no importable name, but it has a name
+            detector = getattr(c.detector, "__qualname__", type(c.detector).__name__)
+        return f"BatchJob({c.source!r}, {c.output!r}, detector={detector!r}, chunk_size={c.chunk_size}, engine={c.engine_name!r})"
 
     # --- planning ----------------------------------------------------------------------------------
     def _open_dataset(self) -> DatasetInfo:
@@ -122,44 +127,94 @@ class BatchJob:
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, progress: ProgressMode = "auto", restart: bool = False) -> JobResult:
-        """Run to the end (resuming from the checkpoint when `output` holds this job) and return the result."""
-        from batchnb.execution import execute
-        from batchnb.views import make_view
+        """Run to the end (resuming from the checkpoint when `output` holds this job) and return the result.
 
+        With the live widget, the job runs on a helper thread while this call waits: interrupting the kernel
+        (the stop button) then cancels the job cleanly, keeping finished parts, before the interrupt propagates.
+        """
         self._cancel.clear()
-        view = make_view(progress, name=self.config.name)
+        view = self._view(progress)
+        if not getattr(view, "interactive", False):
+            return self._execute(view, restart=restart)
+        self._launch(view, restart=restart)
+        done = self._done  # an Event, not Thread.join: an interrupted join can leave the thread marked stopped
         try:
-            with JobLock(self.output):
-                execute(self, restart=restart, cancel=self._cancel, on_progress=view.update if view else None)
-        finally:
-            if view is not None:
-                view.close()
-        self._result = JobResult.from_state(self.output)
-        if view is not None:
-            view.finish(self._result)
-        return self._result
+            while not done.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            self.cancel()
+            done.wait()
+            raise
+        return self.wait()
 
     def start(self, progress: ProgressMode = "auto", restart: bool = False) -> BatchJob:
-        """Run in a background thread so the notebook stays usable; `wait()` returns the result."""
+        """Run in a background thread so the notebook stays usable; `wait()` returns the result.
+
+        The view is made here, in the caller's thread, so that it shows in the cell that called `start()`.
+        """
         if self._thread is not None and self._thread.is_alive():
             raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
+        self._cancel.clear()
+        self._launch(self._view(progress), restart=restart)
+        return self
+
+    def _view(self, progress: ProgressMode):
+        from batchnb.views import make_view
+
+        return make_view(
+            progress, name=self.config.name, output=self.output, on_cancel=self.cancel,
+            on_retry=lambda view: self._launch(view, only_failed=True),
+        )  # fmt: skip
+
+    def _launch(self, view, *, restart: bool = False, only_failed: bool = False) -> None:
+        """Run `_execute` on a daemon thread; its result or error is kept for `wait()`."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
+        if only_failed:
+            self._cancel.clear()
         self._error = None
+        done = self._done = threading.Event()
 
         def target() -> None:
             try:
-                self.run(progress=progress, restart=restart)
+                self._execute(view, restart=restart, only_failed=only_failed)
             except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
                 self._error = exc
+            finally:
+                done.set()
 
         self._thread = threading.Thread(target=target, name=f"batchnb-{self.config.name}", daemon=True)
         self._thread.start()
-        return self
+
+    def _execute(self, view, *, restart: bool = False, only_failed: bool = False) -> JobResult:
+        """One pass under the driver lock; the view is closed and shown the outcome whatever happens."""
+        from batchnb.execution import execute
+
+        result, error = None, None
+        try:
+            with JobLock(self.output):
+                execute(self, restart=restart, cancel=self._cancel, on_progress=view.update if view else None,
+                        only_failed=only_failed)  # fmt: skip
+            result = self._result = JobResult.from_state(self.output)
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if view is not None:
+                view.close()
+                view.finish(result, error=error)
 
     def wait(self, timeout: float | None = None) -> JobResult:
         if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise TimeoutError(f"job {self.config.name!r} still running after {timeout}s")
+            while True:
+                done, thread = self._done, self._thread
+                if not done.wait(timeout):
+                    raise TimeoutError(f"job {self.config.name!r} still running after {timeout}s")
+                thread.join()
+                if self._thread is thread:  # no retry was queued meanwhile
+                    break
         if self._error is not None:
             raise self._error
         if self._result is None:
@@ -172,16 +227,26 @@ class BatchJob:
 
     def retry_failed(self, progress: ProgressMode = "auto") -> JobResult:
         """Run only the failed chunks again (a fresh retry budget) and return the whole job's result."""
-        from batchnb.execution import execute
-        from batchnb.views import make_view
+        self._cancel.clear()
+        return self._execute(self._view(progress), only_failed=True)
 
-        view = make_view(progress, name=self.config.name)
-        with JobLock(self.output):
-            execute(self, cancel=self._cancel, on_progress=view.update if view else None, only_failed=True)
-        if view is not None:
-            view.close()
-        self._result = JobResult.from_state(self.output)
-        return self._result
+    # --- in a notebook --------------------------------------------------------------------------------
+    def widget(self):
+        """The configuration form: edits `config`, with Run / Cancel / Retry failed and the live view below."""
+        from batchnb.views.form import JobForm
+
+        return JobForm(self)
+
+    def _ipython_display_(self) -> None:
+        """A bare `job` in a cell: the form where a widget front end is live, else the plain repr."""
+        from IPython.display import display
+
+        from batchnb.views import frontend
+
+        if frontend() == "widget":
+            display(self.widget())
+        else:
+            display({"text/plain": repr(self)}, raw=True)
 
     def skip(self, chunk_ids: Iterable[int]) -> None:
         """Mark chunks skipped so the job can succeed without them."""

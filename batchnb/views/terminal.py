@@ -36,6 +36,8 @@ class TerminalView:
         self._bar.refresh()
         self._bar.close()
 
-    def finish(self, result) -> None:
+    def finish(self, result, error: BaseException | None = None) -> None:
+        if result is None:
+            return
         print(f"{result.status}: {result.rows_in:,} rows, {result.anomalies:,} anomalies, "
               f"{result.chunks_failed} failed chunk(s) in {result.elapsed_s:.1f}s", file=sys.stderr)  # fmt: skip
