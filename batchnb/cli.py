@@ -31,24 +31,40 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-format")
     run.add_argument("--threshold", type=float)
     run.add_argument("--contamination", type=float)
+    run.add_argument("--keep", help="comma-separated input columns copied to the output")
+    run.add_argument("--fit-sample", type=int, help="rows used to fit the detector")
+    run.add_argument("--seed", type=int)
     run.add_argument("--retries", type=int)
     run.add_argument("--max-workers", type=int)
+    run.add_argument("--memory-limit", help="fraction of RAM (0.8) or a size (8GB)")
+    run.add_argument("--chunk-timeout", type=float, help="seconds")
+    run.add_argument("--job-timeout", type=float, help="seconds")
+    run.add_argument("--name", help="label shown in progress and reports")
     run.add_argument("--allow-pickle", action="store_true", default=None)
     run.add_argument("--restart", action="store_true", help="discard another job's state in OUTPUT first")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--report", action="store_true", help="make the HTML report when the job ends")
 
     status = sub.add_parser("status", help="progress of a job, from any process")
     status.add_argument("output")
-    status.add_argument("--watch", action="store_true", help="refresh every second until the job ends")
+    status.add_argument("--watch", action="store_true", help="refresh until the job ends")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
     status.add_argument("--json", action="store_true")
 
     verify = sub.add_parser("verify", help="recompute part checksums and row counts")
     verify.add_argument("output")
 
+    report = sub.add_parser("report", help="execute the report notebook over a job and export it to HTML")
+    report.add_argument("output")
+    report.add_argument("--path", help="executed notebook to write (default OUTPUT/report.ipynb); HTML beside it")
+    report.add_argument("--no-html", action="store_true", help="write the notebook only")
+    report.add_argument("--kernel", help="Jupyter kernel that runs the report (default: python3)")
+
     demo = sub.add_parser("demo", help="make a sample dataset and run a job on it")
     demo.add_argument("--rows", type=int, default=2_000_000)
     demo.add_argument("--dir", default="demo")
     demo.add_argument("--engine", default="threads")
+    demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
     sub.add_parser("detectors", help="list the built-in detectors")
     return parser
@@ -66,18 +82,26 @@ def _run(args: argparse.Namespace) -> int:
     flags = {
         "detector": args.detector, "chunk_size": args.chunk_size, "engine": args.engine, "format": args.format,
         "output_format": args.output_format, "threshold": args.threshold, "contamination": args.contamination,
-        "retries": args.retries, "allow_pickle": args.allow_pickle,
+        "retries": args.retries, "allow_pickle": args.allow_pickle, "fit_sample": args.fit_sample,
+        "seed": args.seed, "name": args.name,
         "columns": args.columns.split(",") if args.columns else None,
+        "keep": args.keep.split(",") if args.keep else None,
     }  # fmt: skip
     options.update({k: v for k, v in flags.items() if v is not None})
-    if args.max_workers is not None:
-        options["resources"] = {**options.get("resources", {}), "max_workers": args.max_workers}
+    resources = {
+        "max_workers": args.max_workers, "memory_limit": args.memory_limit,
+        "chunk_timeout": args.chunk_timeout, "job_timeout": args.job_timeout,
+    }  # fmt: skip
+    resources = {k: v for k, v in resources.items() if v is not None}
+    if resources:
+        options["resources"] = {**options.get("resources", {}), **resources}
     if "source" not in options or "output" not in options:
         raise bn.ConfigError("give SOURCE and OUTPUT, or a --config file that names them")
     job = bn.BatchJob.from_config(options)
     result = job.run(progress=None if args.no_progress else "auto", restart=args.restart)
     print(result.summary())
-    return 0 if result.ok else 1
+    reported = _print_report(job.output) if args.report else True
+    return 0 if result.ok and reported else 1
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -96,7 +120,7 @@ def _status(args: argparse.Namespace) -> int:
             )
         if not args.watch or p.status in ("succeeded", "failed", "cancelled"):
             return 1 if p.status == "failed" else 0
-        time.sleep(1.0)
+        time.sleep(max(0.1, args.interval))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -105,6 +129,31 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify(args.output)
     print(report)
     return 0 if report.ok else 1
+
+
+def _print_report(output: str, **options) -> bool:
+    """Make the report and print where it is; False (with the failing cell's error) when a cell failed."""
+    from batchnb.reports import make_report
+
+    print("making the report ...", flush=True)
+    try:
+        notebook = make_report(output, **options)
+    except BatchError:
+        raise
+    except Exception as exc:
+        papermill = sys.modules.get("papermill.exceptions")
+        if papermill is None or not isinstance(exc, papermill.PapermillExecutionError):
+            raise
+        target = options.get("path") or Path(output, "report.ipynb")
+        print(f"the report notebook failed ({exc.ename}: {exc.evalue}); see {Path(target).resolve()}", file=sys.stderr)
+        return False
+    html = notebook.with_suffix(".html")
+    print(f"report: {html.resolve() if html.exists() else notebook.resolve()}")
+    return True
+
+
+def _report(args: argparse.Namespace) -> int:
+    return 0 if _print_report(args.output, path=args.path, html=not args.no_html, kernel_name=args.kernel) else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -131,7 +180,8 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nmost anomalous rows:")
     print(top)
     print(f"\nresult: {Path(job.output).resolve()}  (read it with bn.BatchJob.from_config or pl.scan_parquet)")
-    return 0 if result.ok else 1
+    reported = True if args.no_report else _print_report(job.output)
+    return 0 if result.ok and reported else 1
 
 
 def _detectors(args: argparse.Namespace) -> int:
@@ -145,11 +195,16 @@ def _detectors(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    handler = {"run": _run, "status": _status, "verify": _verify, "demo": _demo, "detectors": _detectors}[args.command]
+    handlers = {"run": _run, "status": _status, "verify": _verify, "report": _report, "demo": _demo,
+                "detectors": _detectors}  # fmt: skip
     try:
-        return handler(args)
+        return handlers[args.command](args)
     except BatchError as exc:
-        print(f"batchnb {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("run(restart=True)", "--restart")  # the same advice, in the shell's terms
+        print(f"batchnb {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"batchnb {args.command}: error: {exc}", file=sys.stderr)  # a path the user has to fix
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished parts are kept; run the same command again to resume", file=sys.stderr)

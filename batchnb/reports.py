@@ -104,8 +104,9 @@ def _check_kernel(name: str) -> None:
     installed = sorted(KernelSpecManager().find_kernel_specs())
     if name not in installed:
         msg = (
-            f"Jupyter kernel {name!r} is not installed (installed: {installed}): pass `kernel_name=` one of them, "
-            "or install one with `python -m ipykernel install --sys-prefix --name NAME` from the Python that has batchnb"
+            f"Jupyter kernel {name!r} is not installed (installed: {installed}): pick one of them (`kernel_name=`, "
+            "`batchnb report --kernel`), or install one with `python -m ipykernel install --sys-prefix --name NAME` "
+            "run by the Python that has batchnb"
         )
         raise ConfigError(msg)
 
