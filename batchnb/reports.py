@@ -91,6 +91,9 @@ def make_report(
             progress_bar=False,
             cwd=str(path.parent),
             execution_timeout=timeout,
+            # The kernel's own start-up warnings (ipykernel 7 warns about unencrypted local TCP) are noise in a
+            # report run; errors still show, and a failing cell still raises.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     finally:
         if html and path.exists():  # a failed cell is exported too: the HTML then shows where and why
