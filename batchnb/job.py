@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,11 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from batchnb import sources
+from batchnb import engines, sources
 from batchnb.config import JobConfig
 from batchnb.errors import ConfigError, JobStateError
 from batchnb.lock import JobLock
-from batchnb.plan import DatasetInfo, Plan
+from batchnb.plan import DatasetInfo, Plan, decoded_bytes_per_row, plan_warnings
 from batchnb.progress import Progress
 from batchnb.result import JobResult, VerifyReport
 from batchnb.state import JobState, state_path
@@ -109,20 +110,30 @@ class BatchJob:
         )
 
     def plan(self) -> Plan:
-        """The chunk plan and its estimates, without running anything."""
-        from batchnb.scoring import resolve_columns
+        """The chunk plan, its memory estimates, recommendations and warnings, without running anything."""
+        from batchnb.scoring import callable_detector, check_picklable, resolve_columns
 
         info = self._open_dataset()
         resolve_columns(self.config, info)
-        chunks = sources.get(info.format).plan(info, self.config.chunk_size)
         resources = self.config.resources
-        return Plan(
+        plan = Plan(
             dataset=info.for_workers(),
             chunk_size=self.config.chunk_size,
-            chunks=chunks,
+            chunks=sources.get(info.format).plan(info, self.config.chunk_size),
             workers=resources.workers(self.config.engine_name),
+            cpu_count=os.cpu_count() or 1,
             memory_limit=resources.memory_bytes(),
-            bytes_per_row=_decoded_bytes_per_row(info),
+            bytes_per_row=decoded_bytes_per_row(info.schema),
+        )
+        unpicklable = None
+        if callable_detector(self.config) and engines.create(self.config.engine).needs_pickle:
+            try:
+                check_picklable(self.config.detector, self.config.engine_name)
+            except ConfigError as exc:
+                unpicklable = str(exc)
+        pickle_input = self.config.format == "pickle"
+        return dataclasses.replace(
+            plan, warnings=plan_warnings(plan, pickle_input=pickle_input, unpicklable=unpicklable)
         )
 
     # --- running -----------------------------------------------------------------------------------
@@ -239,14 +250,9 @@ class BatchJob:
 
     def _ipython_display_(self) -> None:
         """A bare `job` in a cell: the form where a widget front end is live, else the plain repr."""
-        from IPython.display import display
+        from batchnb.views.display import display_job
 
-        from batchnb.views import frontend
-
-        if frontend() == "widget":
-            display(self.widget())
-        else:
-            display({"text/plain": repr(self)}, raw=True)
+        display_job(self)
 
     def skip(self, chunk_ids: Iterable[int]) -> None:
         """Mark chunks skipped so the job can succeed without them."""
@@ -294,12 +300,6 @@ class BatchJob:
             shutil.rmtree(Path(out, "_batchnb"), ignore_errors=True)
         for part in out.glob("part-*"):
             part.unlink()
-
-
-def _decoded_bytes_per_row(info: DatasetInfo) -> float:
-    """In-memory bytes per row, from the schema (8 bytes a number, 32 a string)."""
-    widths = {"Float32": 4, "Int32": 4, "UInt32": 4, "Int16": 2, "Int8": 1, "UInt8": 1, "Boolean": 1}
-    return float(sum(widths.get(t, 8 if t != "String" else 32) for t in info.schema.values()) or 8)
 
 
 _ = JobStatus  # re-exported for type checkers of callers
