@@ -67,13 +67,52 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
     sub.add_parser("detectors", help="list the built-in detectors")
+
+    schedule = sub.add_parser("schedule", help="run a pipeline file on a cron schedule (foreground)")
+    schedule.add_argument("file", help="pipeline .toml/.yaml/.json with [[steps]] (and optionally [schedule] cron)")
+    schedule.add_argument("--cron", help="5 fields, or 6 with seconds first; overrides the file's")
     return parser
+
+
+def _is_pipeline_file(path: str | None) -> bool:
+    """A TOML/YAML/JSON file with a `steps` list is a pipeline, not a data source."""
+    if not path or Path(path).suffix.lower() not in (".toml", ".yaml", ".yml", ".json") or not Path(path).is_file():
+        return False
+    from batchnb.job import load_config_file
+
+    try:
+        return isinstance(load_config_file(path).get("steps"), list)
+    except BatchError:
+        return False
+
+
+def _run_pipeline(path: str) -> int:
+    from batchnb.pipeline import Pipeline
+
+    result = Pipeline.from_file(path).run()
+    print(result)
+    return 0 if result.status == "succeeded" else 1
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from batchnb.errors import ConfigError
+    from batchnb.pipeline import Pipeline
+
+    pipe = Pipeline.from_file(args.file)
+    cron = args.cron or pipe.cron
+    if not cron:
+        raise ConfigError(f"{args.file!r} has no [schedule] cron and no --cron was given")
+    print(f"pipeline {pipe.name!r} on cron {cron!r}; Ctrl-C stops", flush=True)
+    pipe.schedule(cron=cron, block=True)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import batchnb as bn
     from batchnb.job import load_config_file
 
+    if _is_pipeline_file(args.source) and args.output is None and args.config is None:
+        return _run_pipeline(args.source)
     options = load_config_file(args.config) if args.config else {}
     if args.source:
         options["source"] = args.source
@@ -196,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     handlers = {"run": _run, "status": _status, "verify": _verify, "report": _report, "demo": _demo,
-                "detectors": _detectors}  # fmt: skip
+                "detectors": _detectors, "schedule": _schedule}  # fmt: skip
     try:
         return handlers[args.command](args)
     except BatchError as exc:

@@ -201,3 +201,23 @@ def test_a_slow_pipeline_on_a_fast_schedule_skips_overlapping_runs(source, tmp_p
 def test_bad_cron_is_a_config_error(tmp_path):
     with pytest.raises(bn.ConfigError, match="5 fields"):
         Pipeline("p", state_dir=tmp_path).schedule(cron="every day")
+
+
+def test_cli_runs_a_pipeline_file_and_a_schedule_with_a_bad_cron_is_a_usage_error(source, tmp_path):
+    import subprocess
+
+    pipe = tmp_path / "pipe.toml"
+    pipe.write_text(f"""
+name = "cli"
+[[steps]]
+name = "score"
+job = {{ source = "{source}", output = "out/score", detector = "mad", chunk_size = 1000 }}
+[schedule]
+cron = "not a cron"
+""")
+    run = subprocess.run([sys.executable, "-m", "batchnb", "run", str(pipe)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "pipeline succeeded" in run.stdout and "score" in run.stdout
+    sched = subprocess.run([sys.executable, "-m", "batchnb", "schedule", str(pipe)], capture_output=True, text=True)
+    assert sched.returncode == 2 and "cron 'not a cron' needs 5 fields" in sched.stderr
+    assert "Traceback" not in sched.stderr
