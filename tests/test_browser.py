@@ -111,8 +111,8 @@ def _run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
-def _bar_width(page) -> float:
-    style = page.locator(".batchnb-progress .progress-bar").get_attribute("style") or ""
+def _bar_width(page, nth: int = 0) -> float:
+    style = page.locator(".batchnb-progress .progress-bar").nth(nth).get_attribute("style") or ""
     match = re.search(r"width:\s*([\d.]+)%", style)
     return float(match.group(1)) if match else 0.0
 
@@ -144,7 +144,7 @@ def test_live_progress_in_jupyterlab(lab):
             page.screenshot(path=str(ARTIFACTS / "1-form.png"), full_page=True)
 
             run.click()
-            bar = page.locator(".batchnb-progress .progress-bar")
+            bar = page.locator(".batchnb-progress .progress-bar").first
             expect(page.locator(".batchnb-status-text")).to_have_text("running", timeout=60_000)
             deadline = time.monotonic() + 60
             while _bar_width(page) <= 0.0:
@@ -177,6 +177,16 @@ def test_live_progress_in_jupyterlab(lab):
             _run_cell(page, 3)
             expect(page.locator(".jp-OutputArea-output").filter(has_text="'cancelled'")).to_be_visible(timeout=20_000)
             page.screenshot(path=str(ARTIFACTS / "3-cancelled.png"), full_page=True)
-            page.locator(".batchnb-live").screenshot(path=str(ARTIFACTS / "4-live-view-cancelled.png"))
+            page.locator(".batchnb-live").first.screenshot(path=str(ARTIFACTS / "4-live-view-cancelled.png"))
+
+            # A blocking run() in a cell: the same live view, ending in its static summary.
+            _run_cell(page, 4)
+            expect(page.locator(".jp-OutputArea-output").filter(has_text="'succeeded'")).to_be_visible(timeout=60_000)
+            views = page.locator(".batchnb-live")
+            expect(views).to_have_count(2)
+            expect(views.nth(1).locator(".batchnb-status-text")).to_have_text("succeeded")
+            assert _bar_width(page, 1) == 100.0
+            expect(page.locator("table.batchnb").nth(1)).to_contain_text("succeeded")
+            views.nth(1).screenshot(path=str(ARTIFACTS / "5-blocking-run.png"))
         finally:
             context.close()

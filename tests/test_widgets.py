@@ -423,3 +423,15 @@ def test_papermill_run_gets_plain_text_and_a_static_summary(tmp_path, monkeypatc
     assert summaries and "succeeded" in summaries[0] and "<table" in summaries[0]
     assert "'succeeded'" in str(out.cells[1].outputs)
     assert "BatchJob(" in str(out.cells[2].outputs)
+
+
+def test_log_view_shows_the_heartbeat_of_a_stuck_chunk(tmp_path):
+    with JobState.open(tmp_path, create=True) as state:
+        state.save_plan([ChunkSpec(index=i, pieces=(), rows=(i, i + 1), nbytes=1) for i in range(3)])
+        state.mark_running(2, 1)
+        state._conn.execute("UPDATE chunks SET started = started - 90 WHERE idx = 2")
+    stream = io.StringIO()
+    view = LogView(name="tx", output=str(tmp_path), stream=stream, summary=False)
+    view.update(snapshot(2, 3))
+    view.close()
+    assert "chunk 2 running for 90 s" in stream.getvalue()

@@ -67,7 +67,7 @@ def make_view(
     if kind == "log":
         from batchnb.views.logline import LogView
 
-        return LogView(name=name)
+        return LogView(name=name, output=output)
     from batchnb.views.terminal import TerminalView
 
     return TerminalView(name=name)

@@ -199,7 +199,9 @@ class JobForm(w.VBox):
                 config.to_dict(), indent=4, sort_dicts=False, width=100) + "\n)"  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - e.g. a notebook function cannot be written down
             text = f"# {exc}"
-        self.code.value = f"<details><summary>code for this job</summary><pre>{html.escape(text, quote=False)}</pre></details>"
+        self.code.value = (
+            f"<details><summary>code for this job</summary><pre>{html.escape(text, quote=False)}</pre></details>"
+        )
 
     def _check_against_source(self, config: JobConfig) -> None:
         if self.plan is None:

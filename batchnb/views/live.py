@@ -87,6 +87,11 @@ class LiveView:
         self.errors = w.HTML("")
         self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="warning", disabled=True)
         self.retry_button = w.Button(description="Retry failed", icon="redo", disabled=True)
+        self.cancel_button.tooltip = (
+            "Stop submitting chunks; finished parts stay and run() resumes. The kernel handles this click only "
+            "when it is free (job.start(), the form's Run): during a blocking run(), interrupt the kernel instead."
+        )
+        self.retry_button.tooltip = "Run the failed chunks again (queued until the current pass ends)"
         self.cancel_button.on_click(lambda _: self.cancel())
         self.retry_button.on_click(lambda _: self.retry())
         self.message = w.HTML("")

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import TextIO
 
+from batchnb.monitor import ChunkMonitor
 from batchnb.progress import Progress
 from batchnb.views.detect import in_kernel
 from batchnb.views.panels import text_line
@@ -38,8 +39,18 @@ class SummarySlot:
 
 
 class LogView:
-    def __init__(self, *, name: str, every_s: float = 10.0, stream: TextIO | None = None, summary: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        output: str | None = None,
+        every_s: float = 10.0,
+        stream: TextIO | None = None,
+        summary: bool = True,
+    ) -> None:
         self.name = name
+        self.output = output
+        self._monitor: ChunkMonitor | None = None
         self.every_s = every_s
         self._stream = stream
         self._last_line_at: float | None = None
@@ -55,8 +66,12 @@ class LogView:
             self._last_line_at = now
 
     def _write(self, progress: Progress) -> None:
+        board = None
+        if self.output is not None and progress.status == "running":
+            self._monitor = self._monitor or ChunkMonitor(self.output)
+            board = self._monitor.board()  # a few aggregate queries, once per line: the heartbeat
         stream = self._stream or sys.stderr
-        stream.write(text_line(progress) + "\n")
+        stream.write(text_line(progress, board) + "\n")
         stream.flush()
         self.lines += 1
 
@@ -64,6 +79,9 @@ class LogView:
         if self._last is not None and self._last_line_at is not None:
             self._write(self._last)  # the final state, whatever the throttle says
             self._last_line_at = None
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
 
     def finish(self, result, error: BaseException | None = None) -> None:
         stream = self._stream or sys.stderr
