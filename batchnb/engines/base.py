@@ -16,6 +16,12 @@ class Engine(Protocol):
     `open(workers)` starts pools or joins clusters, `submit(fn, arg)` returns a standard Future,
     `cancel(future)` gives up on one task, `close()` releases what `open` took. `needs_pickle`
     says whether tasks cross a process boundary (so callables must be cloudpickle-able).
+
+    Cluster engines may also define, and the runner calls them when present (about once a second):
+    `check()` raises `EngineError` when the cluster is gone (a future may also fail with `EngineError`):
+    the job then ends failed, its running chunks go back to pending and no attempt is spent;
+    `capacity() -> int | None` is the number of task slots, so the runner keeps that many chunks busy;
+    `remote_resources() -> (cpu_percent, rss_bytes) | None` covers workers that psutil cannot see.
     """
 
     name: ClassVar[str]

@@ -1,86 +1,347 @@
-"""Dask: an embedded LocalCluster on 127.0.0.1, or an existing scheduler by address."""
+"""Dask: an embedded LocalCluster on 127.0.0.1, an existing scheduler by address, or the user's own Client.
+
+Every chunk is one Dask task that reads its own chunk and writes its own part on the worker; the
+driver sends a chunk description and gets back a small `ChunkOutcome`. Retries are batchnb's:
+tasks are submitted with `retries=0`, and the embedded scheduler runs with `allowed-failures=0`, so a
+task whose worker dies fails at once (`KilledWorker`) and the runner retries it with its own backoff
+on the workers that are left. A scheduler that goes away turns every running chunk into an
+`EngineError`, which ends the job `failed` with its finished parts kept.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar
 
-from batchnb.errors import EngineError
+from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["DaskEngine"]
 
+log = logging.getLogger("batchnb")
 
-@dataclass(kw_only=True)
+METRICS_EVERY_S = 1.0  # scheduler_info() is one round trip to the scheduler
+
+
+def _local_pids() -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _chunk_key(arg: Any) -> str:
+    index = getattr(getattr(arg, "spec", None), "index", None)
+    return f"batchnb-chunk-{index if index is not None else 'task'}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
 class DaskEngine:
+    """Chunks as Dask tasks.
+
+    Parameters
+    ----------
+    address
+        Scheduler address (``"tcp://host:8786"``) of a running cluster: joined, and left running.
+        None: use the Client the user already made the default in this process, if any; else start
+        a LocalCluster on 127.0.0.1 (scheduler, workers and dashboard on loopback) for the job and
+        close it afterwards.
+    n_workers, threads_per_worker
+        Embedded cluster only. Defaults: one single-threaded worker process per `max_workers`
+        (Polars already uses every core of a process; processes keep one chunk's crash to itself).
+    adapt
+        Embedded cluster only: ``(minimum, maximum)`` workers for Dask's adaptive scaling.
+    """
+
     address: str | None = None
+    _: KW_ONLY
     n_workers: int | None = None
     threads_per_worker: int | None = None
     adapt: tuple[int, int] | None = None
 
-    name = "dask"
-    needs_pickle = True
+    name: ClassVar[str] = "dask"
+    needs_pickle: ClassVar[bool] = True
+
+    _client: Any = field(default=None, init=False, repr=False, compare=False)
+    _cluster: Any = field(default=None, init=False, repr=False, compare=False)
+    _executor: Any = field(default=None, init=False, repr=False, compare=False)
+    _own_client: bool = field(default=False, init=False, repr=False, compare=False)
+    _remote: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _restart: set = field(default_factory=set, init=False, repr=False, compare=False)
+    _metrics: tuple = field(default=(0.0, None), init=False, repr=False, compare=False)
+    _pids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._client = None
-        self._cluster = None
-        self._futures: dict[Future, Any] = {}
+        embedded_only = {
+            "n_workers": self.n_workers,
+            "threads_per_worker": self.threads_per_worker,
+            "adapt": self.adapt,
+        }
+        given = [k for k, v in embedded_only.items() if v is not None]
+        if self.address is not None and given:
+            msg = f"DaskEngine: {', '.join(f'`{k}`' for k in given)} only apply to an embedded cluster (no `address`): size your own cluster where you start it"
+            raise ConfigError(msg)
+        if self.adapt is not None:
+            lo, hi = self.adapt
+            if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi and hi >= 1):
+                raise ConfigError(
+                    f"DaskEngine: `adapt` must be (minimum, maximum) workers with 0 <= minimum <= maximum, maximum >= 1, got {self.adapt!r}"
+                )
+        for key in ("n_workers", "threads_per_worker"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"DaskEngine: `{key}` must be a positive integer, got {value!r}")
 
+    # --- life cycle ----------------------------------------------------------------------------------
     def open(self, workers: int) -> None:
         try:
-            from dask.distributed import Client, LocalCluster
+            import distributed  # noqa: F401
         except ImportError as exc:
-            raise EngineError("engine 'dask' needs dask[distributed]: pip install 'dask[distributed]'") from exc
+            raise EngineError("engine 'dask' needs dask.distributed: pip install 'batchnb[dask]'") from exc
+        self._remote.clear()
+        self._restart.clear()
+        self._metrics = (0.0, None)
+        self._pids.clear()
+        if self.address is not None:
+            self._client, self._own_client = self._join(self.address), True
+        elif (current := _default_client()) is not None:
+            log.info("engine 'dask': using this process's default Dask client (%s)", current.scheduler.address)
+            self._client, self._own_client = current, False
+        else:
+            self._cluster = self._start_local(workers)
+            self._client, self._own_client = self._join(self._cluster), True
+        if self._cluster is None:
+            self._warn_if_scheduler_retries()
+        self._executor = self._client.get_executor(pure=False, retries=0)
+
+    def _join(self, address: Any) -> Any:
+        from distributed import Client
+
         try:
-            if self.address is None:
-                self._cluster = LocalCluster(
-                    n_workers=self.n_workers or workers,
+            return Client(address, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            msg = f"cannot reach the Dask scheduler at {address!r}: {exc}; is it running, and is the address right?"
+            raise EngineError(msg) from exc
+
+    def _start_local(self, workers: int) -> Any:
+        import dask
+        from distributed import LocalCluster
+
+        n = self.n_workers or (self.adapt[0] if self.adapt else workers)
+        # A task whose worker died fails at once, so that batchnb's retry policy is the only one.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            try:
+                cluster = LocalCluster(
+                    n_workers=n,
                     threads_per_worker=self.threads_per_worker or 1,
                     processes=True,
                     host="127.0.0.1",
                     dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.ERROR,
                 )
-                if self.adapt is not None:
-                    self._cluster.adapt(minimum=self.adapt[0], maximum=self.adapt[1])
-                self._client = Client(self._cluster)
-            else:
-                self._client = Client(self.address, timeout="10s")
-        except OSError as exc:
-            raise EngineError(f"cannot reach the Dask scheduler at {self.address!r}: {exc}") from exc
+            except Exception as exc:
+                raise EngineError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from exc
+        if self.adapt is not None:
+            cluster.adapt(minimum=self.adapt[0], maximum=self.adapt[1])
+        return cluster
 
+    def close(self) -> None:
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = self._executor = None
+        self._remote.clear()
+        if client is None:
+            return
+        if self._restart and cluster is None:
+            # A cluster that stays up may be shared: its workers are not restarted when a job ends.
+            log.warning("engine 'dask': chunks given up on still run on %s until they return", sorted(self._restart))
+            self._restart.clear()
+        if self._own_client:
+            client.close(timeout=5)
+        if cluster is not None:
+            cluster.close(timeout=10)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard of the cluster in use (needs bokeh); None before `open()` or without bokeh."""
+        if self._client is None:
+            return None
+        try:
+            return self._client.dashboard_link
+        except Exception:  # noqa: BLE001 - no dashboard
+            return None
+
+    # --- tasks ---------------------------------------------------------------------------------------
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
         import cloudpickle
 
         from batchnb.engines.processes import call_pickled
 
-        remote = self._client.submit(call_pickled, cloudpickle.dumps((fn, arg)), pure=False, retries=0)
+        assert self._executor is not None, "open() first"
+        self.check()
+        if self._restart:
+            self._restart_stuck(self._client)
+        key = _chunk_key(arg)
+        try:
+            inner = self._executor.submit(call_pickled, cloudpickle.dumps((fn, arg)), key=key)
+        except Exception as exc:
+            raise self._lost(f"submitting a chunk failed ({type(exc).__name__}: {exc})") from exc
         future: Future = Future()
         future.set_running_or_notify_cancel()
-
-        def done(f) -> None:
-            try:
-                future.set_result(f.result())
-            except BaseException as exc:  # noqa: BLE001
-                if not future.done():
-                    future.set_exception(exc)
-
-        remote.add_done_callback(done)
-        self._futures[future] = remote
+        self._remote[future] = (key, inner)
+        inner.add_done_callback(lambda f: self._relay(f, future))
         return future
 
-    def cancel(self, future: Future) -> None:
-        remote = self._futures.pop(future, None)
-        if remote is not None:
-            remote.cancel()
+    def _relay(self, inner: Future, future: Future) -> None:
+        """Hand the task's outcome to the runner's Future (runs on the client's event loop: never block)."""
+        if inner.cancelled():
+            # The client cancels every future when it loses the scheduler; after batchnb's own cancel()
+            # the runner's Future is already settled and this does nothing.
+            _settle(future, exception=self._lost("the client lost its connection to the scheduler"))
+        elif inner.exception() is not None:
+            _settle(future, exception=inner.exception())
+        else:
+            _settle(future, result=inner.result())
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def cancel(self, future: Future) -> None:
+        """Give up on a chunk; a chunk that already runs is stopped by restarting its worker (needs a nanny)."""
+        key, inner = self._remote.pop(future, (None, None))
+        if inner is None:
+            return
+        _settle(future, exception=CancelledError(f"chunk task {key} cancelled"))
+        if self._client is None or self._client.status != "running":
+            return  # a lost scheduler has nothing left to cancel, and asking it would block
+        try:
+            running_on = [w for w, keys in self._client.processing().items() if key in keys]
+            inner.cancel()
+        except Exception:  # noqa: BLE001 - a cluster that is gone has nothing left to cancel
+            return
+        # A Python thread cannot be stopped from outside: if the job goes on, the worker running the
+        # chunk is restarted before the next submit (as the processes engine kills its worker).
+        self._restart.update(running_on)
+
+    def _restart_stuck(self, client: Any) -> None:
+        workers, self._restart = sorted(self._restart), set()
+        try:
+            result = client.restart_workers(workers, timeout=30, raise_for_error=False)
+        except Exception as exc:  # noqa: BLE001 - e.g. workers without a nanny
+            result = {w: f"{type(exc).__name__}: {exc}" for w in workers}
+        failed = {w: r for w, r in (result or {}).items() if r != "OK"}
+        if failed:
+            log.warning("engine 'dask': could not restart workers running abandoned chunks (%s); "
+                        "they finish those chunks before taking new ones", failed)  # fmt: skip
+
+    # --- health and resources ----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise EngineError when the scheduler is gone (the runner polls this about once a second)."""
+        client = self._client
+        if client is not None and client.status not in ("running", "newly-created"):
+            raise self._lost(f"the client is {client.status}")
+
+    def _lost(self, why: str) -> EngineError:
+        where = self.address or (self._cluster.scheduler_address if self._cluster is not None else "the default client")
+        msg = (
+            f"lost the Dask scheduler at {where}: {why}. Finished parts are kept; run() again once the "
+            "scheduler is back (or with another engine) to resume"
+        )
+        return EngineError(msg)
+
+    def capacity(self) -> int | None:
+        """Task slots the cluster has (the adaptive maximum when scaling), so the runner keeps them busy."""
+        if self._client is None:
+            return None
+        if self.adapt is not None and self._cluster is not None:
+            return self.adapt[1] * (self.threads_per_worker or 1)
+        info = self._scheduler_info()
+        if info is None:
+            return None
+        return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or None
+
+    def remote_resources(self) -> tuple[float, int] | None:
+        """CPU% and RSS of the workers psutil cannot see from here, from the scheduler's worker metrics."""
         if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+            return None  # an embedded cluster's workers are this process's children: psutil counts them
+        info = self._scheduler_info()
+        if info is None:
+            return None
+        local = _local_pids()
+        cpu, rss = 0.0, 0
+        for address, worker in info.get("workers", {}).items():
+            if self._pids.get(address) in local:
+                continue  # a worker this process started itself: already counted by psutil
+            metrics = worker.get("metrics", {})
+            cpu += float(metrics.get("cpu", 0.0))
+            rss += int(metrics.get("memory", 0))
+        return cpu, rss
+
+    def _scheduler_info(self) -> dict | None:
+        """The scheduler's view of its workers (nthreads, metrics), at most once a second."""
+        at, info = self._metrics
+        if info is not None and time.monotonic() - at < METRICS_EVERY_S:
+            return info
+        client = self._client
+        if client is None or client.status != "running":
+            return None
+        try:
+            info = client.scheduler_info(n_workers=-1)
+            workers = info.get("workers", {})
+            unknown = [a for a, w in workers.items() if a not in self._pids and w.get("host") in _local_hosts()]
+            if unknown:  # pids tell this machine's workers apart from the ones psutil already counts
+                self._pids.update(client.run(os.getpid, workers=unknown))
+        except Exception:  # noqa: BLE001 - metrics are best effort
+            return None
+        self._metrics = (time.monotonic(), info)
+        return info
 
     def worker_pids(self) -> list[int]:
-        return []
+        """Local worker processes (embedded cluster): what the memory guard adds to the driver's RSS."""
+        return sorted(_local_pids()) if self._cluster is not None else []
+
+    def _warn_if_scheduler_retries(self) -> None:
+        try:
+            allowed = self._client.run_on_scheduler(_allowed_failures)
+        except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler keeps its secrets
+            return
+        if allowed:
+            log.warning(
+                "engine 'dask': the scheduler reruns a task whose worker died up to %s times by itself "
+                "(distributed.scheduler.allowed-failures); set DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 "
+                "where it starts so that batchnb's `retries` and `backoff` are the only retry policy",
+                allowed,
+            )
+
+
+def _settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:
+    """Settle a Future once: the event loop and the runner's cancel() may race for it."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _default_client() -> Any:
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _local_hosts() -> set[str]:
+    import socket
+
+    return {"127.0.0.1", "localhost", socket.gethostname()}
+
+
+def _allowed_failures(dask_scheduler: Any) -> int:
+    return dask_scheduler.allowed_failures
