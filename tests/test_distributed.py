@@ -1,0 +1,310 @@
+"""Dask and Ray engines against real clusters on 127.0.0.1 (started and stopped by tests/clusters.py).
+
+Each cluster test checks what a user relies on: the output equals the sequential engine's, a worker
+killed with SIGKILL mid-job costs only a retry of its chunks, a scheduler or head node that goes away
+ends the job `failed` with an `EngineError` and a later `run()` resumes, embedded clusters stay on
+loopback, and workers write their own parts (the driver moves no data).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+from clusters import dask_cluster, hang_first_attempt, listening_sockets, ray_cluster, slow_scores, stop_tree
+from conftest import make_frame, write_source
+
+import batchnb as bn
+from batchnb.engines.dask import DaskEngine
+from batchnb.engines.ray import RayEngine
+
+pytestmark = pytest.mark.timeout(300)
+
+SLOW_ROWS, SLOW_CHUNK = 12_000, 1_000  # 12 chunks of ~0.3 s each
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_wide_threads() -> None:
+    """distributed keeps one offload thread for the life of the process (a module-level executor):
+    start it before the leak check takes its snapshot, as it would be in any kernel that used Dask."""
+    from distributed.utils import _offload_executor
+
+    _offload_executor.submit(lambda: None).result()
+
+
+@pytest.fixture(scope="module")
+def slow_source(tmp_path_factory) -> str:
+    return write_source(make_frame(SLOW_ROWS, seed=5), "parquet", tmp_path_factory.mktemp("dist") / "slow.parquet")
+
+
+@pytest.fixture(scope="module")
+def expected(slow_source, tmp_path_factory) -> pl.DataFrame:
+    """The sequential engine's output of the slow job: what every cluster run must reproduce exactly."""
+    out = tmp_path_factory.mktemp("dist") / "sequential"
+    result = slow_job(slow_source, out, engine="sequential").run(progress=None)
+    assert result.status == "succeeded"
+    return result.read().collect()
+
+
+def slow_job(source: str, output: Path, **options) -> bn.BatchJob:
+    options.setdefault("backoff", bn.Backoff(base=0.0, max=0.0, jitter=False))
+    return bn.BatchJob(source, str(output), detector=slow_scores, chunk_size=SLOW_CHUNK, **options)
+
+
+def wait_for_chunks(job: bn.BatchJob, n: int, timeout: float = 60.0) -> bn.Progress:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = job.status()
+        if progress.chunks_done >= n:
+            return progress
+        assert progress.status in ("pending", "planning", "running"), progress
+        time.sleep(0.05)
+    raise TimeoutError(f"fewer than {n} chunks done after {timeout}s")
+
+
+def part_writers(output: Path) -> set[str]:
+    """host:pid of the process that wrote each finished part (recorded by the worker itself)."""
+    with sqlite3.connect(Path(output, "_batchnb", "state.sqlite")) as conn:
+        return {row[0] for row in conn.execute("SELECT worker FROM chunks WHERE status = 'done'")}
+
+
+def done_parts(output: Path) -> dict[str, int]:
+    """Part file -> modification time, for the chunks the state records done."""
+    with sqlite3.connect(Path(output, "_batchnb", "state.sqlite")) as conn:
+        names = [row[0] for row in conn.execute("SELECT part FROM chunks WHERE status = 'done'")]
+    return {name: Path(output, name).stat().st_mtime_ns for name in names}
+
+
+def assert_same_output(result: bn.JobResult, expected: pl.DataFrame) -> None:
+    assert result.status == "succeeded", result.errors
+    assert result.read().collect().equals(expected)
+    assert result.chunks_done == result.chunks_total
+
+
+# --------------------------------------------------------------------------------------------------
+# Options (no cluster)
+# --------------------------------------------------------------------------------------------------
+def test_engine_options_are_checked_at_construction() -> None:
+    with pytest.raises(bn.ConfigError, match=r"`n_workers`.*embedded"):
+        DaskEngine("tcp://127.0.0.1:8786", n_workers=2)
+    with pytest.raises(bn.ConfigError, match="`adapt`"):
+        DaskEngine(adapt=(3, 1))
+    with pytest.raises(bn.ConfigError, match="`threads_per_worker`"):
+        DaskEngine(threads_per_worker=0)
+    with pytest.raises(bn.ConfigError, match=r"`num_cpus`.*local Ray"):
+        RayEngine("auto", num_cpus=2)
+    assert bn.engines.DaskEngine is DaskEngine and bn.engines.RayEngine is RayEngine
+
+
+def test_importing_batchnb_imports_no_cluster_library() -> None:
+    code = "import sys, batchnb as bn; bn.engines.DaskEngine; bn.engines.RayEngine; print(sorted(m for m in ('dask', 'distributed', 'ray') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "[]", run.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Dask
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_dask_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, expected) -> None:
+    with dask_cluster(tmp_path, n_workers=3) as cluster:
+        engine = DaskEngine(cluster.address)
+        job = slow_job(slow_source, tmp_path / "out", engine=engine, retries=2).start(progress=None)
+        wait_for_chunks(job, 2)
+        victim = cluster.busy_worker()
+        victim.send_signal(signal.SIGKILL)
+        result = job.wait(timeout=120)
+
+        assert_same_output(result, expected)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert result.retries >= 1  # its running chunk failed with KilledWorker and ran again elsewhere
+        writers = part_writers(tmp_path / "out")
+        assert f"{socket.gethostname()}:{os.getpid()}" not in writers  # every part was written on a worker
+        assert {int(w.rsplit(":", 1)[1]) for w in writers} <= {w.pid for w in cluster.workers}
+        assert job.verify().ok
+
+
+@pytest.mark.slow
+def test_dask_worker_metrics_count_workers_psutil_cannot_see(tmp_path, monkeypatch) -> None:
+    with dask_cluster(tmp_path, n_workers=2) as cluster:
+        engine = DaskEngine(cluster.address)
+        engine.open(2)
+        try:
+            assert engine.capacity() == 2
+            assert engine.remote_resources() == (0.0, 0)  # here the workers are our children: psutil counts them
+            monkeypatch.setattr("batchnb.engines.dask._local_pids", set)  # as if they ran on other machines
+            engine._metrics = (0.0, None)
+            cpu, rss = engine.remote_resources()
+        finally:
+            engine.close()
+        psutil_rss = sum(psutil.Process(w.pid).memory_info().rss for w in cluster.workers)
+        assert 0.5 * psutil_rss < rss < 2 * psutil_rss
+        assert cpu >= 0.0
+
+
+@pytest.mark.slow
+def test_dask_scheduler_loss_fails_the_job_and_run_resumes(tmp_path, slow_source, expected) -> None:
+    out = tmp_path / "out"
+    with dask_cluster(tmp_path, n_workers=2) as cluster:
+        job = slow_job(slow_source, out, engine=DaskEngine(cluster.address)).start(progress=None)
+        wait_for_chunks(job, 2)
+        cluster.kill_scheduler()
+        t0 = time.monotonic()
+        with pytest.raises(bn.EngineError, match=r"lost the Dask scheduler.*run\(\) again"):
+            job.wait(timeout=60)
+        assert time.monotonic() - t0 < 15
+
+        status = bn.status(out)
+        assert status.status == "failed" and status.chunks_running == 0
+        assert "lost the Dask scheduler" in status.last_error
+        assert not job.result().errors  # the lost cluster is not blamed on any chunk
+        kept = done_parts(out)  # a worker may still have written a part the driver never committed: not kept
+        assert len(kept) == status.chunks_done >= 2
+        assert job.verify().ok
+
+        for worker in cluster.workers:  # workers of the old scheduler; the new one gets fresh ones
+            stop_tree(worker)
+        cluster.workers.clear()
+        cluster.start_scheduler()  # same address
+        cluster.add_workers(2)
+        result = job.run(progress=None)
+
+    assert_same_output(result, expected)
+    assert {name: mtime for name, mtime in done_parts(out).items() if name in kept} == kept  # not redone
+
+
+@pytest.mark.slow
+def test_dask_embedded_cluster_is_loopback_only_cancels_and_resumes(tmp_path, slow_source, expected) -> None:
+    out = tmp_path / "out"
+    own_before = {s[2:] for s in listening_sockets(os.getpid())}
+    job = slow_job(slow_source, out, engine=DaskEngine(n_workers=2)).start(progress=None)
+    progress = wait_for_chunks(job, 2)
+    sockets = listening_sockets(os.getpid())
+    job.cancel()
+    result = job.wait(timeout=60)
+
+    assert {addr for _, _, addr, _ in sockets} == {"127.0.0.1"}, sockets
+    assert len({pid for pid, *_ in sockets}) >= 3  # scheduler (in this process) and both workers listen
+    assert progress.rss_bytes > psutil.Process().memory_info().rss  # the workers are counted
+    assert result.status == "cancelled" and 2 <= result.chunks_done < result.chunks_total
+    assert {s[2:] for s in listening_sockets(os.getpid())} <= own_before  # the cluster is closed
+
+    assert_same_output(job.run(progress=None), expected)
+
+
+@pytest.mark.slow
+def test_dask_chunk_timeout_restarts_the_stuck_worker(tmp_path, make_source, monkeypatch) -> None:
+    monkeypatch.setenv("BATCHNB_TEST_MARKERS", str(tmp_path))  # spawned workers inherit it
+    source = make_source(make_frame(1_000, seed=6))
+    resources = bn.Resources(max_workers=1, chunk_timeout=3)
+    job = bn.BatchJob(source, str(tmp_path / "out"), detector=hang_first_attempt, chunk_size=1_000,
+                      engine=DaskEngine(n_workers=1), resources=resources, retries=1)  # fmt: skip
+    t0 = time.monotonic()
+    result = job.run(progress=None)
+
+    assert result.status == "succeeded", result.errors
+    assert result.retries == 1
+    assert time.monotonic() - t0 < 60  # the hung attempt was stopped, not waited for (it sleeps an hour)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def ray_driver(monkeypatch):
+    """Token authentication for drivers that join the test clusters; disconnected at the end."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    yield
+    RayEngine.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard(
+    tmp_path, sources, ray_driver, monkeypatch
+) -> None:
+    import ray
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    expected = bn.BatchJob(sources["parquet"], str(tmp_path / "seq"), chunk_size=1_000, engine="sequential")
+    expected = expected.run(progress=None).read().collect()
+
+    first = bn.BatchJob(sources["parquet"], str(tmp_path / "a"), chunk_size=1_000, engine=RayEngine(num_cpus=2))
+    assert_same_output(first.run(progress=None), expected)
+    node = ray.get_runtime_context().get_node_id()
+
+    # The second job reuses the Ray the first one started: ray.init is not called again.
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started twice in one process"))
+    second = bn.BatchJob(sources["parquet"], str(tmp_path / "b"), chunk_size=1_000, engine="ray")
+    assert_same_output(second.run(progress=None), expected)
+    assert ray.get_runtime_context().get_node_id() == node
+    assert part_writers(tmp_path / "b").isdisjoint({f"{socket.gethostname()}:{os.getpid()}"})
+
+    # No dashboard listens anywhere but loopback (Ray's gRPC services bind all interfaces: see the README).
+    for pid, name, addr, port in listening_sockets(os.getpid()):
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+        if "dashboard" in cmdline and "agent" not in cmdline:
+            assert addr == "127.0.0.1", (name, addr, port)
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+    gcs = ray.get_runtime_context().gcs_address
+    code = f"import ray; ray.init(address={gcs!r}, log_to_driver=False)"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token",
+           "RAY_gcs_server_port_wait_time_s": "1"}  # one connection attempt, not twenty  # fmt: skip
+    intruder = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert intruder.returncode != 0 and "InvalidAuthToken" in intruder.stderr, intruder.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, expected, ray_driver) -> None:
+    with ray_cluster(tmp_path, head_cpus=1, nodes=1, node_cpus=2) as cluster:
+        job = slow_job(slow_source, tmp_path / "out", engine=RayEngine(cluster.address), retries=2)
+        job.start(progress=None)
+        wait_for_chunks(job, 2)
+        deadline = time.monotonic() + 20
+        while not (victims := cluster.worker_processes(cluster.nodes[0])) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert victims, "no Ray worker ran a chunk on the second node"
+        victims[0].kill()
+        result = job.wait(timeout=120)
+
+        assert_same_output(result, expected)
+        assert result.retries >= 1
+        assert f"{socket.gethostname()}:{os.getpid()}" not in part_writers(tmp_path / "out")
+        assert job.verify().ok
+
+
+@pytest.mark.slow
+def test_ray_head_loss_fails_the_job_and_run_resumes(tmp_path, slow_source, expected, ray_driver) -> None:
+    out = tmp_path / "out"
+    with ray_cluster(tmp_path, head_cpus=1, nodes=1, node_cpus=1) as cluster:
+        job = slow_job(slow_source, out, engine=RayEngine(cluster.address)).start(progress=None)
+        wait_for_chunks(job, 2)
+        cluster.kill_head()
+        t0 = time.monotonic()
+        with pytest.raises(bn.EngineError, match=r"lost the Ray head node.*run\(\) again"):
+            job.wait(timeout=60)
+        assert time.monotonic() - t0 < 15
+
+        status = bn.status(out)
+        assert status.status == "failed" and "lost the Ray head node" in status.last_error
+        assert not job.result().errors
+        kept = done_parts(out)
+        assert len(kept) == status.chunks_done >= 2
+
+        for node in cluster.nodes:  # a node of the old head; the new head gets a fresh one
+            stop_tree(node)
+        cluster.nodes.clear()
+        cluster.start_head(num_cpus=2)  # same address
+        cluster.wait_for_cpus(2)
+        result = job.run(progress=None)
+
+    assert_same_output(result, expected)
+    assert {name: mtime for name, mtime in done_parts(out).items() if name in kept} == kept
