@@ -10,7 +10,9 @@ samples the RSS of the child and all its descendants every 50 ms, the child time
 clock. The machine is shared and noisy, so read the results as ratios within one run (and use
 ``--repeat`` to keep the fastest of several round-robin trials).
 
-A case is a function ``(src, out, dataset) -> None`` in ``CASES``; add Dask or Ray the same way.
+A case is a function ``(src, out, dataset)`` in ``CASES``; it may return extra figures (a dict), and a
+``setup`` run before the clock (its time reported as ``startup_s``) gives the warm-cluster cases a
+running Dask or Ray, so that start-up is shown apart from the work.
 """
 
 from __future__ import annotations
@@ -240,11 +242,114 @@ def pandas_chunks_case(src: Path, out: Path, dataset: str) -> None:
         df.to_parquet(out / f"part-{i:06d}.parquet", index=False)
 
 
+# --- distributed: batchnb on Dask and Ray beside each engine's own dataframe API --------------------
+# Cold cases start their cluster inside the clock and stop it there too (what one job in a fresh
+# process pays); warm cases get a cluster started by `setup` before the clock (what every job after
+# the first pays in a kernel that keeps its cluster) and report that start-up as `startup_s`.
+
+N_WORKERS = 2  # one single-threaded worker process per core, for every distributed case
+
+
+def local_dask_cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+
+
+def local_ray() -> None:
+    import ray
+
+    ray.init(  # "local": a new Ray even if a `ray start` cluster on this machine left its address behind
+        address="local", num_cpus=N_WORKERS, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
+
+
+def warm_dask() -> Callable[[], None]:
+    """setup: a LocalCluster that the case joins by address (`BENCH_DASK_ADDRESS`)."""
+    cluster = local_dask_cluster()
+    os.environ["BENCH_DASK_ADDRESS"] = cluster.scheduler_address
+    return cluster.close
+
+
+def warm_ray() -> Callable[[], None]:
+    """setup: the local Ray that every later job of the process reuses."""
+    import ray
+
+    local_ray()
+    return ray.shutdown
+
+
+def batchnb_dask_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> None:
+    from batchnb.engines import DaskEngine
+
+    address = os.environ["BENCH_DASK_ADDRESS"] if warm else None
+    engine = DaskEngine(address) if warm else DaskEngine(n_workers=N_WORKERS, threads_per_worker=1)
+    batchnb_case(src, out, dataset, engine=engine)
+
+
+def batchnb_ray_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> None:
+    from batchnb.engines import RayEngine
+
+    batchnb_case(src, out, dataset, engine=RayEngine() if warm else RayEngine(num_cpus=N_WORKERS))
+    if not warm:
+        RayEngine.shutdown()  # cold: the process pays for stopping Ray too, as the Ray Data case does
+
+
+def _score_pandas(df, center: np.ndarray, spread: np.ndarray):
+    score = (np.abs(df[list(FEATURES)].to_numpy() - center) / spread).max(axis=1)
+    return df.assign(anomaly_score=score, is_anomaly=score > THRESHOLD)
+
+
+def _center_spread(src: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    stats = fit_mad(src, dataset)
+    return tuple(np.array([stats[c][k] for c in FEATURES]) for k in (0, 1))
+
+
+def dask_dataframe_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> dict:
+    """dask.dataframe: read_parquet (one partition per row group) -> map_partitions -> to_parquet."""
+    import dask.dataframe as dd
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    cluster = None if warm else local_dask_cluster()
+    client = Client(os.environ["BENCH_DASK_ADDRESS"] if warm else cluster)
+    startup = time.perf_counter() - t0
+    center, spread = _center_spread(src, dataset)
+    frame = dd.read_parquet(src, split_row_groups=True)
+    frame.map_partitions(_score_pandas, center, spread).to_parquet(out, write_index=False)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+    return {} if warm else {"startup_s": startup}
+
+
+def _score_numpy(batch: dict, center: np.ndarray, spread: np.ndarray) -> dict:
+    score = (np.abs(np.column_stack([batch[c] for c in FEATURES]) - center) / spread).max(axis=1)
+    return {**batch, "anomaly_score": score, "is_anomaly": score > THRESHOLD}
+
+
+def ray_data_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> dict:
+    """Ray Data: read_parquet -> map_batches (numpy batches: faster here than pandas) -> write_parquet."""
+    import ray
+
+    t0 = time.perf_counter()
+    if not warm:
+        local_ray()
+    startup = time.perf_counter() - t0
+    center, spread = _center_spread(src, dataset)
+    data = ray.data.read_parquet(str(src))
+    data.map_batches(_score_numpy, fn_args=(center, spread), batch_format="numpy").write_parquet(str(out))
+    if not warm:
+        ray.shutdown()
+    return {} if warm else {"startup_s": startup}
+
+
 @dataclass(frozen=True)
 class Case:
-    run: Callable[[Path, Path, str], None]
+    run: Callable[[Path, Path, str], dict | None]  # may return extra figures, e.g. {"startup_s": 3.1}
     datasets: tuple[str, ...]
     preload: tuple[str, ...] = ()  # imported before the clock starts: import time is not the workload
+    setup: Callable[[], Callable[[], None]] | None = None  # before the clock (timed as startup_s); returns teardown
 
 
 CASES: dict[str, Case] = {
@@ -262,6 +367,18 @@ CASES: dict[str, Case] = {
     BASELINE: Case(polars_stream_case, ("parquet", "csv")),
     "polars-slices-2t": Case(polars_slices_case, ("parquet",)),
     "pandas-chunks": Case(pandas_chunks_case, ("parquet", "csv"), ("pandas", "pyarrow.parquet")),
+    "batchnb-dask": Case(batchnb_dask_case, ("parquet",), ("batchnb", "distributed")),
+    "batchnb-dask-warm": Case(
+        partial(batchnb_dask_case, warm=True), ("parquet",), ("batchnb", "distributed"), warm_dask
+    ),
+    "dask-dataframe": Case(dask_dataframe_case, ("parquet",), ("dask.dataframe", "distributed")),
+    "dask-dataframe-warm": Case(
+        partial(dask_dataframe_case, warm=True), ("parquet",), ("dask.dataframe", "distributed"), warm_dask
+    ),
+    "batchnb-ray": Case(batchnb_ray_case, ("parquet",), ("batchnb", "ray")),
+    "batchnb-ray-warm": Case(partial(batchnb_ray_case, warm=True), ("parquet",), ("batchnb", "ray"), warm_ray),
+    "ray-data": Case(ray_data_case, ("parquet",), ("ray", "ray.data")),
+    "ray-data-warm": Case(partial(ray_data_case, warm=True), ("parquet",), ("ray", "ray.data"), warm_ray),
 }
 
 
@@ -271,12 +388,17 @@ def child_main(spec: dict) -> None:
     for module in case.preload:
         importlib.import_module(module)
     t0 = time.perf_counter()
-    case.run(src, out, spec["dataset"])
+    teardown = case.setup() if case.setup is not None else None
+    extra = {"startup_s": time.perf_counter() - t0} if case.setup is not None else {}
+    t0 = time.perf_counter()
+    extra.update(case.run(src, out, spec["dataset"]) or {})
     wall = time.perf_counter() - t0
+    if teardown is not None:
+        teardown()
     output = pl.scan_parquet(str(out / "*.parquet"))
     rows, anomalies = output.select(pl.len(), pl.col("is_anomaly").sum()).collect().row(0)
     ok = tuple(output.collect_schema().names()) == COLUMNS and rows == spec["rows"]
-    print(json.dumps({"wall_s": wall, "rows_out": rows, "anomalies": anomalies, "output_ok": ok}))
+    print(json.dumps({"wall_s": wall, "rows_out": rows, "anomalies": anomalies, "output_ok": ok, **extra}))
 
 
 # --- the parent: runs cases, measures memory, writes the table ---------------------------------------
@@ -371,17 +493,19 @@ def markdown(env: dict, records: list[dict]) -> str:
         + ", ".join(f"{k} {v[k]}" for k in v)
         + f" ({env['batchnb_commit']})"
     )
-    lines = [head, "", f"| case | dataset | wall s | rows/s | peak RSS MiB | rows/s vs {BASELINE} | anomalies |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [head, "", f"| case | dataset | wall s | rows/s | peak RSS MiB | rows/s vs {BASELINE} | anomalies | start-up s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['dataset']} | failed | | {r['peak_rss_mib']:.0f} | | |")
+            lines.append(f"| {r['case']} | {r['dataset']} | failed | | {r['peak_rss_mib']:.0f} | | | |")
             continue
         ratio = r.get("vs_" + BASELINE.replace("-", "_"))
         flag = "" if r["output_ok"] else " (bad output)"
+        startup = f"{r['startup_s']:.2f}" if "startup_s" in r else ""
         lines.append(
             f"| {r['case']} | {r['dataset']} | {r['wall_s']:.2f} | {r['rows_per_s'] / 1e6:.2f}M | "
-            f"{r['peak_rss_mib']:.0f} | {'' if ratio is None else f'{ratio:.2f}'} | {r['anomalies']}{flag} |"
+            f"{r['peak_rss_mib']:.0f} | {'' if ratio is None else f'{ratio:.2f}'} | {r['anomalies']}{flag} | "
+            f"{startup} |"
         )
     return "\n".join(lines) + "\n"
 
