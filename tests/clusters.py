@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -259,6 +260,11 @@ class RayCluster:
             stop_tree(proc, signal.SIGKILL)
         self.nodes.clear()
         self.head = None
+        # `ray start` records its address for later bare ray.init() calls; `ray stop` would remove it.
+        current = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
+        with contextlib.suppress(OSError):
+            if current.read_text().strip().endswith(f":{self.port}"):
+                current.unlink()
 
 
 def _ensure_ray_token() -> None:

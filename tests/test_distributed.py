@@ -279,6 +279,7 @@ def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, exp
         assert result.retries >= 1
         assert f"{socket.gethostname()}:{os.getpid()}" not in part_writers(tmp_path / "out")
         assert job.verify().ok
+        RayEngine.shutdown()  # before the cluster goes: disconnecting from a dead head takes seconds
 
 
 @pytest.mark.slow
@@ -300,11 +301,12 @@ def test_ray_head_loss_fails_the_job_and_run_resumes(tmp_path, slow_source, expe
         assert len(kept) == status.chunks_done >= 2
 
         for node in cluster.nodes:  # a node of the old head; the new head gets a fresh one
-            stop_tree(node)
+            stop_tree(node, signal.SIGKILL)
         cluster.nodes.clear()
         cluster.start_head(num_cpus=2)  # same address
-        cluster.wait_for_cpus(2)
+        cluster.wait_for_cpus(2)  # its raylet registered: a driver joining before that is refused
         result = job.run(progress=None)
+        RayEngine.shutdown()
 
     assert_same_output(result, expected)
     assert {name: mtime for name, mtime in done_parts(out).items() if name in kept} == kept

@@ -185,6 +185,8 @@ class RayEngine:
         import ray
 
         at, cpus = self._capacity
+        if self._lost_error is not None or not self._gcs_alive():
+            return cpus  # asking a head that is gone would block until Ray's own timeout
         if cpus is None or time.monotonic() - at > CAPACITY_EVERY_S:
             try:
                 cpus = int(ray.cluster_resources().get("CPU", 0)) or None
