@@ -234,6 +234,8 @@ def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard
     import ray
     from ray._raylet import AuthenticationMode, get_authentication_mode
 
+    monkeypatch.setenv("BATCHNB_TEST_MARKERS", str(tmp_path))  # Ray's workers inherit it from this process
+
     expected = bn.BatchJob(sources["parquet"], str(tmp_path / "seq"), chunk_size=1_000, engine="sequential")
     expected = expected.run(progress=None).read().collect()
 
@@ -247,6 +249,14 @@ def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard
     assert_same_output(second.run(progress=None), expected)
     assert ray.get_runtime_context().get_node_id() == node
     assert part_writers(tmp_path / "b").isdisjoint({f"{socket.gethostname()}:{os.getpid()}"})
+
+    # A chunk over chunk_timeout is stopped by killing its worker (it would sleep for an hour), then retried.
+    stuck = bn.BatchJob(sources["parquet"], str(tmp_path / "c"), detector=hang_first_attempt, chunk_size=6_000,
+                        engine="ray", resources=bn.Resources(chunk_timeout=3), retries=1)  # fmt: skip
+    t0 = time.monotonic()
+    result = stuck.run(progress=None)
+    assert result.status == "succeeded" and result.retries == 1, result.errors
+    assert time.monotonic() - t0 < 30
 
     # No dashboard listens anywhere but loopback (Ray's gRPC services bind all interfaces: see the README).
     for pid, name, addr, port in listening_sockets(os.getpid()):
@@ -263,9 +273,10 @@ def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard
 
 
 @pytest.mark.slow
-def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, expected, ray_driver) -> None:
+def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, expected, ray_driver, monkeypatch) -> None:
     with ray_cluster(tmp_path, head_cpus=1, nodes=1, node_cpus=2) as cluster:
-        job = slow_job(slow_source, tmp_path / "out", engine=RayEngine(cluster.address), retries=2)
+        engine = RayEngine(cluster.address)
+        job = slow_job(slow_source, tmp_path / "out", engine=engine, retries=2)
         job.start(progress=None)
         wait_for_chunks(job, 2)
         deadline = time.monotonic() + 20
@@ -279,6 +290,11 @@ def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, exp
         assert result.retries >= 1
         assert f"{socket.gethostname()}:{os.getpid()}" not in part_writers(tmp_path / "out")
         assert job.verify().ok
+        # The workers' own reports count them when psutil cannot (here they are our grandchildren).
+        assert engine.remote_resources() == (0.0, 0)
+        monkeypatch.setattr("batchnb.engines.ray._local_pids", set)
+        cpu, rss = engine.remote_resources()
+        assert 50 * 2**20 < rss < 4 * 2**30 and cpu >= 0.0
         RayEngine.shutdown()  # before the cluster goes: disconnecting from a dead head takes seconds
 
 

@@ -206,15 +206,12 @@ class RayEngine:
             return None
         import psutil
 
-        try:
-            local = {p.pid for p in psutil.Process().children(recursive=True)}
-        except psutil.Error:
-            local = set()
+        local = _local_pids()
         here, now = socket.gethostname(), time.time()
         cpu, rss = 0.0, 0
         for (host, pid), (worker_rss, cpu_s, at, previous) in list(self._samples.items()):
-            if now - at > SAMPLE_TTL_S or (host == here and pid in local):
-                continue
+            if now - at > SAMPLE_TTL_S or (host == here and (pid in local or not psutil.pid_exists(pid))):
+                continue  # stale, counted by psutil already, or a worker of this machine that died
             rss += worker_rss
             if previous is not None and at > previous[1]:
                 cpu += 100.0 * (cpu_s - previous[0]) / (at - previous[1])
@@ -250,6 +247,15 @@ def run_and_sample(payload: bytes) -> tuple[Any, tuple[str, int, int, float, flo
     me = psutil.Process()
     times = me.cpu_times()
     return result, (socket.gethostname(), os.getpid(), me.memory_info().rss, times.user + times.system, time.time())
+
+
+def _local_pids() -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
 
 
 def _connect(address: str | None, num_cpus: int) -> None:
