@@ -110,47 +110,22 @@ class DaskEngine:
         self._metrics = (0.0, None)
         self._pids.clear()
         if self.address is not None:
-            self._client, self._own_client = self._join(self.address), True
+            self._client, self._own_client = _join(self.address), True
         elif (current := _default_client()) is not None:
             log.info("engine 'dask': using this process's default Dask client (%s)", current.scheduler.address)
             self._client, self._own_client = current, False
         else:
-            self._cluster = self._start_local(workers)
-            self._client, self._own_client = self._join(self._cluster), True
-        if self._cluster is None:
-            self._warn_if_scheduler_retries()
-        self._executor = self._client.get_executor(pure=False, retries=0)
-
-    def _join(self, address: Any) -> Any:
-        from distributed import Client
-
-        try:
-            return Client(address, timeout="10s", set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            msg = f"cannot reach the Dask scheduler at {address!r}: {exc}; is it running, and is the address right?"
-            raise EngineError(msg) from exc
-
-    def _start_local(self, workers: int) -> Any:
-        import dask
-        from distributed import LocalCluster
-
-        n = self.n_workers or (self.adapt[0] if self.adapt else workers)
-        # A task whose worker died fails at once, so that batchnb's retry policy is the only one.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            n = self.n_workers or (self.adapt[0] if self.adapt else workers)
+            self._cluster = _start_local(n, self.threads_per_worker or 1, self.adapt)
             try:
-                cluster = LocalCluster(
-                    n_workers=n,
-                    threads_per_worker=self.threads_per_worker or 1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR,
-                )
-            except Exception as exc:
-                raise EngineError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from exc
-        if self.adapt is not None:
-            cluster.adapt(minimum=self.adapt[0], maximum=self.adapt[1])
-        return cluster
+                self._client, self._own_client = _join(self._cluster), True
+            except EngineError:
+                self._cluster.close()
+                self._cluster = None
+                raise
+        if self._cluster is None:
+            _warn_if_scheduler_retries(self._client)
+        self._executor = self._client.get_executor(pure=False, retries=0)
 
     def close(self) -> None:
         client, cluster = self._client, self._cluster
@@ -186,7 +161,8 @@ class DaskEngine:
         assert self._executor is not None, "open() first"
         self.check()
         if self._restart:
-            self._restart_stuck(self._client)
+            stuck, self._restart = self._restart, set()
+            _restart_workers(self._client, stuck)
         key = _chunk_key(arg)
         try:
             inner = self._executor.submit(call_pickled, cloudpickle.dumps((fn, arg)), key=key)
@@ -225,17 +201,6 @@ class DaskEngine:
         # A Python thread cannot be stopped from outside: if the job goes on, the worker running the
         # chunk is restarted before the next submit (as the processes engine kills its worker).
         self._restart.update(running_on)
-
-    def _restart_stuck(self, client: Any) -> None:
-        workers, self._restart = sorted(self._restart), set()
-        try:
-            result = client.restart_workers(workers, timeout=30, raise_for_error=False)
-        except Exception as exc:  # noqa: BLE001 - e.g. workers without a nanny
-            result = {w: f"{type(exc).__name__}: {exc}" for w in workers}
-        failed = {w: r for w, r in (result or {}).items() if r != "OK"}
-        if failed:
-            log.warning("engine 'dask': could not restart workers running abandoned chunks (%s); "
-                        "they finish those chunks before taking new ones", failed)  # fmt: skip
 
     # --- health and resources ----------------------------------------------------------------------------
     def check(self) -> None:
@@ -303,18 +268,65 @@ class DaskEngine:
         """Local worker processes (embedded cluster): what the memory guard adds to the driver's RSS."""
         return sorted(_local_pids()) if self._cluster is not None else []
 
-    def _warn_if_scheduler_retries(self) -> None:
+
+# --- helpers ------------------------------------------------------------------------------------------
+def _join(address: Any) -> Any:
+    from distributed import Client
+
+    try:
+        return Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        msg = f"cannot reach the Dask scheduler at {address!r}: {exc}; is it running, and is the address right?"
+        raise EngineError(msg) from exc
+
+
+def _start_local(n_workers: int, threads_per_worker: int, adapt: tuple[int, int] | None) -> Any:
+    """A LocalCluster with everything on loopback, whose scheduler lets batchnb do all the retrying."""
+    import dask
+    from distributed import LocalCluster
+
+    # A task whose worker died fails at once, so that batchnb's retry policy is the only one.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         try:
-            allowed = self._client.run_on_scheduler(_allowed_failures)
-        except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler keeps its secrets
-            return
-        if allowed:
-            log.warning(
-                "engine 'dask': the scheduler reruns a task whose worker died up to %s times by itself "
-                "(distributed.scheduler.allowed-failures); set DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 "
-                "where it starts so that batchnb's `retries` and `backoff` are the only retry policy",
-                allowed,
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
             )
+        except Exception as exc:
+            raise EngineError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from exc
+    if adapt is not None:
+        cluster.adapt(minimum=adapt[0], maximum=adapt[1])
+    return cluster
+
+
+def _restart_workers(client: Any, workers: set[str]) -> None:
+    """Restart the workers that run abandoned chunks (through their nannies)."""
+    try:
+        result = client.restart_workers(sorted(workers), timeout=30, raise_for_error=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. workers without a nanny
+        result = {w: f"{type(exc).__name__}: {exc}" for w in workers}
+    failed = {w: r for w, r in (result or {}).items() if r != "OK"}
+    if failed:
+        log.warning("engine 'dask': could not restart workers running abandoned chunks (%s); "
+                    "they finish those chunks before taking new ones", failed)  # fmt: skip
+
+
+def _warn_if_scheduler_retries(client: Any) -> None:
+    try:
+        allowed = client.run_on_scheduler(_allowed_failures)
+    except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler keeps its secrets
+        return
+    if allowed:
+        log.warning(
+            "engine 'dask': the scheduler reruns a task whose worker died up to %s times by itself "
+            "(distributed.scheduler.allowed-failures); set DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 "
+            "where it starts so that batchnb's `retries` and `backoff` are the only retry policy",
+            allowed,
+        )
 
 
 def _settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:
