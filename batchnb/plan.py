@@ -90,9 +90,14 @@ class Plan:
         return self.dataset.total_rows
 
     @property
+    def n_chunks(self) -> int:
+        """The planned chunks, or how many there would be (a plan re-sized without re-planning)."""
+        return len(self.chunks) or -(-self.rows_total // self.chunk_size)
+
+    @property
     def bytes_per_chunk(self) -> int:
         """Input bytes a chunk reads, on average."""
-        return int(self.dataset.total_bytes / len(self.chunks)) if self.chunks else 0
+        return int(self.dataset.total_bytes / self.n_chunks) if self.n_chunks else 0
 
     @property
     def memory_per_chunk(self) -> int:
@@ -124,7 +129,7 @@ class Plan:
     @property
     def recommended_workers(self) -> int:
         per_worker = 2 * self.memory_per_chunk
-        return max(1, min(self.cpu_count, self.memory_limit // max(1, per_worker), max(1, len(self.chunks))))
+        return max(1, min(self.cpu_count, self.memory_limit // max(1, per_worker), max(1, self.n_chunks)))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -132,7 +137,7 @@ class Plan:
             "files": len(self.dataset.paths),
             "rows": self.rows_total,
             "bytes": self.dataset.total_bytes,
-            "chunks": len(self.chunks),
+            "chunks": self.n_chunks,
             "chunk_size": self.chunk_size,
             "bytes_per_chunk": self.bytes_per_chunk,
             "memory_per_chunk": self.memory_per_chunk,
@@ -175,7 +180,7 @@ class Plan:
 def plan_warnings(plan: Plan, *, pickle_input: bool, unpicklable: str | None) -> tuple[str, ...]:
     """Configurations that will be slow or unsafe, each with what to do instead."""
     out = []
-    n = len(plan.chunks)
+    n = plan.n_chunks
     if n > 1_000 and plan.chunk_size < 20_000:
         out.append(
             f"{n:,} chunks of {plan.chunk_size:,} rows: a part file and a state commit per chunk will dominate; "

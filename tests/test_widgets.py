@@ -105,6 +105,17 @@ def test_form_reads_the_source(form, frame):
     assert f"{math.ceil(len(frame) / 4_000)} chunks" in form.estimate.value
 
 
+def test_form_shows_the_plans_warnings(tmp_path):
+    import polars as pl
+
+    path = tmp_path / "groups.parquet"
+    pl.DataFrame({"x": [float(i) for i in range(20_000)]}).write_parquet(path, row_group_size=10_000)
+    form = JobForm(bn.BatchJob(path, tmp_path / "out", chunk_size=2_000), background=False)
+    assert "row group is cut into 5 chunks" in form.estimate.value
+    form.controls["chunk_size"].input.value = 10_000
+    assert "row group is cut" not in form.estimate.value
+
+
 def test_form_shows_the_configs_own_messages(form):
     job = form.job
     before = job.config

@@ -20,6 +20,7 @@ import ipywidgets as w
 
 from batchnb import detectors, engines
 from batchnb.config import CHUNK_SIZE_RANGE, JobConfig
+from batchnb.plan import plan_warnings
 from batchnb.views.fields import Control, control_for, controls_for
 from batchnb.views.live import LiveView
 from batchnb.views.panels import fmt_bytes
@@ -268,9 +269,11 @@ class JobForm(w.VBox):
         plan = dataclasses.replace(self.plan, chunk_size=size, chunks=())
         exact = "" if plan.dataset.format not in ("csv", "json") else "~"
         chunks = math.ceil(plan.rows_total / size) if plan.rows_total else 0
+        warnings = plan_warnings(plan, pickle_input=plan.dataset.format == "pickle", unpicklable=None)
+        notes = "".join(f"<div class='batchnb-plan-warning'>⚠ {html.escape(w)}</div>" for w in warnings)
         self.estimate.value = (
             f"{exact}{chunks:,} chunks · ~{fmt_bytes(plan.memory_per_chunk)} per chunk"
-            f" · recommended {plan.recommended_chunk_size:,}"
+            f" · recommended {plan.recommended_chunk_size:,}{notes}"
         )
 
     # --- running --------------------------------------------------------------------------------------------
