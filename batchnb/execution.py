@@ -15,9 +15,8 @@ import cloudpickle
 from batchnb import engines, sources
 from batchnb.checksum import file_checksum
 from batchnb.errors import ConfigError, JobStateError
-from batchnb.plan import DatasetInfo
 from batchnb.memory import MemoryGuard
-from batchnb.plan import decoded_bytes_per_row
+from batchnb.plan import DatasetInfo, decoded_bytes_per_row
 from batchnb.progress import Progress
 from batchnb.runner import Runner
 from batchnb.scoring import callable_detector, check_picklable, fit_detector, resolve_columns
