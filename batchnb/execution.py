@@ -189,7 +189,12 @@ def execute(
             one_row_per_row=not callable_detector(config), cancel=cancel, on_progress=on_progress,
             memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=estimate),
         )  # fmt: skip
-        engine.open(workers)
+        try:
+            engine.open(workers)
+        except BaseException as exc:  # no cluster, no pool: nothing ran, the job is resumable as it is
+            state.mark([s.index for s in specs], ChunkStatus.PENDING)
+            state.set_status(JobStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            raise
         try:
             return runner.run(specs)
         finally:

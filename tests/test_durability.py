@@ -314,3 +314,25 @@ def test_status_of_a_killed_driver_says_so_instead_of_running_forever(source, tm
     snapshot = bn.status(out)
     assert snapshot.status == "failed" and "run() again to resume" in snapshot.last_error
     assert bn.BatchJob(source, out, detector="slowmod2:slow", chunk_size=1000).run(progress=None).status == "succeeded"
+
+
+def test_an_engine_that_cannot_start_leaves_the_job_failed_with_the_reason(source, tmp_path):
+    class Unreachable:
+        name, needs_pickle = "unreachable", False
+
+        def open(self, workers):
+            raise bn.EngineError("cannot reach the scheduler at tcp://10.0.0.1:8786")
+
+        def submit(self, fn, arg): ...
+        def cancel(self, future): ...
+        def close(self): ...
+        def worker_pids(self):
+            return []
+
+    job = bn.BatchJob(source, tmp_path / "out", engine=Unreachable(), chunk_size=CHUNK)
+    with pytest.raises(bn.EngineError, match="cannot reach"):
+        job.run(progress=None)
+    snapshot = bn.status(job.output)
+    assert snapshot.status == "failed"
+    assert job.result().reason.startswith("EngineError: cannot reach")
+    assert bn.BatchJob(source, tmp_path / "out", chunk_size=CHUNK).run(progress=None).status == "succeeded"
