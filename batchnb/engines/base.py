@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Engine", "completed"]
+__all__ = ["Engine", "completed", "settle"]
 
 
 @runtime_checkable
@@ -46,3 +46,14 @@ def completed(fn: Callable[[Any], Any], arg: Any) -> Future:
     except BaseException as exc:  # noqa: BLE001 - delivered to the runner like any engine's failure
         future.set_exception(exc)
     return future
+
+
+def settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:
+    """Settle a Future once: an engine's callback thread and the runner's cancel() may race for it."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -15,10 +15,11 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import CancelledError, Future
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
+from batchnb.engines.base import settle
 from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["DaskEngine"]
@@ -179,18 +180,18 @@ class DaskEngine:
         if inner.cancelled():
             # The client cancels every future when it loses the scheduler; after batchnb's own cancel()
             # the runner's Future is already settled and this does nothing.
-            _settle(future, exception=self._lost("the client lost its connection to the scheduler"))
+            settle(future, exception=self._lost("the client lost its connection to the scheduler"))
         elif inner.exception() is not None:
-            _settle(future, exception=inner.exception())
+            settle(future, exception=inner.exception())
         else:
-            _settle(future, result=inner.result())
+            settle(future, result=inner.result())
 
     def cancel(self, future: Future) -> None:
         """Give up on a chunk; a chunk that already runs is stopped by restarting its worker (needs a nanny)."""
         key, inner = self._remote.pop(future, (None, None))
         if inner is None:
             return
-        _settle(future, exception=CancelledError(f"chunk task {key} cancelled"))
+        settle(future, exception=CancelledError(f"chunk task {key} cancelled"))
         if self._client is None or self._client.status != "running":
             return  # a lost scheduler has nothing left to cancel, and asking it would block
         try:
@@ -327,17 +328,6 @@ def _warn_if_scheduler_retries(client: Any) -> None:
             "where it starts so that batchnb's `retries` and `backoff` are the only retry policy",
             allowed,
         )
-
-
-def _settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:
-    """Settle a Future once: the event loop and the runner's cancel() may race for it."""
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass
 
 
 def _default_client() -> Any:

@@ -23,10 +23,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import CancelledError, Future
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
+from batchnb.engines.base import settle
 from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["RayEngine"]
@@ -135,18 +136,18 @@ class RayEngine:
         else:
             key, before = sample[:2], self._samples.get(sample[:2])
             self._samples[key] = (*sample[2:], before[1:3] if before else None)  # (rss, cpu_s, at, (cpu_s, at))
-            _settle(future, result=result)
+            settle(future, result=result)
             return
         if not self._gcs_alive(force=True):
             error = self._lost(f"a chunk failed with {type(error).__name__} while the head node was unreachable")
-        _settle(future, exception=_unwrap(error))
+        settle(future, exception=_unwrap(error))
 
     def cancel(self, future: Future) -> None:
         """Give up on a chunk; a running one is stopped by killing its worker process (force=True)."""
         import ray
 
         ref = self._refs.pop(future, None)
-        _settle(future, exception=CancelledError("chunk task cancelled"))
+        settle(future, exception=CancelledError("chunk task cancelled"))
         if ref is not None and self._lost_error is None:
             try:
                 ray.cancel(ref, force=True)
@@ -339,14 +340,3 @@ def _unwrap(error: BaseException) -> BaseException:
         cause.__cause__ = RemoteTraceback(error.traceback_str)
         return cause
     return error
-
-
-def _settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:
-    """Settle a Future once: Ray's callback thread and the runner's cancel() may race for it."""
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass
