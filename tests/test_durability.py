@@ -336,3 +336,16 @@ def test_an_engine_that_cannot_start_leaves_the_job_failed_with_the_reason(sourc
     assert snapshot.status == "failed"
     assert job.result().reason.startswith("EngineError: cannot reach")
     assert bn.BatchJob(source, tmp_path / "out", chunk_size=CHUNK).run(progress=None).status == "succeeded"
+
+
+def test_terminal_bar_shows_rows_rate_and_failures_without_flooding_logs(source, tmp_path, capsys):
+    detector = FailsUntilFlag(tmp_path / "never", ids=(3000,))
+    job = bn.BatchJob(source, tmp_path / "out", detector=detector, chunk_size=CHUNK, retries=1, backoff=FAST,
+                      engine="sequential")  # fmt: skip
+    result = job.run(progress="text")
+    err = capsys.readouterr().err
+    assert result.status == "failed"
+    assert "rows/s" in err and "10.0k/10.0k" not in err  # a failed chunk leaves the bar short of the total
+    assert "9.00k/10.0k" in err and "failed 1" in err and "retries 1" in err
+    assert "failed: 9,000 rows" in err  # the closing line
+    assert err.count("\r") <= 2 + 2 * max(1.0, result.elapsed_s)  # at most about one refresh a second
