@@ -50,7 +50,7 @@ ROW_GROUPS = 20  # Parquet row groups per file (1M rows each at full size)
 CSV_BATCH = 1_000_000  # rows generated and written per step for CSV
 DATA_VERSION = 1  # bump when the generator changes, so old caches are not reused
 CHUNK_SIZE = 100_000  # batchnb's default; also the chunk of every hand-rolled loop
-FIT_SAMPLE, SAMPLE_BLOCKS, SEED = 100_000, 32, 0  # batchnb's defaults
+FIT_SAMPLE, SEED = 100_000, 0  # batchnb's defaults
 MAD_SCALE, THRESHOLD = 1.4826, 3.5
 BASELINE = "polars-stream"
 SAMPLE_EVERY_S = 0.05
@@ -137,20 +137,14 @@ def _scan(src: Path, dataset: str) -> pl.LazyFrame:
 
 
 def sample_blocks(total: int, n: int = FIT_SAMPLE) -> list[tuple[int, int]]:
-    """Row ranges of the stratified block sample that batchnb fits on (32 blocks, seed 0).
+    """Row ranges of the stratified block sample that batchnb fits on (its own rule, seed 0).
 
     The baselines fit on the very same rows, so every case scores with the same medians and
     MADs and their anomaly counts must agree: a correctness check that costs nothing.
     """
-    if total <= n:
-        return [(0, total)]
-    per, rng = n // SAMPLE_BLOCKS, np.random.default_rng(SEED)
-    ranges = []
-    for j in range(SAMPLE_BLOCKS):
-        lo, hi = j * total // SAMPLE_BLOCKS, (j + 1) * total // SAMPLE_BLOCKS
-        start = lo + int(rng.integers(0, max(1, hi - lo - per + 1)))
-        ranges.append((start, min(start + per, hi)))
-    return ranges
+    from batchnb.sources.base import sample_starts
+
+    return sample_starts(total, n, SEED)
 
 
 def count_rows(src: Path, dataset: str) -> int:
