@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,8 +17,8 @@ from batchnb.lock import JobLock
 from batchnb.plan import DatasetInfo, Plan, decoded_bytes_per_row, plan_warnings
 from batchnb.progress import Progress
 from batchnb.result import JobResult, VerifyReport
-from batchnb.state import JobState, state_path
-from batchnb.status import ChunkStatus, JobStatus
+from batchnb.state import JobState
+from batchnb.status import ChunkStatus
 
 __all__ = ["BatchJob", "load_config_file"]
 
@@ -292,14 +291,3 @@ class BatchJob:
         from batchnb.reports import make_report
 
         return make_report(self.output, path, html=html, kernel_name=kernel_name)
-
-    def discard_state(self) -> None:
-        """Delete this output's job state and parts (what `restart=True` does)."""
-        out = Path(self.output)
-        if state_path(out).exists() or Path(out, "_batchnb").exists():
-            shutil.rmtree(Path(out, "_batchnb"), ignore_errors=True)
-        for part in out.glob("part-*"):
-            part.unlink()
-
-
-_ = JobStatus  # re-exported for type checkers of callers
