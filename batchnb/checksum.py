@@ -5,21 +5,25 @@ xxh3-128 hashes at memory speed, so checksumming every part costs little next to
 
 from __future__ import annotations
 
+import mmap
+import os
 from pathlib import Path
 
 import xxhash
 
 __all__ = ["file_checksum"]
 
-_BLOCK = 8 * 1024 * 1024
-
 
 def file_checksum(path: str | Path) -> tuple[str, int]:
-    """("xxh3:<hex>", size) of a file."""
+    """("xxh3:<hex>", size) of a file.
+
+    Hashed through a read-only memory map: a part just written is still in the page cache, and
+    mapping it avoids copying every byte into Python (half the cost of hashing with read()).
+    """
     digest = xxhash.xxh3_128()
-    size = 0
     with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            digest.update(block)
-            size += len(block)
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                digest.update(view)
     return f"xxh3:{digest.hexdigest()}", size

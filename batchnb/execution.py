@@ -72,7 +72,9 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
     info = job._open_dataset()
     features, keep = resolve_columns(config, info)
     fmt = sources.get(info.format)
-    scorer = fit_detector(config, fmt.sample(info, config.fit_sample, config.seed), features)
+    # A callable needs no fit: reading a sample for it would be a wasted pass over the source.
+    sample = None if callable_detector(config) else fmt.sample(info, config.fit_sample, config.seed, features)
+    scorer = fit_detector(config, sample, features)
     specs = fmt.plan(info, config.chunk_size)
     worker_info = info.for_workers()
     empty_schema = None

@@ -56,7 +56,9 @@ def callable_detector(config: JobConfig) -> bool:
     return not isinstance(config.detector, str | Detector)
 
 
-def fit_detector(config: JobConfig, sample: pl.DataFrame, features: tuple[str, ...]) -> FittedDetector | Callable:
+def fit_detector(
+    config: JobConfig, sample: pl.DataFrame | None, features: tuple[str, ...]
+) -> FittedDetector | Callable:
     """The fitted scorer: depends only on the sample (hence only on source and seed)."""
     if callable_detector(config):
         return config.detector

@@ -119,7 +119,7 @@ class Format(Protocol):
 
     def plan(self, info: DatasetInfo, chunk_size: int) -> tuple[ChunkSpec, ...]: ...
 
-    def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame: ...
+    def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame: ...
 
     def read(self, info: DatasetInfo, spec: ChunkSpec) -> pl.DataFrame: ...
 
@@ -184,19 +184,24 @@ class RowFormat:
         frames = [self.read_rows(info, p.path, p.start, p.stop) for p in spec.pieces]
         return conform(frames, info)
 
-    def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame:
+    def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
         pieces = [p for start, stop in sample_starts(info.total_rows, n, seed) for p in self.pieces(info, start, stop)]
-        frames = parallel_map(lambda p: self.read_sample_rows(info, p.path, p.start, p.stop), pieces)
-        return conform(frames, info)
+        frames = parallel_map(lambda p: self.read_sample_rows(info, p.path, p.start, p.stop, columns), pieces)
+        return conform(frames, info, columns)
 
-    def read_sample_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+    def read_sample_rows(
+        self, info: DatasetInfo, path: str, start: int, stop: int, columns: Sequence[str] | None
+    ) -> pl.DataFrame:
         """Rows for the fit sample; a format may read them differently from chunks (no caching)."""
-        return self.read_rows(info, path, start, stop)
+        frame = self.read_rows(info, path, start, stop)
+        return frame if columns is None else frame.select(columns)
 
 
-def conform(frames: list[pl.DataFrame], info: DatasetInfo) -> pl.DataFrame:
-    """One frame with the dataset's schema, whatever each file or block inferred."""
+def conform(frames: list[pl.DataFrame], info: DatasetInfo, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """One frame with the dataset's schema (or those of its columns), whatever each file or block inferred."""
     schema = info.polars_schema()
+    if columns is not None:
+        schema = pl.Schema({c: schema[c] for c in columns})
     if not frames:
         return pl.DataFrame(schema=schema)
     frames = [f if f.schema == schema else f.cast(dict(schema), strict=False) for f in frames]

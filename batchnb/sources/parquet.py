@@ -79,9 +79,11 @@ class Parquet(RowFormat):
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
         return pl.read_parquet_schema(path)
 
-    def read_sample_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+    def read_sample_rows(self, info, path, start, stop, columns):
         # Sample blocks are small and scattered: slicing them out of cached groups would pin every group.
-        return pl.scan_parquet(path).slice(start, stop - start).collect()
+        # Each block still reads its row group's column chunks whole, so read only the fitted columns.
+        scan = pl.scan_parquet(path)
+        return (scan if columns is None else scan.select(columns)).slice(start, stop - start).collect()
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         groups = info.read_options["_row_groups"][info.paths.index(path)]

@@ -9,6 +9,7 @@ row ranges like every other format. The index stays on the driver; workers get b
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -217,11 +218,12 @@ class TextFormat(RowFormat):
             f.seek(piece.start)
             return f.read(piece.stop - piece.start)
 
-    def sample(self, info: DatasetInfo, n: int, seed: int) -> pl.DataFrame:
-        frames = parallel_map(
-            lambda p: self.parse(self.read_bytes(p), info, mode="lenient"), self._sample_pieces(info, n, seed)
-        )
-        return conform(frames, info)
+    def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        def read(piece: Piece) -> pl.DataFrame:
+            frame = self.parse(self.read_bytes(piece), info, mode="lenient")
+            return frame if columns is None else frame.select(columns)
+
+        return conform(parallel_map(read, self._sample_pieces(info, n, seed)), info, columns)
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         data = self.read_bytes(Piece(path=path, start=start, stop=stop))
