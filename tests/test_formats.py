@@ -266,6 +266,22 @@ def test_csv_quoted_newlines_and_commas(quoted_csv, engine, tmp_path):
     assert all(a[1] == b[0] for a, b in itertools.pairwise(rows))
 
 
+@pytest.mark.parametrize(("block", "per_window"), [(4096, 1), (1000, 3), (256 * 1024, 64)])
+def test_csv_record_index_is_exact_for_any_block_and_window(quoted_csv, monkeypatch, tmp_path, block, per_window):
+    """The index is counted window by window in parallel: windows that start mid-record, mid-quote, or
+    off a page boundary must still give every record once."""
+    from batchnb.sources import text
+
+    monkeypatch.setattr(text, "BLOCK", block)
+    monkeypatch.setattr(text, "BLOCKS_PER_WINDOW", per_window)
+    path, frame = quoted_csv
+    result = run_job(path, tmp_path / "out", chunk_size=1_000, engine="threads")
+    assert result.status == "succeeded", result.errors
+    out = result.read().collect()
+    assert out.get_column("id").to_list() == list(range(frame.height))
+    assert out.get_column("note").to_list() == frame.get_column("note").to_list()
+
+
 def _csv_lines(n: int) -> list[str]:
     return ["id,x,label", *(f"{i},{i / 7:.6f},l{i}" for i in range(n))]
 

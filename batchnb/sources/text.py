@@ -8,6 +8,7 @@ row ranges like every other format. The index stays on the driver; workers get b
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ ParseMode = Literal["strict", "lenient", "infer"]
 
 BLOCK = 256 * 1024
 READ = 64 * BLOCK
+BLOCKS_PER_WINDOW = 64  # blocks mapped at a time while indexing
 NEWLINE = 10
 
 
@@ -72,42 +74,51 @@ def first_record_end(path: str, quote: int | None) -> int:
             head += more
 
 
+def _window_counts(fd: int, start: int, stop: int, quote: int | None) -> np.ndarray:
+    """Per block of one window: (real newlines if the block starts outside quotes, if inside, quotes).
+
+    The window is memory-mapped on its own and unmapped before returning, so a 100 GB file never
+    counts as resident memory; numpy's comparisons release the GIL, so windows count in parallel.
+    """
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
+    with mmap.mmap(fd, stop - base, flags=flags, prot=mmap.PROT_READ, offset=base) as view:
+        arr = np.frombuffer(view, dtype=np.uint8)[start - base :]
+        quoted = quote is not None and view.find(bytes([quote]), start - base) != -1  # memchr: most files have none
+        counts = np.zeros((-(-arr.size // BLOCK), 3), dtype=np.int64)
+        for k, s in enumerate(range(0, arr.size, BLOCK)):
+            block = arr[s : s + BLOCK]
+            quotes = int(np.count_nonzero(block == quote)) if quoted else 0
+            if quotes == 0:
+                counts[k, 0] = np.count_nonzero(block == NEWLINE)  # block by block: stays in the CPU cache
+            else:
+                counts[k] = (_real_newlines(block, quote, 0).size, _real_newlines(block, quote, 1).size, quotes)
+        del arr, block  # a mapping cannot close while numpy still points into it
+    return counts
+
+
 def build_index(path: str, data_start: int, quote: int | None) -> FileIndex:
+    """One parallel pass: rows and quote parity at every block start, so any record is found by one read."""
     size = os.path.getsize(path)
-    quote_byte = bytes([quote]) if quote is not None else None
-    offsets, rows_before, parities = [], [], []
-    rows, parity, last_byte = 0, 0, NEWLINE
-    buf = bytearray(READ)
+    window = BLOCK * BLOCKS_PER_WINDOW
+    starts = range(data_start, size, window)
     with open(path, "rb") as f:
-        f.seek(data_start)
-        position = data_start
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            view = memoryview(buf)[:n]
-            for s in range(0, n, BLOCK):
-                e = min(s + BLOCK, n)
-                offsets.append(position + s)
-                rows_before.append(rows)
-                parities.append(parity)
-                quotes = buf.count(quote_byte, s, e) if quote_byte is not None else 0
-                if quotes == 0 and parity == 0:
-                    rows += buf.count(b"\n", s, e)
-                else:
-                    arr = np.frombuffer(view[s:e], dtype=np.uint8)
-                    rows += int(_real_newlines(arr, quote, parity).size)
-                    parity = (parity + quotes) & 1
-            last_byte = buf[n - 1]
-            position += n
-    if size > data_start and last_byte != NEWLINE:
+        counts = parallel_map(lambda w: _window_counts(f.fileno(), w, min(w + window, size), quote), list(starts))
+        f.seek(max(size - 1, 0))
+        last_byte = f.read(1)
+    per_block = np.concatenate(counts) if counts else np.zeros((0, 3), dtype=np.int64)
+    parity = np.concatenate(([0], np.cumsum(per_block[:, 2]) & 1))[:-1].astype(np.int8)
+    rows_in_block = np.where(parity == 0, per_block[:, 0], per_block[:, 1])
+    rows_before = np.concatenate(([0], np.cumsum(rows_in_block)))
+    rows = int(rows_before[-1])
+    if size > data_start and last_byte != b"\n":
         rows += 1  # a last record without a trailing newline
     return FileIndex(
         data_start=data_start,
         size=size,
-        offsets=np.asarray(offsets, dtype=np.int64),
-        rows_before=np.asarray(rows_before, dtype=np.int64),
-        parity=np.asarray(parities, dtype=np.int8),
+        offsets=np.arange(data_start, size, BLOCK, dtype=np.int64),
+        rows_before=rows_before[:-1].astype(np.int64),
+        parity=parity,
         rows=rows,
     )
 
