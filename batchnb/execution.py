@@ -69,13 +69,18 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
     """Plan and fit once; everything a resume needs is stored."""
     config = job.config
     state.set_status(JobStatus.PLANNING, started_at=time.time())
-    info = job._open_dataset()
+    t0 = time.perf_counter()
+    info = job._open_dataset()  # metadata, or the record index of a text file
     features, keep = resolve_columns(config, info)
     fmt = sources.get(info.format)
+    t1 = time.perf_counter()
     # A callable needs no fit: reading a sample for it would be a wasted pass over the source.
     sample = None if callable_detector(config) else fmt.sample(info, config.fit_sample, config.seed, features)
+    t2 = time.perf_counter()
     scorer = fit_detector(config, sample, features)
+    t3 = time.perf_counter()
     specs = fmt.plan(info, config.chunk_size)
+    prepare_s = {"inspect": t1 - t0, "sample": t2 - t1, "fit": t3 - t2, "plan": time.perf_counter() - t3}
     worker_info = info.for_workers()
     empty_schema = None
     try:
@@ -93,6 +98,7 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
         keep=list(keep),
         chunk_size=config.chunk_size,
         output_schema=empty_schema,
+        prepare_s=prepare_s,
     )
     if not callable_detector(config):
         state.set_blob("scorer", cloudpickle.dumps(scorer))

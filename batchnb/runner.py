@@ -94,6 +94,8 @@ class Runner:
         self._chunks_total = len(specs)
         self._retries = self.state.retries()
         self._schema = self.state.get("output_schema")
+        # Driver seconds per activity, for the overhead breakdown (workers time their own steps per chunk).
+        self._driver_s = {"submit": 0.0, "commit": 0.0, "progress": 0.0}
         queue = list(todo)
         queue.reverse()  # pop() from the end keeps input order
         retry_heap: list[tuple[float, int, ChunkSpec, int]] = []
@@ -122,6 +124,7 @@ class Runner:
                 spec = queue.pop()
                 attempt = attempts.get(spec.index, 0) + 1
                 attempts[spec.index] = attempt
+                t = time.perf_counter()
                 self.state.mark_running(spec.index, attempt)
                 try:
                     future = self.engine.submit(run_chunk, self.make_task(spec))
@@ -130,6 +133,7 @@ class Runner:
                     self.state.mark([spec.index], ChunkStatus.PENDING)
                     break
                 inflight[future] = _Inflight(spec, attempt, time.monotonic())
+                self._driver_s["submit"] += time.perf_counter() - t
             timeout = PROGRESS_EVERY_S if self.memory is None or not inflight else MEMORY_EVERY_S
             if retry_heap:
                 timeout = max(0.0, min(timeout, retry_heap[0][0] - time.monotonic()))
@@ -153,12 +157,16 @@ class Runner:
             if finished:
                 if self.memory is not None:
                     self.memory.measured = True  # a whole chunk ran while we sampled: its cost is known
+                t = time.perf_counter()
                 self.state.record_done(finished, attempts)
+                self._driver_s["commit"] += time.perf_counter() - t
                 self._counts[ChunkStatus.DONE.value] = self._counts.get(ChunkStatus.DONE.value, 0) + len(finished)
                 self._rows_done += sum(o.rows_in for o in finished)
             due = time.monotonic() - last_written >= PROGRESS_EVERY_S
             if due or finished:
+                t = time.perf_counter()
                 self._report(running=len(inflight), force=due)
+                self._driver_s["progress"] += time.perf_counter() - t
                 if due:
                     last_written = time.monotonic()
         status = self._finish(inflight, lost)
@@ -301,7 +309,7 @@ class Runner:
         self.state.mark([i.spec.index for i in inflight.values()], ChunkStatus.PENDING)
         elapsed = self._elapsed_before + time.monotonic() - self._t0
         reason = self._last_error if self._timed_out or lost is not None else None
-        self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=reason)
+        self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=reason, driver_s=self._driver_s)
         self.state.set_status(status)
         self._report(running=0, force=True, status=status)
         return status

@@ -45,8 +45,16 @@ RESULTS_DIR = HERE / "results"
 
 FEATURES = tuple(f"f{i}" for i in range(8))
 COLUMNS = ("id", *FEATURES, "anomaly_score", "is_anomaly")
-SIZES = {False: {"parquet": 20_000_000, "csv": 5_000_000}, True: {"parquet": 200_000, "csv": 100_000}}
-ROW_GROUPS = 20  # Parquet row groups per file (1M rows each at full size)
+# Dataset name -> rows (full, quick). The format is the name up to its first "-". The "-10g" files are
+# about 10 GB on disk: 142M rows of Parquet (~70 bytes a row), 63M rows of CSV (~159 bytes a row).
+DATASETS = {
+    "parquet": (20_000_000, 200_000),
+    "csv": (20_000_000, 100_000),
+    "parquet-10g": (142_000_000, 400_000),
+    "csv-10g": (63_000_000, 200_000),
+}
+SIZES = {quick: {name: rows[quick] for name, rows in DATASETS.items()} for quick in (False, True)}
+ROW_GROUP_ROWS = 1_000_000  # Parquet row group size (smaller for small files: at least 20 groups a file)
 CSV_BATCH = 1_000_000  # rows generated and written per step for CSV
 DATA_VERSION = 1  # bump when the generator changes, so old caches are not reused
 CHUNK_SIZE = 100_000  # batchnb's default; also the chunk of every hand-rolled loop
@@ -84,7 +92,7 @@ def _batches(total: int, size: int) -> list[tuple[int, int]]:
 def _write_parquet(path: Path, rows: int) -> None:
     import pyarrow.parquet as pq
 
-    size = -(-rows // ROW_GROUPS)
+    size = min(ROW_GROUP_ROWS, -(-rows // 20))
     writer = None
     for start, n in _batches(rows, size):
         table = make_batch(start, n).to_arrow()
@@ -105,14 +113,15 @@ def ensure_dataset(dataset: str, rows: int, cache: Path = CACHE_DIR) -> Path:
     It is written under a temporary name and renamed, so an interrupted run never leaves a
     truncated file that a later run would trust.
     """
-    path = cache / f"robustz-v{DATA_VERSION}-{rows}.{dataset}"
+    fmt = file_format(dataset)
+    path = cache / f"robustz-v{DATA_VERSION}-{rows}.{fmt}"
     if path.exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
     try:
-        (_write_parquet if dataset == "parquet" else _write_csv)(tmp, rows)
+        (_write_parquet if fmt == "parquet" else _write_csv)(tmp, rows)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -120,6 +129,10 @@ def ensure_dataset(dataset: str, rows: int, cache: Path = CACHE_DIR) -> Path:
         f"generated {path} ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f}s", file=sys.stderr
     )
     return path
+
+
+def file_format(dataset: str) -> str:
+    return dataset.split("-")[0]
 
 
 def warm_cache(path: Path) -> None:
@@ -133,7 +146,7 @@ def warm_cache(path: Path) -> None:
 
 
 def _scan(src: Path, dataset: str) -> pl.LazyFrame:
-    return pl.scan_parquet(src) if dataset == "parquet" else pl.scan_csv(src)
+    return pl.scan_parquet(src) if file_format(dataset) == "parquet" else pl.scan_csv(src)
 
 
 def sample_blocks(total: int, n: int = FIT_SAMPLE) -> list[tuple[int, int]]:
@@ -159,7 +172,7 @@ def read_sample(src: Path, dataset: str) -> pl.DataFrame:
     (about 1.5 s for 5M rows; 32 sliced scans re-read the file from the top and take 4.5 s).
     """
     scan, blocks = _scan(src, dataset).select(FEATURES), sample_blocks(count_rows(src, dataset))
-    if dataset == "parquet":
+    if file_format(dataset) == "parquet":
         return pl.concat([scan.slice(a, b - a).collect() for a, b in blocks])
     in_sample = pl.any_horizontal([pl.col("_row").is_between(a, b - 1) for a, b in blocks])
     return scan.with_row_index("_row").filter(in_sample).drop("_row").collect()
@@ -187,7 +200,7 @@ def add_scores(frame: pl.LazyFrame | pl.DataFrame, stats: Stats) -> pl.LazyFrame
 
 def batchnb_case(
     src: Path, out: Path, dataset: str, *, engine: str, chunk_size: int = CHUNK_SIZE, progress: str | None = None
-) -> None:
+) -> dict:
     """The product: plan, fit, chunks on an engine, checksummed parts, sqlite checkpoints."""
     import batchnb as bn
 
@@ -195,6 +208,24 @@ def batchnb_case(
     result = job.run(progress=progress)
     if result.status != "succeeded":
         raise RuntimeError(f"batchnb job {result.status}: {result.errors[:1]}")
+    return breakdown(out)
+
+
+def breakdown(out: Path) -> dict:
+    """Where a job's time went, from its own state: preparation (seconds), and per chunk (milliseconds)
+    the worker's read/score/write/checksum/rename and the driver's submit/commit/progress."""
+    from batchnb.state import JobState
+
+    with JobState.open(str(out)) as state:
+        per_chunk = state.timings()
+        driver, prepare = state.get("driver_s") or {}, state.get("prepare_s") or {}
+    n = max(1, len(per_chunk))
+    steps = {k: sum(t.get(k, 0.0) for t in per_chunk) for k in ("read", "score", "write", "checksum", "rename")}
+    return {
+        "chunks": len(per_chunk),
+        "prepare_s": prepare,
+        "per_chunk_ms": {k: 1000 * v / n for k, v in {**steps, **driver}.items()},
+    }
 
 
 def polars_stream_case(src: Path, out: Path, dataset: str, *, compression: str = "zstd") -> None:
@@ -228,7 +259,7 @@ def pandas_chunks_case(src: Path, out: Path, dataset: str) -> None:
 
     stats = fit_mad(src, dataset)
     center, spread = (np.array([stats[c][k] for c in FEATURES]) for k in (0, 1))
-    if dataset == "parquet":
+    if file_format(dataset) == "parquet":
         pf = pq.ParquetFile(src)
         frames = (pf.read_row_group(i).to_pandas() for i in range(pf.num_row_groups))
     else:
@@ -248,49 +279,50 @@ def pandas_chunks_case(src: Path, out: Path, dataset: str) -> None:
 N_WORKERS = 2  # one single-threaded worker process per core, for every distributed case
 
 
-def local_dask_cluster():
+def local_dask_cluster(n_workers: int = N_WORKERS):
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
 
 
-def local_ray() -> None:
+def local_ray(n_workers: int = N_WORKERS) -> None:
     import ray
 
     ray.init(  # "local": a new Ray even if a `ray start` cluster on this machine left its address behind
-        address="local", num_cpus=N_WORKERS, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+        address="local", num_cpus=n_workers, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
     )
 
 
-def warm_dask() -> Callable[[], None]:
+def warm_dask(n_workers: int = N_WORKERS) -> Callable[[], None]:
     """setup: a LocalCluster that the case joins by address (`BENCH_DASK_ADDRESS`)."""
-    cluster = local_dask_cluster()
+    cluster = local_dask_cluster(n_workers)
     os.environ["BENCH_DASK_ADDRESS"] = cluster.scheduler_address
     return cluster.close
 
 
-def warm_ray() -> Callable[[], None]:
+def warm_ray(n_workers: int = N_WORKERS) -> Callable[[], None]:
     """setup: the local Ray that every later job of the process reuses."""
     import ray
 
-    local_ray()
+    local_ray(n_workers)
     return ray.shutdown
 
 
-def batchnb_dask_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> None:
+def batchnb_dask_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> dict:
     from batchnb.engines import DaskEngine
 
     address = os.environ["BENCH_DASK_ADDRESS"] if warm else None
     engine = DaskEngine(address) if warm else DaskEngine(n_workers=N_WORKERS, threads_per_worker=1)
-    batchnb_case(src, out, dataset, engine=engine)
+    return batchnb_case(src, out, dataset, engine=engine)
 
 
-def batchnb_ray_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> None:
+def batchnb_ray_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> dict:
     from batchnb.engines import RayEngine
 
-    batchnb_case(src, out, dataset, engine=RayEngine() if warm else RayEngine(num_cpus=N_WORKERS))
+    figures = batchnb_case(src, out, dataset, engine=RayEngine() if warm else RayEngine(num_cpus=N_WORKERS))
     if not warm:
         RayEngine.shutdown()  # cold: the process pays for stopping Ray too, as the Ray Data case does
+    return figures
 
 
 def _score_pandas(df, center: np.ndarray, spread: np.ndarray):
@@ -304,7 +336,7 @@ def _center_spread(src: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dask_dataframe_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> dict:
-    """dask.dataframe: read_parquet (one partition per row group) -> map_partitions -> to_parquet."""
+    """dask.dataframe: read_parquet (one partition per row group) or read_csv -> map_partitions -> to_parquet."""
     import dask.dataframe as dd
     from distributed import Client
 
@@ -313,7 +345,10 @@ def dask_dataframe_case(src: Path, out: Path, dataset: str, *, warm: bool = Fals
     client = Client(os.environ["BENCH_DASK_ADDRESS"] if warm else cluster)
     startup = time.perf_counter() - t0
     center, spread = _center_spread(src, dataset)
-    frame = dd.read_parquet(src, split_row_groups=True)
+    if file_format(dataset) == "parquet":
+        frame = dd.read_parquet(src, split_row_groups=True)
+    else:
+        frame = dd.read_csv(src, blocksize="64MiB")
     frame.map_partitions(_score_pandas, center, spread).to_parquet(out, write_index=False)
     client.close()
     if cluster is not None:
@@ -335,7 +370,7 @@ def ray_data_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> 
         local_ray()
     startup = time.perf_counter() - t0
     center, spread = _center_spread(src, dataset)
-    data = ray.data.read_parquet(str(src))
+    data = ray.data.read_parquet(str(src)) if file_format(dataset) == "parquet" else ray.data.read_csv(str(src))
     data.map_batches(_score_numpy, fn_args=(center, spread), batch_format="numpy").write_parquet(str(out))
     if not warm:
         ray.shutdown()
@@ -350,34 +385,49 @@ class Case:
     setup: Callable[[], Callable[[], None]] | None = None  # before the clock (timed as startup_s); returns teardown
 
 
+P20, C20, P10G, C10G = "parquet", "csv", "parquet-10g", "csv-10g"
+SWEEP = {1_000: "batchnb-threads-chunk1k", 10_000: "batchnb-threads-chunk10k", 100_000: "batchnb-threads",
+         1_000_000: "batchnb-threads-chunk1m"}  # fmt: skip
+SCALING = (1, 2, 4)  # local workers of the warm Dask and Ray scaling cases
+
 CASES: dict[str, Case] = {
-    "batchnb-sequential": Case(partial(batchnb_case, engine="sequential"), ("parquet",), ("batchnb",)),
-    "batchnb-threads": Case(partial(batchnb_case, engine="threads"), ("parquet", "csv"), ("batchnb",)),
-    "batchnb-processes": Case(partial(batchnb_case, engine="processes"), ("parquet",), ("batchnb",)),
+    "batchnb-sequential": Case(partial(batchnb_case, engine="sequential"), (P20, C20, P10G, C10G), ("batchnb",)),
+    "batchnb-threads": Case(partial(batchnb_case, engine="threads"), (P20, C20, P10G, C10G), ("batchnb",)),
+    "batchnb-processes": Case(partial(batchnb_case, engine="processes"), (P20, C20, P10G, C10G), ("batchnb",)),
     # The same job with the terminal progress bar on: monitoring must cost (almost) nothing.
     "batchnb-threads-progress": Case(
-        partial(batchnb_case, engine="threads", progress="text"), ("parquet",), ("batchnb", "tqdm")
+        partial(batchnb_case, engine="threads", progress="text"), (P20,), ("batchnb", "tqdm")
     ),
-    # One chunk per 1M-row row group: shows what the default chunk size costs on this file.
-    "batchnb-threads-chunk1m": Case(
-        partial(batchnb_case, engine="threads", chunk_size=1_000_000), ("parquet",), ("batchnb",)
-    ),
-    BASELINE: Case(polars_stream_case, ("parquet", "csv")),
-    "polars-stream-snappy": Case(partial(polars_stream_case, compression="snappy"), ("parquet", "csv")),
-    "polars-slices-2t": Case(polars_slices_case, ("parquet",)),
-    "pandas-chunks": Case(pandas_chunks_case, ("parquet", "csv"), ("pandas", "pyarrow.parquet")),
-    "batchnb-dask": Case(batchnb_dask_case, ("parquet",), ("batchnb", "distributed")),
-    "batchnb-dask-warm": Case(
-        partial(batchnb_dask_case, warm=True), ("parquet",), ("batchnb", "distributed"), warm_dask
-    ),
-    "dask-dataframe": Case(dask_dataframe_case, ("parquet",), ("dask.dataframe", "distributed")),
+    # The chunk-size sweep (100k is the default case above): what each chunk costs, step by step.
+    **{
+        name: Case(partial(batchnb_case, engine="threads", chunk_size=size), (P20,), ("batchnb",))
+        for size, name in SWEEP.items()
+        if size != CHUNK_SIZE
+    },
+    BASELINE: Case(polars_stream_case, (P20, C20, P10G, C10G)),
+    "polars-stream-snappy": Case(partial(polars_stream_case, compression="snappy"), (P20, C20, P10G, C10G)),
+    "polars-slices-2t": Case(polars_slices_case, (P20,)),
+    "pandas-chunks": Case(pandas_chunks_case, (P20, C20, P10G, C10G), ("pandas", "pyarrow.parquet")),
+    "batchnb-dask": Case(batchnb_dask_case, (P20, C20, P10G), ("batchnb", "distributed")),
+    "batchnb-dask-warm": Case(partial(batchnb_dask_case, warm=True), (P20, C20), ("batchnb", "distributed"), warm_dask),
+    "dask-dataframe": Case(dask_dataframe_case, (P20, C20, P10G), ("dask.dataframe", "distributed")),
     "dask-dataframe-warm": Case(
-        partial(dask_dataframe_case, warm=True), ("parquet",), ("dask.dataframe", "distributed"), warm_dask
+        partial(dask_dataframe_case, warm=True), (P20, C20), ("dask.dataframe", "distributed"), warm_dask
     ),
-    "batchnb-ray": Case(batchnb_ray_case, ("parquet",), ("batchnb", "ray")),
-    "batchnb-ray-warm": Case(partial(batchnb_ray_case, warm=True), ("parquet",), ("batchnb", "ray"), warm_ray),
-    "ray-data": Case(ray_data_case, ("parquet",), ("ray", "ray.data")),
-    "ray-data-warm": Case(partial(ray_data_case, warm=True), ("parquet",), ("ray", "ray.data"), warm_ray),
+    "batchnb-ray": Case(batchnb_ray_case, (P20, C20, P10G), ("batchnb", "ray")),
+    "batchnb-ray-warm": Case(partial(batchnb_ray_case, warm=True), (P20, C20), ("batchnb", "ray"), warm_ray),
+    "ray-data": Case(ray_data_case, (P20, C20, P10G), ("ray", "ray.data")),
+    "ray-data-warm": Case(partial(ray_data_case, warm=True), (P20, C20), ("ray", "ray.data"), warm_ray),
+    # Scaling: the same warm job on 1, 2 and 4 local workers (2 cores here: 4 shows oversubscription).
+    **{
+        f"batchnb-{engine}-warm-w{n}": Case(partial(case, warm=True), (P20,), ("batchnb", module), partial(setup, n))
+        for engine, case, module, setup in (
+            ("dask", batchnb_dask_case, "distributed", warm_dask),
+            ("ray", batchnb_ray_case, "ray", warm_ray),
+        )
+        for n in SCALING
+        if n != N_WORKERS  # 2 workers: the -warm cases above
+    },
 }
 
 
@@ -484,6 +534,105 @@ def environment(quick: bool, repeat: int) -> dict:
     }  # fmt: skip
 
 
+def scaling_case(engine: str, n: int) -> str:
+    return f"batchnb-{engine}-warm" if n == N_WORKERS else f"batchnb-{engine}-warm-w{n}"
+
+
+SECTION_CASES = {*SWEEP.values(), *(scaling_case(e, n) for e in ("dask", "ray") for n in SCALING)} - {
+    "batchnb-threads", "batchnb-dask-warm", "batchnb-ray-warm"
+}  # fmt: skip
+
+
+def _ratio(r: dict) -> str:
+    ratio = r.get("vs_" + BASELINE.replace("-", "_"))
+    return "" if ratio is None else f"{ratio:.2f}"
+
+
+def results_table(records: list[dict]) -> list[str]:
+    lines = [f"| case | dataset | wall s | rows/s | peak RSS MiB | rows/s vs {BASELINE} | anomalies | start-up s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in records:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['dataset']} | failed | | {r['peak_rss_mib']:.0f} | | | |")
+            continue
+        flag = "" if r["output_ok"] else " (bad output)"
+        startup = f"{r['startup_s']:.2f}" if "startup_s" in r else ""
+        lines.append(
+            f"| {r['case']} | {r['dataset']} | {r['wall_s']:.2f} | {r['rows_per_s'] / 1e6:.2f}M | "
+            f"{r['peak_rss_mib']:.0f} | {_ratio(r)} | {r['anomalies']}{flag} | {startup} |"
+        )
+    return lines
+
+
+def memory_table(found: dict) -> list[str]:
+    """Peak RSS of every batchnb case run on both a 20M-row file and a ~10 GB file of one format."""
+    lines = [
+        "| case | format | peak RSS MiB, `parquet`/`csv` | peak RSS MiB, `-10g` | growth |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (case, dataset), small in found.items():
+        big = found.get((case, f"{dataset}-10g"))
+        if "-" in dataset or not case.startswith("batchnb") or big is None:
+            continue
+        a, b = small["peak_rss_mib"], big["peak_rss_mib"]
+        lines.append(f"| {case} | {dataset} | {a:.0f} | {b:.0f} | {100 * (b - a) / a:+.0f} % |")
+    return lines if len(lines) > 2 else []
+
+
+def planning_table(records: list[dict]) -> list[str]:
+    """Time before the first chunk (CSV: the record index pass) as a share of the whole job."""
+    lines = ["| case | dataset | inspect + plan s | sample + fit s | wall s | planning share |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in records:
+        prep = r.get("prepare_s")
+        if not prep or not r["case"].startswith("batchnb-threads") or r["case"] in SECTION_CASES:
+            continue
+        plan, fit = prep.get("inspect", 0) + prep.get("plan", 0), prep.get("sample", 0) + prep.get("fit", 0)
+        lines.append(
+            f"| {r['case']} | {r['dataset']} | {plan:.2f} | {fit:.2f} | {r['wall_s']:.2f} | "
+            f"{100 * plan / r['wall_s']:.1f} % |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+STEPS = ("read", "score", "write", "checksum", "rename", "submit", "commit", "progress")
+
+
+def sweep_table(found: dict) -> list[str]:
+    """Chunk size against speed, with each step's milliseconds per chunk (worker steps run in parallel)."""
+    lines = [f"| chunk size | chunks | wall s | rows/s vs {BASELINE} | peak RSS MiB | "
+             + " | ".join(f"{s} ms" for s in STEPS) + " | per-chunk total ms |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * (len(STEPS) + 1)]  # fmt: skip
+    for size, case in SWEEP.items():
+        r = found.get((case, "parquet"))
+        if r is None or "error" in r:
+            continue
+        ms = r.get("per_chunk_ms", {})
+        lines.append(
+            f"| {size:,} | {r.get('chunks', '')} | {r['wall_s']:.2f} | {_ratio(r)} | {r['peak_rss_mib']:.0f} | "
+            + " | ".join(f"{ms.get(s, 0):.2f}" for s in STEPS)
+            + f" | {sum(ms.get(s, 0) for s in STEPS):.2f} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def scaling_table(found: dict) -> list[str]:
+    lines = ["| engine | workers | wall s | rows/s | rows/s per worker | speed-up vs 1 worker | peak RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for engine in ("dask", "ray"):
+        one = found.get((scaling_case(engine, 1), "parquet"))
+        for n in SCALING:
+            r = found.get((scaling_case(engine, n), "parquet"))
+            if r is None or "error" in r:
+                continue
+            speedup = f"{r['rows_per_s'] / one['rows_per_s']:.2f}" if one and "error" not in one else ""
+            lines.append(
+                f"| {engine} | {n} | {r['wall_s']:.2f} | {r['rows_per_s'] / 1e6:.2f}M | "
+                f"{r['rows_per_s'] / n / 1e6:.2f}M | {speedup} | {r['peak_rss_mib']:.0f} |"
+            )
+    return lines if len(lines) > 2 else []
+
+
 def markdown(env: dict, records: list[dict]) -> str:
     v = env["versions"]
     head = (
@@ -492,21 +641,22 @@ def markdown(env: dict, records: list[dict]) -> str:
         + ", ".join(f"{k} {v[k]}" for k in v)
         + f" ({env['batchnb_commit']})"
     )
-    lines = [head, "", f"| case | dataset | wall s | rows/s | peak RSS MiB | rows/s vs {BASELINE} | anomalies | start-up s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in records:
-        if "error" in r:
-            lines.append(f"| {r['case']} | {r['dataset']} | failed | | {r['peak_rss_mib']:.0f} | | | |")
-            continue
-        ratio = r.get("vs_" + BASELINE.replace("-", "_"))
-        flag = "" if r["output_ok"] else " (bad output)"
-        startup = f"{r['startup_s']:.2f}" if "startup_s" in r else ""
-        lines.append(
-            f"| {r['case']} | {r['dataset']} | {r['wall_s']:.2f} | {r['rows_per_s'] / 1e6:.2f}M | "
-            f"{r['peak_rss_mib']:.0f} | {'' if ratio is None else f'{ratio:.2f}'} | {r['anomalies']}{flag} | "
-            f"{startup} |"
-        )
-    return "\n".join(lines) + "\n"
+    found = {(r["case"], r["dataset"]): r for r in records}
+    main = [r for r in records if r["case"] not in SECTION_CASES]
+    sections = [
+        ("", results_table([r for r in main if "-10g" not in r["dataset"]])),
+        ("About 10 GB per file", results_table([r for r in main if "-10g" in r["dataset"]])),
+        ("Peak memory against dataset size", memory_table(found)),
+        ("Planning (for CSV, the record index) against the whole job", planning_table(records)),
+        ("Chunk-size sweep: batchnb threads on the `parquet` dataset", sweep_table(found)),
+        ("Scaling: warm local clusters on the `parquet` dataset", scaling_table(found)),
+    ]
+    out = [head]
+    for title, lines in sections:
+        if len(lines) > 2:
+            out += ["", f"**{title}**", ""] if title else [""]
+            out += lines
+    return "\n".join(out) + "\n"
 
 
 def best_of(trials: list[dict]) -> dict:
@@ -561,11 +711,13 @@ def select_runs(patterns: list[str] | None, datasets: list[str]) -> list[tuple[s
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="200k-row Parquet and 100k-row CSV: seconds, for smoke tests"
+        "--quick", action="store_true", help="every dataset at 100k-400k rows: seconds, for smoke tests"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.json and latest.md go")
     parser.add_argument("--cases", help=f"comma-separated names or globs, e.g. 'batchnb-*,{BASELINE}' (default: all)")
-    parser.add_argument("--datasets", default="parquet,csv", help="comma-separated: parquet, csv")
+    parser.add_argument(
+        "--datasets", default=",".join(DATASETS), help=f"comma-separated, of {list(DATASETS)} (default: all)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="trials per case, round-robin; the fastest is reported")
     parser.add_argument("--keep-outputs", action="store_true", help="keep each case's output under the cache dir")
     parser.add_argument("--child", help=argparse.SUPPRESS)
