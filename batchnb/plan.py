@@ -90,6 +90,11 @@ class Plan:
         return self.dataset.total_rows
 
     @property
+    def rows_estimated(self) -> bool:
+        """Text chunks are byte ranges: their rows are counted only when they run."""
+        return "_bytes_per_row" in self.dataset.read_options
+
+    @property
     def n_chunks(self) -> int:
         """The planned chunks, or how many there would be (a plan re-sized without re-planning)."""
         return len(self.chunks) or -(-self.rows_total // self.chunk_size)
@@ -136,6 +141,7 @@ class Plan:
             "format": self.dataset.format,
             "files": len(self.dataset.paths),
             "rows": self.rows_total,
+            "rows_estimated": self.rows_estimated,
             "bytes": self.dataset.total_bytes,
             "chunks": self.n_chunks,
             "chunk_size": self.chunk_size,
@@ -152,7 +158,8 @@ class Plan:
     def __repr__(self) -> str:
         s = self.summary()
         text = (
-            f"Plan({s['format']}, {s['files']} file(s), {s['rows']:_} rows, {s['chunks']} chunks of "
+            f"Plan({s['format']}, {s['files']} file(s), {'about ' * s['rows_estimated']}{s['rows']:_} rows, "
+            f"{s['chunks']} chunks of {'about ' * s['rows_estimated']}"
             f"{s['chunk_size']:_} rows, ~{s['memory_per_chunk'] / 2**20:.1f} MiB per chunk, {s['workers']} workers; "
             f"recommended chunk_size={s['recommended_chunk_size']:_}, workers={s['recommended_workers']})"
         )
@@ -162,10 +169,10 @@ class Plan:
         import html
 
         s = self.summary()
-        mib = 2**20
+        mib, about = 2**20, "about " if s["rows_estimated"] else ""
         rows = [
-            ("input", f"{s['format']}, {s['files']} file(s), {s['rows']:,} rows, {s['bytes'] / mib:,.1f} MiB"),
-            ("chunks", f"{s['chunks']:,} of {s['chunk_size']:,} rows (~{s['bytes_per_chunk'] / mib:,.2f} MiB read each)"),
+            ("input", f"{s['format']}, {s['files']} file(s), {about}{s['rows']:,} rows, {s['bytes'] / mib:,.1f} MiB"),
+            ("chunks", f"{s['chunks']:,} of {about}{s['chunk_size']:,} rows (~{s['bytes_per_chunk'] / mib:,.2f} MiB read each)"),
             ("memory", f"~{s['memory_per_chunk'] / mib:,.1f} MiB per chunk, ~{s['memory_at_concurrency'] / mib:,.0f} MiB "
                        f"with {s['workers']} workers, limit {s['memory_limit'] / mib:,.0f} MiB"),
             ("recommended", f"chunk_size={s['recommended_chunk_size']:_}, max_workers={s['recommended_workers']}"),

@@ -12,7 +12,7 @@ from batchnb.sources.text import ParseMode, TextFormat, lines_before
 __all__ = ["CSV"]
 
 # Options this reader interprets itself; the rest go to `pl.read_csv` as they are.
-_OWN = {"separator", "quote_char", "schema_overrides", "has_header", "schema", "key"}
+_OWN = {"separator", "quote_char", "schema_overrides", "has_header", "schema", "key", "exact_rows"}
 
 
 class CSV(TextFormat):
@@ -22,6 +22,10 @@ class CSV(TextFormat):
     def quote(self, read_options: dict[str, Any]) -> int | None:
         quote = read_options.get("quote_char", '"')
         return ord(quote) if quote else None
+
+    def separator_byte(self, read_options: dict[str, Any]) -> int | None:
+        separator = read_options.get("_separator", ",")
+        return ord(separator) if len(separator) == 1 else None
 
     @staticmethod
     def separator(info_options: dict[str, Any], path: str | None = None) -> str:

@@ -1,13 +1,20 @@
-"""Line-oriented formats (CSV, NDJSON): one vectorized pass over the bytes indexes record boundaries.
+"""Line-oriented formats (CSV, NDJSON): chunks are record-aligned byte ranges.
 
-The pass counts quotes and newlines per 256 KiB block (C-speed `bytearray.count`, numpy only for
-blocks that contain quotes), so a newline inside a quoted field never splits a record. With the
-index, any row number maps to a byte offset by re-reading one block, which makes text chunks exact
-row ranges like every other format. The index stays on the driver; workers get byte ranges.
+Planning reads a few KiB around each chunk boundary, never the whole file: the record that starts
+at or after the boundary is found from the quote parity there, inferred from the roles of nearby
+quotes (an opening quote follows a separator or newline, a closing one precedes one). Each worker
+then proves its own cut: a chunk whose bytes hold an odd number of quotes began or ended inside a
+quoted field, and fails with a message instead of splitting a record. Chained from the first chunk,
+which starts at a known record, every cut is right when every chunk is balanced.
+
+`read_options={"exact_rows": True}` plans instead from one vectorized pass over the bytes (memory-
+mapped windows counted in parallel): chunks become exact row ranges, at the cost of reading the
+file once more before the job starts.
 """
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 from collections.abc import Sequence
@@ -18,8 +25,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
-from batchnb.plan import DatasetInfo, Piece
-from batchnb.sources.base import RowFormat, conform, parallel_map, sample_starts, schema_to_text
+from batchnb.errors import SourceError
+from batchnb.plan import ChunkSpec, DatasetInfo, Piece
+from batchnb.sources.base import SAMPLE_BLOCKS, RowFormat, conform, parallel_map, sample_starts, schema_to_text
 
 __all__ = ["TextFormat"]
 
@@ -28,6 +36,8 @@ ParseMode = Literal["strict", "lenient", "infer"]
 BLOCK = 256 * 1024
 READ = 64 * BLOCK
 BLOCKS_PER_WINDOW = 64  # blocks mapped at a time while indexing
+LOOK = 64 * 1024  # bytes read on each side of a chunk boundary to place it
+INFER_BLOCK = 64 * 1024  # bytes per block of the type-inference sample
 NEWLINE = 10
 
 
@@ -139,6 +149,50 @@ def offset_of_row(path: str, index: FileIndex, row: int, quote: int | None) -> i
     return int(index.offsets[j]) + int(real[wanted - 1]) + 1
 
 
+def parity_at_start(buf: np.ndarray, quote: int, separator: int | None) -> int | None:
+    """Quote parity at the start of `buf`, from the first quote whose role its neighbours show.
+
+    Opening quotes follow a separator or line break and are followed by neither; closing quotes are
+    the mirror image. Doubled (escaped) quotes and empty fields tell nothing and are skipped.
+    """
+    quotes = np.flatnonzero(buf == quote)
+    if quotes.size == 0:
+        return None
+    ends = [NEWLINE, 13] + ([separator] if separator is not None else [])
+    before = np.where(quotes > 0, buf[np.maximum(quotes - 1, 0)], -1)
+    after = np.where(quotes + 1 < buf.size, buf[np.minimum(quotes + 1, buf.size - 1)], -1)
+    is_end_before, is_end_after = np.isin(before, ends), np.isin(after, ends)
+    opening = is_end_before & ~is_end_after & (after != quote) & (after != -1)
+    closing = is_end_after & ~is_end_before & (before != quote) & (before != -1)
+    telling = np.flatnonzero(opening | closing)
+    if telling.size == 0:
+        return None
+    k = int(telling[0])  # quotes before this one: k; parity just before it is 0 if opening, 1 if closing
+    return (k + (0 if opening[k] else 1)) & 1
+
+
+def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None, separator: int | None) -> int:
+    """Offset of the first record that starts at or after byte `x` (`lo_limit` is a known record start)."""
+    if x <= lo_limit:
+        return lo_limit
+    look = LOOK
+    while True:
+        lo = max(lo_limit, x - look)
+        with open(path, "rb") as f:
+            f.seek(lo)
+            buf = np.frombuffer(f.read(min(size, x + look) - lo), dtype=np.uint8)
+        parity = 0
+        if quote is not None and lo > lo_limit:  # from lo_limit on, the parity is known to be 0
+            parity = parity_at_start(buf, quote, separator) or 0
+        real = _real_newlines(buf, quote, parity)
+        after = real[real >= x - 1 - lo]  # a record starts just past each real newline
+        if after.size:
+            return lo + int(after[0]) + 1
+        if x + look >= size:
+            return size
+        look *= 4  # a record longer than the window: look further
+
+
 def lines_before(path: str, offset: int) -> int:
     """Newlines before `offset`: a line number for error messages (quoted newlines count too)."""
     lines = 0
@@ -161,6 +215,9 @@ class TextFormat(RowFormat):
     def quote(self, read_options: dict[str, Any]) -> int | None:
         return None
 
+    def separator_byte(self, read_options: dict[str, Any]) -> int | None:
+        return None
+
     def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str] | None:
         return None
 
@@ -169,9 +226,13 @@ class TextFormat(RowFormat):
         must not fail the whole job over one bad record that its own chunk will report."""
         raise NotImplementedError
 
+    @staticmethod
+    def exact(info: DatasetInfo) -> bool:
+        return bool(info.read_options.get("exact_rows"))
+
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         quote = self.quote(read_options)
-        indexes, names, header = [], None, None
+        starts, names, header = [], None, None
         for p in paths:
             start = first_record_end(p, quote) if self.has_header else 0
             if self.has_header:
@@ -179,38 +240,89 @@ class TextFormat(RowFormat):
                     header = f.read(start)
                 file_names = self.header_names(p, header, read_options)
                 if names is not None and file_names != names:
-                    from batchnb.errors import SourceError
-
                     raise SourceError(f"file {p!r} has columns {file_names}, but {paths[0]!r} has {names}")
                 names = file_names
-            indexes.append(build_index(p, start, quote))
-        counts = [ix.rows for ix in indexes]
+            starts.append(start)
+        sizes = [os.path.getsize(p) for p in paths]
+        options = {
+            **read_options,
+            "_files": [[start, size] for start, size in zip(starts, sizes, strict=True)],
+            "_names": names,
+            "_header": header.decode("utf-8", errors="replace") if header else None,
+        }
+        indexes = None
+        if read_options.get("exact_rows"):
+            indexes = [build_index(p, start, quote) for p, start in zip(paths, starts, strict=True)]
+        if indexes is not None:
+            options.update({"_row_counts": [ix.rows for ix in indexes], "__indexes": indexes})
         draft = DatasetInfo(
-            format=self.name,
-            paths=paths,
-            schema={},
-            read_options={
-                **read_options,
-                "_row_counts": counts,
-                "_names": names,
-                "_header": header.decode("utf-8", errors="replace") if header else None,
-                "__indexes": indexes,
-            },
-            total_rows=sum(counts),
-            total_bytes=sum(ix.size for ix in indexes),
-        )
+            format=self.name, paths=paths, schema={}, read_options=options,
+            total_rows=sum(ix.rows for ix in indexes) if indexes else 0,
+            total_bytes=sum(size - start for start, size in zip(starts, sizes, strict=True)),
+        )  # fmt: skip
         # Types come from a fixed stratified sample of records, independent of chunk size and seed.
-        frames = [self.parse(self.read_bytes(p), draft, mode="infer") for p in self._sample_pieces(draft, 20_000)]
+        pieces = self._sample_pieces(draft, 20_000) if indexes else self._byte_pieces(draft, INFER_BLOCK, seed=0)
+        parsed = [(p, self._parse_sample(p, draft, "infer")) for p in pieces]
+        pieces, frames = [p for p, f in parsed if f is not None], [f for _, f in parsed if f is not None]
         schema = _unify(frames, names)
         overrides = read_options.get("schema_overrides") or {}
         schema = pl.Schema({**dict(schema), **overrides})
-        return DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema)})
+        info = DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema)})
+        if indexes is None:  # rows are estimated from the sample's bytes per record until the chunks have run
+            sampled_bytes, sampled_rows = sum(p.stop - p.start for p in pieces), sum(f.height for f in frames)
+            per_row = sampled_bytes / sampled_rows if sampled_rows else float(max(1, draft.total_bytes))
+            options["_bytes_per_row"] = per_row
+            info = DatasetInfo(**{**info.__dict__, "total_rows": round(draft.total_bytes / per_row)})
+        return info
 
-    def _sample_pieces(self, info: DatasetInfo, n: int, seed: int = 0) -> list[Piece]:
-        out = []
-        for start, stop in sample_starts(info.total_rows, n, seed=seed):
-            out.extend(self.pieces(info, start, stop))
-        return out
+    def _files(self, info: DatasetInfo) -> list[tuple[str, int, int]]:
+        """(path, offset of the first record, size) of every file."""
+        return [(p, start, size) for p, (start, size) in zip(info.paths, info.read_options["_files"], strict=True)]
+
+    def _record_start(self, info: DatasetInfo, path: str, x: int, first: int, size: int) -> int:
+        return record_start(path, x, first, size, self.quote(info.read_options), self.separator_byte(info.read_options))
+
+    def _byte_pieces(self, info: DatasetInfo, block_bytes: int, seed: int) -> list[Piece]:
+        """Stratified blocks of whole records: one at a seeded offset in each of SAMPLE_BLOCKS equal
+        slices of the data bytes (so the sample depends only on the source and the seed)."""
+        files = self._files(info)
+        total = sum(size - first for _, first, size in files)
+        rng = np.random.default_rng(seed)
+        pieces = []
+        for j in range(SAMPLE_BLOCKS if total else 0):
+            lo, hi = j * total // SAMPLE_BLOCKS, (j + 1) * total // SAMPLE_BLOCKS
+            offset = lo + int(rng.integers(0, max(1, hi - lo - block_bytes + 1)))
+            for path, first, size in files:  # the global byte offset -> its file
+                if offset < size - first:
+                    start = self._record_start(info, path, first + offset, first, size)
+                    stop = self._record_start(info, path, min(size, start + block_bytes), first, size)
+                    if start < stop:
+                        pieces.append(Piece(path=path, start=start, stop=stop))
+                    break
+                offset -= size - first
+        return pieces
+
+    def plan(self, info: DatasetInfo, chunk_size: int) -> tuple[ChunkSpec, ...]:
+        if self.exact(info):
+            return super().plan(info, chunk_size)
+        per_row = info.read_options["_bytes_per_row"]
+        target = max(1, round(chunk_size * per_row))
+        specs: list[ChunkSpec] = []
+        rows = 0
+        for path, first, size in self._files(info):
+            cuts = [
+                first,
+                *(self._record_start(info, path, x, first, size) for x in range(first + target, size, target)),
+            ]
+            bounds = sorted({*cuts, size})  # a record longer than a chunk merges two cuts into one
+            for a, b in itertools.pairwise(bounds):
+                estimate = max(1, round((b - a) / per_row))
+                specs.append(
+                    ChunkSpec(index=len(specs), pieces=(Piece(path=path, start=a, stop=b),),
+                              rows=(rows, rows + estimate), nbytes=b - a)
+                )  # fmt: skip
+                rows += estimate
+        return tuple(specs)
 
     def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:
         quote = self.quote(info.read_options)
@@ -230,18 +342,70 @@ class TextFormat(RowFormat):
             return f.read(piece.stop - piece.start)
 
     def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
-        def read(piece: Piece) -> pl.DataFrame:
-            frame = self.parse(self.read_bytes(piece), info, mode="lenient")
-            return frame if columns is None else frame.select(columns)
+        per_block = None
+        if self.exact(info):
+            pieces = self._sample_pieces(info, n, seed)
+        elif info.total_bytes <= 1.25 * n * info.read_options["_bytes_per_row"]:
+            # Probably no more than n records: all of them are the sample, as for every other format.
+            whole = self.sample_all(info, columns)
+            if whole.height <= n:
+                return whole
+            pieces = self._byte_pieces(info, -(-info.total_bytes // SAMPLE_BLOCKS), seed)
+            per_block = -(-n // SAMPLE_BLOCKS)
+        else:
+            per_block = -(-n // SAMPLE_BLOCKS)
+            pieces = self._byte_pieces(info, round(1.25 * per_block * info.read_options["_bytes_per_row"]) + 1, seed)
 
-        return conform(parallel_map(read, self._sample_pieces(info, n, seed)), info, columns)
+        def read(piece: Piece) -> pl.DataFrame | None:
+            frame = self._parse_sample(piece, info, "lenient")
+            frame = frame if frame is None or per_block is None else frame.head(per_block)
+            return frame if frame is None or columns is None else frame.select(columns)
+
+        return conform([f for f in parallel_map(read, pieces) if f is not None], info, columns)
+
+    def _parse_sample(self, piece: Piece, info: DatasetInfo, mode: ParseMode) -> pl.DataFrame | None:
+        """A sample block cut inside a quoted field, or that does not parse, is left out: the chunk
+        holding those records reports why."""
+        data = self.read_bytes(piece)
+        try:
+            self.check_balanced(info, piece.path, piece.start, data)
+            return self.parse(data, info, mode=mode)
+        except (SourceError, pl.exceptions.PolarsError):
+            return None
+
+    def sample_all(self, info: DatasetInfo, columns: Sequence[str] | None) -> pl.DataFrame:
+        frames = [
+            self.parse(self.read_bytes(Piece(path=p, start=a, stop=b)), info, mode="lenient")
+            for p, a, b in self._files(info)
+        ]
+        frames = frames if columns is None else [f.select(columns) for f in frames]
+        return conform(frames, info, columns)
+
+    def _sample_pieces(self, info: DatasetInfo, n: int, seed: int = 0) -> list[Piece]:
+        out = []
+        for start, stop in sample_starts(info.total_rows, n, seed=seed):
+            out.extend(self.pieces(info, start, stop))
+        return out
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         data = self.read_bytes(Piece(path=path, start=start, stop=stop))
+        self.check_balanced(info, path, start, data)
         try:
             return self.parse(data, info, mode="strict")
         except pl.exceptions.PolarsError as exc:
             raise self.located_error(exc, info, path, start, data) from None
+
+    def check_balanced(self, info: DatasetInfo, path: str, start: int, data: bytes) -> None:
+        """A byte-range chunk must hold whole quoted fields: an odd quote count means a cut inside one."""
+        quote = self.quote(info.read_options)
+        if self.exact(info) or quote is None or data.find(bytes([quote])) == -1:  # memchr: usually no quotes
+            return
+        if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == quote) % 2:
+            raise SourceError(
+                f"{path}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} characters, so a "
+                "chunk boundary fell inside a quoted field (or a field has an unmatched quote); pass "
+                "read_options={'exact_rows': True} to plan from a full pass over the file instead"
+            )
 
     def located_error(self, exc: Exception, info: DatasetInfo, path: str, start: int, data: bytes) -> Exception:
         raise NotImplementedError
