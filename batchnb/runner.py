@@ -90,7 +90,10 @@ class Runner:
         self._counts = self.state.counts()
         self._rows_done = self.state.totals()["rows_in"]
         specs = self.state.specs()
-        self._rows_total = sum(c.n_rows for c in specs)
+        # Planned rows, corrected by what each finished chunk really held (CSV chunk rows are estimates).
+        self._rows_total = sum(
+            c.rows_in if c.status == ChunkStatus.DONE else c.rows[1] - c.rows[0] for c in self.state.chunks()
+        )
         self._chunks_total = len(specs)
         self._retries = self.state.retries()
         self._schema = self.state.get("output_schema")
@@ -151,6 +154,7 @@ class Runner:
                     self.state.mark([job.spec.index], ChunkStatus.PENDING)
                 elif outcome is not None:
                     finished.append(outcome)
+                    self._rows_total += outcome.rows_in - job.spec.n_rows
                 else:
                     self._failed_attempt(job, exc, retry_heap)
             self._expire(inflight, retry_heap)
