@@ -355,7 +355,9 @@ class JobConfig:
             if f.name == "detector":
                 value = self.detector_reference()
             elif f.name == "engine":
-                value = self.engine_name
+                from batchnb import engines
+
+                value = engines.to_dict(self.engine)
             elif isinstance(value, Backoff | Resources):
                 value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
             elif isinstance(value, tuple):
@@ -370,7 +372,12 @@ class JobConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown option(s) {unknown}: expected some of {sorted(known)}")
-        return cls(**dict(data))
+        data = dict(data)
+        if isinstance(data.get("engine"), Mapping):
+            from batchnb import engines
+
+            data["engine"] = engines.from_dict(data["engine"])
+        return cls(**data)
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same job; the engine, budget and retry policy may change."""

@@ -63,22 +63,36 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
     t0 = time.perf_counter()
     frame = read_chunk(task.dataset, task.spec)
     t1 = time.perf_counter()
-    out = apply_scorer(task.scorer, frame, task.keep)
-    t2 = time.perf_counter()
     sink = sinks.get(task.output_format)
-    part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
-    t3 = time.perf_counter()
-    anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
+    query = None
+    if isinstance(task.scorer, FittedDetector) and sink.write_lazy is not None:
+        query = task.scorer.apply_lazy(frame, task.keep)
+    if query is not None:  # score and write as one streaming query; the counts come from the part
+        part, nbytes, checksum, write_timings = sinks.write_atomic(query, task.output, task.spec.index, sink)
+        rows_out, anomalies = (
+            pl.scan_parquet(os.path.join(task.output, part))
+            .select(pl.len(), pl.col("is_anomaly").sum())
+            .collect()
+            .row(0)
+        )
+        schema = query.collect_schema()
+        t2 = t1  # scoring ran inside the write: its time is part of "write"
+    else:
+        out = apply_scorer(task.scorer, frame, task.keep)
+        t2 = time.perf_counter()
+        part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
+        rows_out, schema = out.height, out.schema
+        anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
     return ChunkOutcome(
         index=task.spec.index,
         rows_in=frame.height,
-        rows_out=out.height,
-        anomalies=anomalies,
+        rows_out=rows_out,
+        anomalies=int(anomalies or 0),
         part=part,
         nbytes=nbytes,
         checksum=checksum,
-        schema={k: str(v) for k, v in out.schema.items()},
-        seconds=t3 - t0,
+        schema={k: str(v) for k, v in schema.items()},
+        seconds=time.perf_counter() - t0,
         timings={"read": t1 - t0, "score": t2 - t1, **write_timings},
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )

@@ -215,6 +215,27 @@ def test_from_config_file_round_trip(tmp_path, suffix):
         assert again.config.read_options == {"separator": ";"}
 
 
+@pytest.mark.parametrize("suffix", [".json", ".toml", ".yaml"])
+def test_engine_address_and_options_survive_the_config_file(tmp_path, suffix):
+    """Resuming from another machine: the saved config reconnects to the same cluster (nothing connects yet)."""
+    from batchnb.engines import DaskEngine, RayEngine
+
+    src = tmp_path / "d.parquet"
+    pl.DataFrame({"a": [1.0, 2.0]}).write_parquet(src)
+    for engine in (DaskEngine("tcp://10.0.0.5:8786"), DaskEngine(n_workers=3, adapt=(1, 4)), RayEngine("auto")):
+        job = bn.BatchJob(str(src), tmp_path / "out", engine=engine)
+        path = write_config(job.config.to_dict(), tmp_path / f"job{suffix}")
+        again = bn.BatchJob.from_config(path).config.engine
+        assert type(again) is type(engine) and again == engine
+    assert bn.BatchJob(str(src), tmp_path / "out", engine="dask").config.to_dict()["engine"] == "dask"
+    with pytest.raises(bn.ConfigError, match="need a `name`"):
+        bn.BatchJob.from_config({"source": str(src), "output": str(tmp_path / "o"), "engine": {"address": "x"}})
+    with pytest.raises(bn.ConfigError, match="engine 'dask'"):
+        bn.BatchJob.from_config(
+            {"source": str(src), "output": str(tmp_path / "o"), "engine": {"name": "dask", "adress": "x"}}
+        )
+
+
 def test_job_from_config_file_is_the_same_job(tmp_path):
     """A job re-created from its TOML resumes the first run's output (nothing recomputed)."""
     job = rich_job(tmp_path)

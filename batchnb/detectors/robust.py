@@ -23,16 +23,22 @@ def _distance(column: str, center: float, spread: float) -> pl.Expr:
     return (x - center).abs() / spread
 
 
-def _center_spread_score(frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
+def _center_spread_expr(columns: Sequence[str], state: Stats) -> pl.Expr:
     """max over features of |x - center| / spread: z-score and MAD differ only in their fit."""
-    exprs = [_distance(c, *state[c]) for c in columns if state.get(c) is not None]
-    return _max_over_features(exprs, frame)
+    return _max_over_features([_distance(c, *state[c]) for c in columns if state.get(c) is not None])
 
 
-def _max_over_features(exprs: list[pl.Expr], frame: pl.DataFrame) -> pl.Series:
+def _max_over_features(exprs: list[pl.Expr]) -> pl.Expr:
     if not exprs:
-        return pl.Series("anomaly_score", [None] * frame.height, dtype=pl.Float64)
-    return frame.select(pl.max_horizontal(exprs).alias("anomaly_score")).to_series()
+        return pl.lit(None, dtype=pl.Float64).alias("anomaly_score")
+    return pl.max_horizontal(exprs).alias("anomaly_score")
+
+
+def _score(frame: pl.DataFrame, expr: pl.Expr) -> pl.Series:
+    scores = frame.select(expr).to_series()
+    if scores.len() != frame.height:  # no usable feature: a bare literal does not broadcast on its own
+        scores = pl.Series("anomaly_score", [None] * frame.height, dtype=pl.Float64)
+    return scores
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,10 @@ class ZScore:
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
-        return _center_spread_score(frame, columns, state)
+        return _score(frame, self.score_expr(columns, state))
+
+    def score_expr(self, columns: Sequence[str], state: Stats) -> pl.Expr:
+        return _center_spread_expr(columns, state)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,10 @@ class MAD:
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
-        return _center_spread_score(frame, columns, state)
+        return _score(frame, self.score_expr(columns, state))
+
+    def score_expr(self, columns: Sequence[str], state: Stats) -> pl.Expr:
+        return _center_spread_expr(columns, state)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,9 @@ class IQR:
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
+        return _score(frame, self.score_expr(columns, state))
+
+    def score_expr(self, columns: Sequence[str], state: Stats) -> pl.Expr:
         exprs = []
         for c in columns:
             if state.get(c) is None:
@@ -101,4 +116,4 @@ class IQR:
                 continue
             outside = pl.max_horizontal(q1 - x, x - q3, pl.lit(0.0)) / (q3 - q1)
             exprs.append(pl.when(x.is_null()).then(None).otherwise(outside))
-        return _max_over_features(exprs, frame)
+        return _max_over_features(exprs)

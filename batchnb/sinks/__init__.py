@@ -22,6 +22,7 @@ class Sink:
     extension: str
     write: Callable[[pl.DataFrame, str], None]
     scan: Callable[[list[str], pl.Schema | None], pl.LazyFrame]
+    write_lazy: Callable[[pl.LazyFrame, str], None] | None = None  # streams a query into the file
 
 
 def _write_hdf5(frame: pl.DataFrame, path: str) -> None:
@@ -100,6 +101,7 @@ _SINKS = {
             ".parquet",
             lambda f, p: f.write_parquet(p, compression="snappy"),
             lambda ps, schema: pl.scan_parquet(ps),
+            lambda q, p: q.sink_parquet(p, compression="snappy"),
         ),
         Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps, schema: pl.scan_csv(ps, schema=schema)),
         Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps, schema: pl.scan_ndjson(ps, schema=schema)),
@@ -121,7 +123,9 @@ def part_name(index: int, sink: Sink) -> str:
     return f"part-{index:06d}{sink.extension}"
 
 
-def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tuple[str, int, str, dict[str, float]]:
+def write_atomic(
+    frame: pl.DataFrame | pl.LazyFrame, output: str, index: int, sink: Sink
+) -> tuple[str, int, str, dict[str, float]]:
     """Write to a temp name, hash, then rename: a reader never sees a partial part.
 
     No fsync: a killed process loses nothing that reached the page cache, and after a power cut a part
@@ -137,7 +141,10 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
     tmp = tmp_dir / f"tmp-{index:06d}-{uuid.uuid4().hex[:8]}{sink.extension}"  # never matches part-*
     try:
         t0 = time.perf_counter()
-        sink.write(frame, str(tmp))
+        if isinstance(frame, pl.LazyFrame):
+            sink.write_lazy(frame, str(tmp)) if sink.write_lazy else sink.write(frame.collect(), str(tmp))
+        else:
+            sink.write(frame, str(tmp))
         t1 = time.perf_counter()
         checksum, size = file_checksum(tmp)
         t2 = time.perf_counter()
