@@ -284,10 +284,10 @@ def test_csv_quoted_newlines_and_commas(quoted_csv, engine, tmp_path, exact_rows
 def test_csv_record_index_is_exact_for_any_block_and_window(quoted_csv, monkeypatch, tmp_path, block, per_window):
     """exact_rows: the index is counted window by window in parallel; windows that start mid-record,
     mid-quote, or off a page boundary must still give every record once."""
-    from batchnb.sources import text
+    from batchnb.sources import record_index
 
-    monkeypatch.setattr(text, "BLOCK", block)
-    monkeypatch.setattr(text, "BLOCKS_PER_WINDOW", per_window)
+    monkeypatch.setattr(record_index, "BLOCK", block)
+    monkeypatch.setattr(record_index, "BLOCKS_PER_WINDOW", per_window)
     path, frame = quoted_csv
     result = run_job(path, tmp_path / "out", chunk_size=1_000, engine="threads", read_options={"exact_rows": True})
     assert result.status == "succeeded", result.errors

@@ -15,10 +15,8 @@ file once more before the job starts.
 from __future__ import annotations
 
 import itertools
-import mmap
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,41 +26,15 @@ import polars as pl
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.base import SAMPLE_BLOCKS, RowFormat, conform, parallel_map, sample_starts, schema_to_text
+from batchnb.sources.record_index import NEWLINE, build_index, offset_of_row, real_newlines
 
 __all__ = ["TextFormat"]
 
 ParseMode = Literal["strict", "lenient", "infer"]
 
-BLOCK = 256 * 1024
-READ = 64 * BLOCK
-BLOCKS_PER_WINDOW = 64  # blocks mapped at a time while indexing
+READ = 16 * 2**20
 LOOK = 64 * 1024  # bytes read on each side of a chunk boundary to place it
 INFER_BLOCK = 64 * 1024  # bytes per block of the type-inference sample
-NEWLINE = 10
-
-
-@dataclass(frozen=True)
-class FileIndex:
-    """Record boundaries of one file: rows (real newlines) before each block start."""
-
-    data_start: int
-    size: int
-    offsets: np.ndarray  # block start offsets (data_start, data_start + BLOCK, ...)
-    rows_before: np.ndarray  # records ending before each block start
-    parity: np.ndarray  # quote parity at each block start
-    rows: int
-
-
-def _real_newlines(buf: np.ndarray, quote: int | None, parity: int) -> np.ndarray:
-    """Positions of newlines outside quotes in `buf`, given the quote parity at its start."""
-    newlines = np.flatnonzero(buf == NEWLINE)
-    if quote is None or newlines.size == 0:
-        return newlines
-    quotes = np.flatnonzero(buf == quote)
-    if quotes.size == 0:
-        return newlines if parity == 0 else newlines[:0]
-    inside = (parity + np.searchsorted(quotes, newlines)) & 1
-    return newlines[inside == 0]
 
 
 def first_record_end(path: str, quote: int | None) -> int:
@@ -72,7 +44,7 @@ def first_record_end(path: str, quote: int | None) -> int:
         parity, pos = 0, 0
         while True:
             arr = np.frombuffer(head, dtype=np.uint8)
-            real = _real_newlines(arr[pos:], quote, parity)
+            real = real_newlines(arr[pos:], quote, parity)
             if real.size:
                 return pos + int(real[0]) + 1
             if quote is not None:
@@ -82,71 +54,6 @@ def first_record_end(path: str, quote: int | None) -> int:
             if not more:
                 return len(head)
             head += more
-
-
-def _window_counts(fd: int, start: int, stop: int, quote: int | None) -> np.ndarray:
-    """Per block of one window: (real newlines if the block starts outside quotes, if inside, quotes).
-
-    The window is memory-mapped on its own and unmapped before returning, so a 100 GB file never
-    counts as resident memory; numpy's comparisons release the GIL, so windows count in parallel.
-    """
-    base = start - start % mmap.ALLOCATIONGRANULARITY
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
-    with mmap.mmap(fd, stop - base, flags=flags, prot=mmap.PROT_READ, offset=base) as view:
-        arr = np.frombuffer(view, dtype=np.uint8)[start - base :]
-        quoted = quote is not None and view.find(bytes([quote]), start - base) != -1  # memchr: most files have none
-        counts = np.zeros((-(-arr.size // BLOCK), 3), dtype=np.int64)
-        for k, s in enumerate(range(0, arr.size, BLOCK)):
-            block = arr[s : s + BLOCK]
-            quotes = int(np.count_nonzero(block == quote)) if quoted else 0
-            if quotes == 0:
-                counts[k, 0] = np.count_nonzero(block == NEWLINE)  # block by block: stays in the CPU cache
-            else:
-                counts[k] = (_real_newlines(block, quote, 0).size, _real_newlines(block, quote, 1).size, quotes)
-        del arr, block  # a mapping cannot close while numpy still points into it
-    return counts
-
-
-def build_index(path: str, data_start: int, quote: int | None) -> FileIndex:
-    """One parallel pass: rows and quote parity at every block start, so any record is found by one read."""
-    size = os.path.getsize(path)
-    window = BLOCK * BLOCKS_PER_WINDOW
-    starts = range(data_start, size, window)
-    with open(path, "rb") as f:
-        counts = parallel_map(lambda w: _window_counts(f.fileno(), w, min(w + window, size), quote), list(starts))
-        f.seek(max(size - 1, 0))
-        last_byte = f.read(1)
-    per_block = np.concatenate(counts) if counts else np.zeros((0, 3), dtype=np.int64)
-    parity = np.concatenate(([0], np.cumsum(per_block[:, 2]) & 1))[:-1].astype(np.int8)
-    rows_in_block = np.where(parity == 0, per_block[:, 0], per_block[:, 1])
-    rows_before = np.concatenate(([0], np.cumsum(rows_in_block)))
-    rows = int(rows_before[-1])
-    if size > data_start and last_byte != b"\n":
-        rows += 1  # a last record without a trailing newline
-    return FileIndex(
-        data_start=data_start,
-        size=size,
-        offsets=np.arange(data_start, size, BLOCK, dtype=np.int64),
-        rows_before=rows_before[:-1].astype(np.int64),
-        parity=parity,
-        rows=rows,
-    )
-
-
-def offset_of_row(path: str, index: FileIndex, row: int, quote: int | None) -> int:
-    """Byte offset where record `row` (0-based, after the header) starts."""
-    if row <= 0:
-        return index.data_start
-    if row >= index.rows:
-        return index.size
-    j = int(np.searchsorted(index.rows_before, row, side="left")) - 1
-    wanted = row - int(index.rows_before[j])  # the wanted-th real newline at or after offsets[j]
-    parity = int(index.parity[j])
-    with open(path, "rb") as f:
-        f.seek(int(index.offsets[j]))
-        chunk = f.read(2 * BLOCK)
-    real = _real_newlines(np.frombuffer(chunk, dtype=np.uint8), quote, parity)
-    return int(index.offsets[j]) + int(real[wanted - 1]) + 1
 
 
 def parity_at_start(buf: np.ndarray, quote: int, separator: int | None) -> int | None:
@@ -184,7 +91,7 @@ def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None,
         parity = 0
         if quote is not None and lo > lo_limit:  # from lo_limit on, the parity is known to be 0
             parity = parity_at_start(buf, quote, separator) or 0
-        real = _real_newlines(buf, quote, parity)
+        real = real_newlines(buf, quote, parity)
         after = real[real >= x - 1 - lo]  # a record starts just past each real newline
         if after.size:
             return lo + int(after[0]) + 1
