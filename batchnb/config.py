@@ -392,7 +392,9 @@ class JobConfig:
                 else:
                     value = code_fingerprint(value)
             elif name == "source":
-                value = [os.path.abspath(p) for p in ((value,) if isinstance(value, str) else value)]
+                value = [
+                    p if "://" in p else os.path.abspath(p) for p in ((value,) if isinstance(value, str) else value)
+                ]
             elif isinstance(value, tuple):
                 value = list(value)
             ident[name] = value

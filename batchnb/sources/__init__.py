@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from batchnb import storage
 from batchnb.errors import ConfigError, SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.base import Format, fingerprint, resolve_paths
@@ -62,6 +63,12 @@ def open_dataset(
             "if you trust it, or convert it to Parquet"
         )
         raise SourceError(msg)
+    remote = [p for p in paths if storage.is_url(p)]
+    if remote and fmt not in ("parquet", "csv", "json"):
+        raise SourceError(
+            f"{fmt} sources must be local files ({remote[0]!r} is a URL): copy them to a shared disk, or convert "
+            "them to Parquet, which batchnb reads straight from object stores"
+        )
     return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import polars as pl
 
+from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 
@@ -54,7 +55,9 @@ def resolve_paths(source: str | tuple[str, ...]) -> tuple[str, ...]:
     items = (source,) if isinstance(source, str) else tuple(sorted(source))
     paths: list[str] = []
     for item in items:
-        if _GLOB_CHARS & set(item):
+        if storage.is_url(item):
+            paths.extend(_resolve_url(item))
+        elif _GLOB_CHARS & set(item):
             matched = sorted(p for p in glob.glob(item) if os.path.isfile(p))
             if not matched:
                 raise SourceError(f"source {item!r} matches no file: check the pattern and the working directory")
@@ -71,15 +74,36 @@ def resolve_paths(source: str | tuple[str, ...]) -> tuple[str, ...]:
         else:
             raise SourceError(f"source file {item!r} does not exist: check the path (relative to {os.getcwd()!r})")
     for p in paths:
-        if os.path.getsize(p) == 0:
+        if storage.file_size(p) == 0:
             raise SourceError(f"source file {p!r} is empty (0 bytes): nothing to read; check that it was fully written")
     return tuple(paths)
 
 
+def _resolve_url(item: str) -> list[str]:
+    if _GLOB_CHARS & set(item.split("://", 1)[1]):
+        matched = storage.glob(item)
+        if not matched:
+            raise SourceError(f"source {item!r} matches no object: check the pattern and the credentials")
+        return matched
+    found = storage.info(item)
+    if found is None:
+        raise SourceError(f"source {item!r} does not exist: check the URL and the credentials in the environment")
+    if found["type"] == "directory":
+        parts = storage.list_parts(item)
+        if not parts:
+            raise SourceError(f"source {item!r} is a directory with no part-* files: point at a file or a glob")
+        return parts
+    return [item]
+
+
 def fingerprint(paths: Sequence[str]) -> list[list[Any]]:
-    """Cheap identity of the input: a changed file changes it."""
+    """Cheap identity of the input: a changed file changes it (an object store's ETag stands for mtime)."""
     out = []
     for p in paths:
+        if storage.is_url(p):
+            found = storage.info(p) or {}
+            out.append([p, found.get("size"), found.get("version")])
+            continue
         st = os.stat(p)
         out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
     return out
@@ -154,7 +178,7 @@ class RowFormat:
             schema=schema_to_text(schema),
             read_options=read_options,
             total_rows=sum(counts),
-            total_bytes=sum(os.path.getsize(p) for p in paths),
+            total_bytes=sum(storage.file_size(p) for p in paths),
         )
 
     def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:

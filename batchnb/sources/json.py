@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.feather import Feather
@@ -17,7 +18,7 @@ __all__ = ["NDJSON"]
 
 
 def _first_byte(path: str) -> bytes:
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         return f.read(4096).lstrip()[:1]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.base import RowFormat
@@ -68,7 +69,7 @@ class Parquet(RowFormat):
         groups = []
         for p in paths:
             try:
-                meta = pq.ParquetFile(p).metadata
+                meta = pq.ParquetFile(storage.open_input(p) if storage.is_url(p) else p).metadata
             except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a bad footer
                 raise SourceError(f"cannot read Parquet file {p!r}: {exc}; is it a complete Parquet file?") from exc
             groups.append(
@@ -77,15 +78,24 @@ class Parquet(RowFormat):
         return super().inspect(paths, {**read_options, "_row_groups": groups}, workdir=workdir)
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
+        if storage.is_url(path):
+            import pyarrow.parquet as pq
+
+            with storage.open_input(path) as f:
+                return pl.from_arrow(pq.ParquetFile(f).schema_arrow.empty_table()).schema
         return pl.read_parquet_schema(path)
 
     def read_sample_rows(self, info, path, start, stop, columns):
         # Sample blocks are small and scattered: slicing them out of cached groups would pin every group.
         # Each block still reads its row group's column chunks whole, so read only the fitted columns.
+        if storage.is_url(path):
+            return _remote_rows(info, path, start, stop, columns)
         scan = pl.scan_parquet(path)
         return (scan if columns is None else scan.select(columns)).slice(start, stop - start).collect()
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+        if storage.is_url(path):
+            return _remote_rows(info, path, start, stop, None)
         groups = info.read_options["_row_groups"][info.paths.index(path)]
         stat = os.stat(path)
         version = (path, stat.st_size, stat.st_mtime_ns)  # a rewritten file never hits a stale group
@@ -104,3 +114,28 @@ class Parquet(RowFormat):
         if not frames:
             return pl.scan_parquet(path).head(0).collect()
         return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+
+
+def _remote_rows(info: DatasetInfo, path: str, start: int, stop: int, columns) -> pl.DataFrame:
+    """Rows [start, stop) of an object-store file: only the row groups they fall in are fetched
+    (pyarrow reads a group's column chunks by range requests), cached like local groups."""
+    import pyarrow.parquet as pq
+
+    groups = info.read_options["_row_groups"][info.paths.index(path)]
+    version = (path, (storage.info(path) or {}).get("version"))
+    frames, offset = [], 0
+    with storage.open_input(path) as f:
+        reader = pq.ParquetFile(f)
+        for i, (rows, _) in enumerate(groups):
+            lo, hi = max(start, offset), min(stop, offset + rows)
+            if lo < hi:
+                wanted = None if columns is None else list(columns)
+                if columns is None:
+                    group = _CACHE.get((*version, offset), lambda i=i: pl.from_arrow(reader.read_row_group(i)))
+                else:
+                    group = pl.from_arrow(reader.read_row_group(i, columns=wanted))
+                frames.append(group.slice(lo - offset, hi - lo))
+            offset += rows
+    if not frames:
+        return pl.DataFrame(schema=info.polars_schema())
+    return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)

@@ -15,7 +15,6 @@ file once more before the job starts.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
+from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.base import SAMPLE_BLOCKS, RowFormat, conform, parallel_map, sample_starts, schema_to_text
@@ -39,7 +39,7 @@ INFER_BLOCK = 64 * 1024  # bytes per block of the type-inference sample
 
 def first_record_end(path: str, quote: int | None) -> int:
     """Offset just past the first record (the CSV header)."""
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         head = f.read(READ)
         parity, pos = 0, 0
         while True:
@@ -85,7 +85,7 @@ def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None,
     look = LOOK
     while True:
         lo = max(lo_limit, x - look)
-        with open(path, "rb") as f:
+        with storage.open_input(path) as f:
             f.seek(lo)
             buf = np.frombuffer(f.read(min(size, x + look) - lo), dtype=np.uint8)
         parity = 0
@@ -103,7 +103,7 @@ def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None,
 def lines_before(path: str, offset: int) -> int:
     """Newlines before `offset`: a line number for error messages (quoted newlines count too)."""
     lines = 0
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         while offset > 0:
             block = f.read(min(READ, offset))
             if not block:
@@ -143,14 +143,14 @@ class TextFormat(RowFormat):
         for p in paths:
             start = first_record_end(p, quote) if self.has_header else 0
             if self.has_header:
-                with open(p, "rb") as f:
+                with storage.open_input(p) as f:
                     header = f.read(start)
                 file_names = self.header_names(p, header, read_options)
                 if names is not None and file_names != names:
                     raise SourceError(f"file {p!r} has columns {file_names}, but {paths[0]!r} has {names}")
                 names = file_names
             starts.append(start)
-        sizes = [os.path.getsize(p) for p in paths]
+        sizes = [storage.file_size(p) for p in paths]
         options = {
             **read_options,
             "_files": [[start, size] for start, size in zip(starts, sizes, strict=True)],
@@ -158,6 +158,8 @@ class TextFormat(RowFormat):
             "_header": header.decode("utf-8", errors="replace") if header else None,
         }
         indexes = None
+        if read_options.get("exact_rows") and any(storage.is_url(p) for p in paths):
+            raise SourceError("read_options={'exact_rows': True} needs local files (it maps them into memory)")
         if read_options.get("exact_rows"):
             indexes = [build_index(p, start, quote) for p, start in zip(paths, starts, strict=True)]
         if indexes is not None:
@@ -244,7 +246,7 @@ class TextFormat(RowFormat):
 
     @staticmethod
     def read_bytes(piece: Piece) -> bytes:
-        with open(piece.path, "rb") as f:
+        with storage.open_input(piece.path) as f:
             f.seek(piece.start)
             return f.read(piece.stop - piece.start)
 
