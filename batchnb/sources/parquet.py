@@ -66,7 +66,7 @@ class Parquet(RowFormat):
     def inspect(self, paths, read_options, *, workdir):
         import pyarrow.parquet as pq
 
-        groups = []
+        groups, versions = [], []
         for p in paths:
             try:
                 meta = pq.ParquetFile(storage.open_input(p) if storage.is_url(p) else p).metadata
@@ -75,7 +75,9 @@ class Parquet(RowFormat):
             groups.append(
                 [[meta.row_group(i).num_rows, meta.row_group(i).total_byte_size] for i in range(meta.num_row_groups)]
             )
-        return super().inspect(paths, {**read_options, "_row_groups": groups}, workdir=workdir)
+            versions.append((storage.info(p) or {}).get("version") if storage.is_url(p) else None)
+        options = {**read_options, "_row_groups": groups, "_versions": versions}
+        return super().inspect(paths, options, workdir=workdir)
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
         if storage.is_url(path):
@@ -96,46 +98,50 @@ class Parquet(RowFormat):
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         if storage.is_url(path):
             return _remote_rows(info, path, start, stop, None)
-        groups = info.read_options["_row_groups"][info.paths.index(path)]
         stat = os.stat(path)
         version = (path, stat.st_size, stat.st_mtime_ns)  # a rewritten file never hits a stale group
-        frames, offset = [], 0
-        for rows, nbytes in groups:
-            lo, hi = max(start, offset), min(stop, offset + rows)
-            if lo < hi:
-                if nbytes > MAX_CACHED_GROUP:
-                    frames.append(pl.scan_parquet(path).slice(lo, hi - lo).collect())
-                else:
-                    group = _CACHE.get(
-                        (*version, offset), lambda o=offset, r=rows: pl.scan_parquet(path).slice(o, r).collect()
-                    )
-                    frames.append(group.slice(lo - offset, hi - lo))
-            offset += rows
-        if not frames:
-            return pl.scan_parquet(path).head(0).collect()
-        return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+
+        def cut(i: int, offset: int, rows: int, nbytes: int, lo: int, hi: int) -> pl.DataFrame:
+            if nbytes > MAX_CACHED_GROUP:
+                return pl.scan_parquet(path).slice(lo, hi - lo).collect()
+            group = _CACHE.get((*version, offset), lambda: pl.scan_parquet(path).slice(offset, rows).collect())
+            return group.slice(lo - offset, hi - lo)
+
+        return _joined(_cut_groups(info, path, start, stop, cut), lambda: pl.scan_parquet(path).head(0).collect())
+
+
+def _cut_groups(info: DatasetInfo, path: str, start: int, stop: int, cut) -> list[pl.DataFrame]:
+    """Rows [start, stop) of one file, one frame per row group they fall in, each from
+    `cut(group index, group offset, group rows, group bytes, lo, hi)`."""
+    frames, offset = [], 0
+    for i, (rows, nbytes) in enumerate(info.read_options["_row_groups"][info.paths.index(path)]):
+        lo, hi = max(start, offset), min(stop, offset + rows)
+        if lo < hi:
+            frames.append(cut(i, offset, rows, nbytes, lo, hi))
+        offset += rows
+    return frames
+
+
+def _joined(frames: list[pl.DataFrame], empty) -> pl.DataFrame:
+    if not frames:
+        return empty()
+    return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
 
 
 def _remote_rows(info: DatasetInfo, path: str, start: int, stop: int, columns) -> pl.DataFrame:
     """Rows [start, stop) of an object-store file: only the row groups they fall in are fetched
-    (pyarrow reads a group's column chunks by range requests), cached like local groups."""
+    (pyarrow reads a group's column chunks by range requests), whole groups cached like local ones."""
     import pyarrow.parquet as pq
 
-    groups = info.read_options["_row_groups"][info.paths.index(path)]
-    version = (path, (storage.info(path) or {}).get("version"))
-    frames, offset = [], 0
+    version = (path, info.read_options["_versions"][info.paths.index(path)])  # known since inspect: no HEAD
     with storage.open_input(path) as f:
         reader = pq.ParquetFile(f)
-        for i, (rows, _) in enumerate(groups):
-            lo, hi = max(start, offset), min(stop, offset + rows)
-            if lo < hi:
-                wanted = None if columns is None else list(columns)
-                if columns is None:
-                    group = _CACHE.get((*version, offset), lambda i=i: pl.from_arrow(reader.read_row_group(i)))
-                else:
-                    group = pl.from_arrow(reader.read_row_group(i, columns=wanted))
-                frames.append(group.slice(lo - offset, hi - lo))
-            offset += rows
-    if not frames:
-        return pl.DataFrame(schema=info.polars_schema())
-    return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+
+        def cut(i: int, offset: int, rows: int, nbytes: int, lo: int, hi: int) -> pl.DataFrame:
+            if columns is not None:
+                group = pl.from_arrow(reader.read_row_group(i, columns=list(columns)))
+            else:
+                group = _CACHE.get((*version, offset), lambda: pl.from_arrow(reader.read_row_group(i)))
+            return group.slice(lo - offset, hi - lo)
+
+        return _joined(_cut_groups(info, path, start, stop, cut), lambda: pl.DataFrame(schema=info.polars_schema()))

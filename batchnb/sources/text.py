@@ -158,11 +158,10 @@ class TextFormat(RowFormat):
             "_header": header.decode("utf-8", errors="replace") if header else None,
         }
         indexes = None
-        if read_options.get("exact_rows") and any(storage.is_url(p) for p in paths):
-            raise SourceError("read_options={'exact_rows': True} needs local files (it maps them into memory)")
         if read_options.get("exact_rows"):
+            if any(storage.is_url(p) for p in paths):
+                raise SourceError("read_options={'exact_rows': True} needs local files (it maps them into memory)")
             indexes = [build_index(p, start, quote) for p, start in zip(paths, starts, strict=True)]
-        if indexes is not None:
             options.update({"_row_counts": [ix.rows for ix in indexes], "__indexes": indexes})
         draft = DatasetInfo(
             format=self.name, paths=paths, schema={}, read_options=options,
