@@ -101,5 +101,7 @@ def test_bad_object_store_sources_say_what_is_wrong(s3, data, tmp_path):
     s3.pipe(f"{BUCKET}/data/x.feather", b"not really")
     with pytest.raises(bn.SourceError, match="must be local files"):
         bn.BatchJob(f"s3://{BUCKET}/data/x.feather", tmp_path / "o3").plan()
+    with pytest.raises(bn.SourceError, match="install the filesystem for 'nosuchproto'"):
+        bn.BatchJob("nosuchproto://bucket/x.parquet", tmp_path / "o5").plan()
     with pytest.raises(bn.SourceError, match="exact_rows"):
         bn.BatchJob(f"s3://{BUCKET}/data/all.csv", tmp_path / "o4", read_options={"exact_rows": True}).plan()
