@@ -20,6 +20,7 @@ from batchnb.plan import DatasetInfo, decoded_bytes_per_row
 from batchnb.progress import Progress
 from batchnb.runner import Runner
 from batchnb.scoring import callable_detector, check_picklable, fit_detector, resolve_columns
+from batchnb.sources.base import schema_to_ipc
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus, JobStatus
 from batchnb.task import ChunkTask, apply_scorer
@@ -82,10 +83,10 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
     specs = fmt.plan(info, config.chunk_size)
     prepare_s = {"inspect": t1 - t0, "sample": t2 - t1, "fit": t3 - t2, "plan": time.perf_counter() - t3}
     worker_info = info.for_workers()
-    empty_schema = None
+    empty_schema = empty_dtypes = None
     try:
         empty = apply_scorer(scorer, worker_info.polars_schema().to_frame(), keep)
-        empty_schema = {k: str(v) for k, v in empty.schema.items()}
+        empty_schema, empty_dtypes = {k: str(v) for k, v in empty.schema.items()}, schema_to_ipc(empty.schema)
     except Exception:  # noqa: BLE001 - a callable may reject an empty frame; the first part sets the schema then
         pass
     state.set(
@@ -98,6 +99,7 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
         keep=list(keep),
         chunk_size=config.chunk_size,
         output_schema=empty_schema,
+        output_dtypes=empty_dtypes,
         prepare_s=prepare_s,
     )
     if not callable_detector(config):

@@ -58,6 +58,7 @@ class DatasetInfo:
     read_options: dict[str, Any] = field(default_factory=dict)
     total_rows: int = 0
     total_bytes: int = 0
+    dtypes: str = ""  # the exact schema (sources.base.schema_to_ipc); `schema` is its readable form
 
     def for_workers(self) -> DatasetInfo:
         """Without driver-only state (keys starting with "__"), so tasks stay small."""
@@ -67,8 +68,10 @@ class DatasetInfo:
     def polars_schema(self):
         import polars as pl
 
-        from batchnb.sources.base import dtype_from_text
+        from batchnb.sources.base import dtype_from_text, schema_from_ipc
 
+        if self.dtypes:
+            return schema_from_ipc(self.dtypes)
         return pl.Schema({name: dtype_from_text(t) for name, t in self.schema.items()})
 
 

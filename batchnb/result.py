@@ -9,25 +9,23 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.errors import ChunkError
+from batchnb.sources.base import dtype_from_text, schema_from_ipc
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus
 
 __all__ = ["JobResult", "VerifyReport", "read_output"]
 
 
-def _dtype(text: str) -> pl.DataType:
-    from batchnb.sources.base import dtype_from_text
-
-    return dtype_from_text(text)
-
-
 def read_output(output: str | Path) -> pl.LazyFrame:
     """The done parts of a job as one LazyFrame, in input row order."""
     with JobState.open(output) as state:
         parts = [str(Path(output, c.part)) for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
-        schema = state.get("output_schema")
+        schema, dtypes = state.get("output_schema"), state.get("output_dtypes")
         output_format = state.get("config", {}).get("output_format", "parquet")
-    polars_schema = pl.Schema({k: _dtype(v) for k, v in schema.items()}) if schema else None
+    if dtypes:
+        polars_schema = schema_from_ipc(dtypes)
+    else:  # a state written before exact dtypes were kept
+        polars_schema = pl.Schema({k: dtype_from_text(v) for k, v in schema.items()}) if schema else None
     if not parts:
         return pl.LazyFrame(schema=polars_schema or {})
     return sinks.scan_parts(parts, sinks.get(output_format), polars_schema)

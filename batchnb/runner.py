@@ -245,7 +245,7 @@ class Runner:
             )
         if self._schema is None:
             self._schema = outcome.schema
-            self.state.set(output_schema=outcome.schema)
+            self.state.set(output_schema=outcome.schema, output_dtypes=outcome.dtypes)
         elif outcome.schema != self._schema:
             msg = f"chunk {outcome.index} output columns {outcome.schema} differ from the other parts' {self._schema}"
             raise OutputCheckError(msg)

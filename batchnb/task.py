@@ -13,6 +13,7 @@ import polars as pl
 
 from batchnb.detectors.base import FittedDetector
 from batchnb.plan import ChunkSpec, DatasetInfo
+from batchnb.sources.base import schema_to_ipc
 
 __all__ = ["ChunkOutcome", "ChunkTask", "apply_scorer", "run_chunk"]
 
@@ -42,6 +43,7 @@ class ChunkOutcome:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     worker: str = ""
+    dtypes: str = ""  # `schema` exactly (sources.base.schema_to_ipc)
 
 
 def apply_scorer(scorer: FittedDetector | Callable, frame: pl.DataFrame, keep: tuple[str, ...]) -> pl.DataFrame:
@@ -95,4 +97,5 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
         seconds=time.perf_counter() - t0,
         timings={"read": t1 - t0, "score": t2 - t1, **write_timings},
         worker=f"{socket.gethostname()}:{os.getpid()}",
+        dtypes=schema_to_ipc(schema),
     )

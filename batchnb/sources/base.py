@@ -15,7 +15,16 @@ from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 
-__all__ = ["Format", "RowFormat", "dtype_from_text", "dtype_to_text", "resolve_paths", "sample_starts"]
+__all__ = [
+    "Format",
+    "RowFormat",
+    "dtype_from_text",
+    "dtype_to_text",
+    "resolve_paths",
+    "sample_starts",
+    "schema_from_ipc",
+    "schema_to_ipc",
+]
 
 SAMPLE_BLOCKS = 32
 
@@ -45,6 +54,22 @@ def dtype_from_text(text: str) -> pl.DataType:
 
 def schema_to_text(schema: pl.Schema) -> dict[str, str]:
     return {name: dtype_to_text(dtype) for name, dtype in schema.items()}
+
+
+def schema_to_ipc(schema: pl.Schema) -> str:
+    """The exact schema (time zones, decimals, nesting, categories) as text that crosses JSON and Polars versions:
+    an Arrow IPC schema message, base64."""
+    import base64
+
+    return base64.b64encode(pl.DataFrame(schema=schema).to_arrow().schema.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_ipc(text: str) -> pl.Schema:
+    import base64
+
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))).empty_table()).schema
 
 
 _GLOB_CHARS = set("*?[")
@@ -176,6 +201,7 @@ class RowFormat:
             format=self.name,
             paths=paths,
             schema=schema_to_text(schema),
+            dtypes=schema_to_ipc(schema),
             read_options=read_options,
             total_rows=sum(counts),
             total_bytes=sum(storage.file_size(p) for p in paths),

@@ -25,7 +25,15 @@ import polars as pl
 from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
-from batchnb.sources.base import SAMPLE_BLOCKS, RowFormat, conform, parallel_map, sample_starts, schema_to_text
+from batchnb.sources.base import (
+    SAMPLE_BLOCKS,
+    RowFormat,
+    conform,
+    parallel_map,
+    sample_starts,
+    schema_to_ipc,
+    schema_to_text,
+)
 from batchnb.sources.record_index import NEWLINE, build_index, offset_of_row, real_newlines
 
 __all__ = ["TextFormat"]
@@ -175,7 +183,7 @@ class TextFormat(RowFormat):
         schema = _unify(frames, names)
         overrides = read_options.get("schema_overrides") or {}
         schema = pl.Schema({**dict(schema), **overrides})
-        info = DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema)})
+        info = DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema), "dtypes": schema_to_ipc(schema)})
         if indexes is None:  # rows are estimated from the sample's bytes per record until the chunks have run
             sampled_bytes, sampled_rows = sum(p.stop - p.start for p in pieces), sum(f.height for f in frames)
             per_row = sampled_bytes / sampled_rows if sampled_rows else float(max(1, draft.total_bytes))
