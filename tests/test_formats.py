@@ -580,3 +580,85 @@ def test_changed_csv_source_same_size_is_refused(tmp_path):
     assert os.path.getsize(path) == stat.st_size
     with pytest.raises(bn.JobStateError):
         run_job(str(path), output, chunk_size=1_000, engine="sequential")
+
+
+def _typed_frame(n: int) -> pl.DataFrame:
+    """Column types whose Arrow and Polars readings could differ: text, categories, time zones, decimals, nesting."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    return pl.DataFrame(
+        {
+            "id": np.arange(n, dtype=np.int64),
+            "text": [None if i % 7 == 0 else f"t{i}" for i in range(n)],
+            "cat": pl.Series([f"c{i % 5}" for i in range(n)], dtype=pl.Categorical),
+            "when": pl.Series([datetime(2026, 1, 1 + i % 28) for i in range(n)]).dt.replace_time_zone("Europe/Paris"),
+            "price": pl.Series([Decimal(f"{i}.25") for i in range(n)], dtype=pl.Decimal(12, 2)),
+            "tags": [[i, i + 1] if i % 3 else None for i in range(n)],
+            "point": [{"x": float(i), "y": None if i % 4 == 0 else i} for i in range(n)],
+            "small": pl.Series(np.arange(n) % 100, dtype=pl.Int8),
+            "flag": [None if i % 9 == 0 else i % 2 == 0 for i in range(n)],
+        }
+    )
+
+
+@pytest.mark.parametrize("writer", ["polars", "pyarrow", "pandas"])
+def test_parquet_chunks_read_as_polars_reads_the_file(writer, tmp_path):
+    """Chunks come from row groups decoded through a memory map; every column type must come out exactly as
+    Polars itself reads the file, whoever wrote it, for chunks inside, across and at the ends of row groups."""
+    import pyarrow.parquet as pq
+
+    from batchnb.sources import get, open_dataset
+
+    frame, path = _typed_frame(3_000), tmp_path / "typed.parquet"
+    if writer == "polars":
+        frame.write_parquet(path, row_group_size=1_000)
+    elif writer == "pyarrow":
+        pq.write_table(frame.to_arrow(), path, row_group_size=1_000)
+    else:
+        frame.drop("point").to_pandas(use_pyarrow_extension_array=False).to_parquet(path, row_group_size=1_000)
+    expected = pl.read_parquet(path)
+    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    for chunk_size in (700, 1_000, 3_000):
+        specs = get("parquet").plan(info, chunk_size)
+        got = pl.concat([get("parquet").read(info, spec) for spec in specs])
+        assert got.schema == expected.schema, (writer, chunk_size)
+        assert got.equals(expected), (writer, chunk_size)
+
+
+def test_parquet_chunk_falls_back_to_polars_when_arrow_types_differ(tmp_path, monkeypatch):
+    """Should pyarrow ever decode a column to another type than Polars' reader, chunks still come out as
+    Polars reads the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchnb.sources import get, open_dataset
+
+    frame, path = _typed_frame(2_000), tmp_path / "typed.parquet"
+    frame.write_parquet(path, row_group_size=1_000)
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def as_text(self, i, *args, **kwargs):
+        table = read_row_group(self, i, *args, **kwargs)
+        return table.set_column(1, "text", table.column("text").cast(pa.large_binary()))
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", as_text)
+    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    got = pl.concat([get("parquet").read(info, spec) for spec in get("parquet").plan(info, 1_000)])
+    assert got.equals(pl.read_parquet(path))
+
+
+@pytest.mark.parametrize("output_format", ["parquet", "feather", "csv", "json"])
+def test_rich_column_types_survive_the_job(output_format, tmp_path):
+    """Time zones, decimals, categories and nested columns are kept from the source through the parts to
+    `read()`, as far as the output format can hold them (NDJSON holds decimals as text)."""
+    keep = {"csv": ["id", "x", "when", "price", "cat"], "json": ["id", "x", "when", "cat"]}.get(output_format)
+    frame = _typed_frame(3_000).with_columns(x=pl.Series(np.linspace(0.0, 1.0, 3_000)))
+    source = write_source(frame if keep is None else frame.select(keep), "parquet", tmp_path / "src.parquet")
+    result = run_job(source, tmp_path / "out", columns=["x"], chunk_size=1_000, engine="threads",
+                     output_format=output_format, retries=0)  # fmt: skip
+    assert result.status == "succeeded", result.errors
+    out = result.read().collect()
+    expected = frame if keep is None else frame.select(keep)
+    assert out.select(expected.columns).schema == expected.schema
+    assert out.select(expected.columns).equals(expected)

