@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 
@@ -45,6 +45,29 @@ def _traceback_text(exc: BaseException | None) -> str:
     if cause is not None and type(cause).__name__ == "RemoteTraceback":
         return str(cause)
     return "".join(traceback.format_exception(exc))
+
+
+def interleave(specs: list[ChunkSpec], key: Callable[[ChunkSpec], Hashable | None], lanes: int) -> list[ChunkSpec]:
+    """Input order, regrouped so that `lanes` workers each work through their own run of chunks sharing a key.
+
+    Runs of chunks with the same key (a Parquet row group) are taken `lanes` at a time and dealt in
+    turn, so the chunks in flight at any moment come from `lanes` different runs: a worker keeps one
+    run, and no worker waits for another's.
+    """
+    runs: list[list[ChunkSpec]] = []
+    last: object = object()
+    for spec in specs:
+        k = key(spec)
+        if k is None or k != last:
+            runs.append([])
+        runs[-1].append(spec)
+        last = k
+    out: list[ChunkSpec] = []
+    for i in range(0, len(runs), max(1, lanes)):
+        block = runs[i : i + max(1, lanes)]
+        for depth in range(max(len(r) for r in block)):
+            out.extend(r[depth] for r in block if depth < len(r))
+    return out
 
 
 class OutputCheckError(Exception):
@@ -99,7 +122,8 @@ class Runner:
         self._schema = self.state.get("output_schema")
         # Driver seconds per activity, for the overhead breakdown (workers time their own steps per chunk).
         self._driver_s = {"submit": 0.0, "commit": 0.0, "progress": 0.0}
-        queue = list(todo)
+        lanes = self._affinity_lanes()
+        queue = interleave(list(todo), self._locality, lanes) if lanes > 1 else list(todo)
         queue.reverse()  # pop() from the end keeps input order
         retry_heap: list[tuple[float, int, ChunkSpec, int]] = []
         inflight: dict[Future, _Inflight] = {}
@@ -130,7 +154,11 @@ class Runner:
                 t = time.perf_counter()
                 self.state.mark_running(spec.index, attempt)
                 try:
-                    future = self.engine.submit(run_chunk, self.make_task(spec))
+                    task = self.make_task(spec)
+                    if lanes > 1:
+                        future = self.engine.submit(run_chunk, task, affinity=self._locality(spec, task))
+                    else:
+                        future = self.engine.submit(run_chunk, task)
                 except EngineError as exc:
                     lost = exc
                     self.state.mark([spec.index], ChunkStatus.PENDING)
@@ -177,6 +205,17 @@ class Runner:
         if lost is not None:
             raise lost
         return status
+
+    def _affinity_lanes(self) -> int:
+        """Worker processes of an engine that can send a chunk where its row group is cached (else 1)."""
+        lanes = getattr(self.engine, "affinity_lanes", None)
+        return (lanes() or 1) if lanes is not None else 1
+
+    def _locality(self, spec: ChunkSpec, task: ChunkTask | None = None) -> Hashable | None:
+        from batchnb import sources
+
+        dataset = (task or self.make_task(spec)).dataset
+        return sources.get(dataset.format).locality(dataset, spec)
 
     def _poll_engine(self, now: float) -> EngineError | None:
         """Cluster engines: is the cluster still there, and how many chunks can it run at once?"""

@@ -134,6 +134,26 @@ def test_dask_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, ex
 
 
 @pytest.mark.slow
+def test_dask_sends_every_chunk_of_a_row_group_to_one_worker(tmp_path) -> None:
+    """Each worker process caches the row groups it decodes: all chunks of a group go to one worker (a group is
+    read once on the cluster, not once per worker), and the groups are dealt so that every worker has work."""
+    frame = make_frame(4 * SLOW_ROWS, seed=6)
+    source = tmp_path / "groups.parquet"
+    frame.write_parquet(source, row_group_size=8_000)  # 6 row groups of 4 chunks
+    with dask_cluster(tmp_path, n_workers=3) as cluster:
+        job = bn.BatchJob(str(source), str(tmp_path / "out"), detector=slow_scores, chunk_size=2_000,
+                          engine=DaskEngine(cluster.address))  # fmt: skip
+        result = job.run(progress=None)
+        assert result.status == "succeeded", result.errors
+        assert result.read().collect().get_column("id").equals(frame.get_column("id"))
+        with sqlite3.connect(tmp_path / "out" / "_batchnb" / "state.sqlite") as conn:
+            writers = dict(conn.execute("SELECT idx, worker FROM chunks"))
+        by_group = {g: {writers[i] for i in range(4 * g, 4 * g + 4)} for g in range(6)}
+        assert all(len(w) == 1 for w in by_group.values()), by_group
+        assert len(set(writers.values())) == 3  # every worker had row groups of its own
+
+
+@pytest.mark.slow
 def test_dask_worker_metrics_count_workers_psutil_cannot_see(tmp_path, monkeypatch) -> None:
     with dask_cluster(tmp_path, n_workers=2) as cluster:
         engine = DaskEngine(cluster.address)

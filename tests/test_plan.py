@@ -75,3 +75,17 @@ def test_plan_warns_about_pickle_input_and_unpicklable_functions(tmp_path):
 def test_plan_renders_as_html_with_the_recommendation(parquet, tmp_path):
     html = bn.BatchJob(parquet, tmp_path / "out", chunk_size=2_000).plan()._repr_html_()
     assert "chunk_size=10_000" in html and "row group" in html and "<table" in html
+
+
+def test_interleave_deals_runs_of_a_key_to_lanes_in_turn() -> None:
+    """Chunks sharing a row group stay in order on one lane; `lanes` row groups are in flight at once."""
+    from batchnb.plan import ChunkSpec
+    from batchnb.runner import interleave
+
+    specs = [ChunkSpec(index=i, pieces=(), rows=(i, i + 1), nbytes=0) for i in range(11)]
+    group = {i: i // 3 for i in range(9)}  # groups 0,0,0 1,1,1 2,2,2; chunks 9 and 10 have no key
+    key = lambda spec: group.get(spec.index)  # noqa: E731
+    order = [s.index for s in interleave(specs, key, lanes=2)]
+    assert order == [0, 3, 1, 4, 2, 5, 6, 9, 7, 8, 10]
+    assert [s.index for s in interleave(specs, key, lanes=1)] == list(range(11))
+    assert sorted(s.index for s in interleave(specs, key, lanes=5)) == list(range(11))

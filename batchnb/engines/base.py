@@ -21,7 +21,10 @@ class Engine(Protocol):
     `check()` raises `EngineError` when the cluster is gone (a future may also fail with `EngineError`):
     the job then ends failed, its running chunks go back to pending and no attempt is spent;
     `capacity() -> int | None` is the number of task slots, so the runner keeps that many chunks busy;
-    `remote_resources() -> (cpu_percent, rss_bytes) | None` covers workers that psutil cannot see.
+    `remote_resources() -> (cpu_percent, rss_bytes) | None` covers workers that psutil cannot see;
+    `affinity_lanes() -> int | None` is the number of worker processes: when above one, the runner
+    deals chunks to them by locality key (see `Format.locality`) and calls `submit(fn, arg, affinity=key)`,
+    and the engine sends chunks with one key to one worker.
     """
 
     name: ClassVar[str]

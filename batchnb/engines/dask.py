@@ -6,6 +6,10 @@ tasks are submitted with `retries=0`, and the embedded scheduler runs with `allo
 task whose worker dies fails at once (`KilledWorker`) and the runner retries it with its own backoff
 on the workers that are left. A scheduler that goes away turns every running chunk into an
 `EngineError`, which ends the job `failed` with its finished parts kept.
+
+Each worker process keeps its own cache of decoded Parquet row groups, so the chunks of one row
+group go to one worker (a loose restriction: the scheduler may still move them, e.g. when that
+worker is gone), and the runner deals row groups to workers in turn so that none waits.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ class DaskEngine:
     _restart: set = field(default_factory=set, init=False, repr=False, compare=False)
     _metrics: tuple = field(default=(0.0, None), init=False, repr=False, compare=False)
     _pids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _homes: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # affinity -> worker
+    _load: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # worker -> chunks sent
 
     def __post_init__(self) -> None:
         embedded_only = {
@@ -110,6 +116,8 @@ class DaskEngine:
         self._restart.clear()
         self._metrics = (0.0, None)
         self._pids.clear()
+        self._homes.clear()
+        self._load.clear()
         if self.address is not None:
             self._client, self._own_client = _join(self.address), True
         elif (current := _default_client()) is not None:
@@ -154,7 +162,27 @@ class DaskEngine:
             return None
 
     # --- tasks ---------------------------------------------------------------------------------------
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+    def affinity_lanes(self) -> int | None:
+        """Worker processes: chunks sharing an affinity key are sent to one of them."""
+        info = self._scheduler_info()
+        return len(info.get("workers", {})) if info is not None else None
+
+    def _home(self, affinity: Any) -> str | None:
+        """The worker for this key: the one it went to before if still there, else the least loaded."""
+        info = self._scheduler_info()
+        workers = sorted(info.get("workers", {})) if info is not None else []
+        if affinity is None or not workers:
+            return None
+        home = self._homes.get(affinity)
+        if home not in workers:
+            home = min(workers, key=lambda w: self._load.get(w, 0))
+            if len(self._homes) > 4096:  # keys of finished row groups are never asked for again
+                self._homes.clear()
+            self._homes[affinity] = home
+        self._load[home] = self._load.get(home, 0) + 1
+        return home
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Any = None) -> Future:
         import cloudpickle
 
         from batchnb.engines.processes import call_pickled
@@ -165,8 +193,10 @@ class DaskEngine:
             stuck, self._restart = self._restart, set()
             _restart_workers(self._client, stuck)
         key = _chunk_key(arg)
+        home = self._home(affinity)
+        where = {"workers": [home], "allow_other_workers": True} if home is not None else {}
         try:
-            inner = self._executor.submit(call_pickled, cloudpickle.dumps((fn, arg)), key=key)
+            inner = self._executor.submit(call_pickled, cloudpickle.dumps((fn, arg)), key=key, **where)
         except Exception as exc:
             raise self._lost(f"submitting a chunk failed ({type(exc).__name__}: {exc})") from exc
         future: Future = Future()

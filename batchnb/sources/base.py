@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -172,6 +172,11 @@ class Format(Protocol):
 
     def read(self, info: DatasetInfo, spec: ChunkSpec) -> pl.DataFrame: ...
 
+    def locality(self, info: DatasetInfo, spec: ChunkSpec) -> Hashable | None:
+        """What a worker that read this chunk has already decoded (a Parquet row group), or None: chunks
+        with the same key are cheaper on the same worker."""
+        ...
+
 
 class RowFormat:
     """A format whose files know their row counts from metadata: chunks are exact global row ranges."""
@@ -206,6 +211,9 @@ class RowFormat:
             total_rows=sum(counts),
             total_bytes=sum(storage.file_size(p) for p in paths),
         )
+
+    def locality(self, info: DatasetInfo, spec: ChunkSpec) -> Hashable | None:
+        return None
 
     def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:
         """Global rows [start, stop) as per-file pieces."""

@@ -3,7 +3,8 @@
 Decoding a 100k-row slice of a 1M-row row group costs almost half as much as decoding the whole
 group, so ten chunks of one group would decode it about five times over. Workers keep the last
 few decoded row groups (bounded in bytes) and cut chunks from them without copying; a row group
-too large for the cache is sliced lazily as before.
+too large for the cache is sliced lazily as before. On a cluster, where each worker process has
+its own cache, `locality` lets the runner send every chunk of a row group to the same worker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import SourceError
-from batchnb.plan import DatasetInfo
+from batchnb.plan import ChunkSpec, DatasetInfo
 from batchnb.sources.base import RowFormat
 
 __all__ = ["Parquet", "RowGroupCache"]
@@ -94,6 +95,17 @@ class Parquet(RowFormat):
             return _remote_rows(info, path, start, stop, columns)
         scan = pl.scan_parquet(path)
         return (scan if columns is None else scan.select(columns)).slice(start, stop - start).collect()
+
+    def locality(self, info: DatasetInfo, spec: ChunkSpec) -> tuple[str, int] | None:
+        """The row group this chunk starts in: a worker that decoded it for one chunk has it cached."""
+        if not spec.pieces:
+            return None
+        piece, offset = spec.pieces[0], 0
+        for i, (rows, _) in enumerate(info.read_options["_row_groups"][info.paths.index(piece.path)]):
+            offset += rows
+            if piece.start < offset:
+                return piece.path, i
+        return None
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         if storage.is_url(path):
