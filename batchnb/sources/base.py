@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections.abc import Hashable, Sequence
@@ -64,12 +65,14 @@ def schema_to_ipc(schema: pl.Schema) -> str:
     return base64.b64encode(pl.DataFrame(schema=schema).to_arrow().schema.serialize().to_pybytes()).decode("ascii")
 
 
+@functools.lru_cache(maxsize=64)
 def schema_from_ipc(text: str) -> pl.Schema:
     import base64
 
     import pyarrow as pa
 
-    return pl.from_arrow(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))).empty_table()).schema
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+    return pl.from_arrow(pa.Table.from_batches([], schema=schema)).schema  # (empty_table() imports pandas)
 
 
 _GLOB_CHARS = set("*?[")
