@@ -89,3 +89,18 @@ def test_interleave_deals_runs_of_a_key_to_lanes_in_turn() -> None:
     assert order == [0, 3, 1, 4, 2, 5, 6, 9, 7, 8, 10]
     assert [s.index for s in interleave(specs, key, lanes=1)] == list(range(11))
     assert sorted(s.index for s in interleave(specs, key, lanes=5)) == list(range(11))
+
+
+def test_pool_worker_takes_its_own_row_group_then_an_unclaimed_one_then_any() -> None:
+    from collections import deque
+
+    from batchnb.engines.pool import pick
+
+    a, b = object(), object()
+    homes = {"g0": a, "g1": b}
+    queue = deque((None, b"", key) for key in ["g1", "g0", "g2", "g0"])
+    assert pick(queue, a, homes) == 1  # its own group first, even behind another worker's
+    assert pick(queue, b, homes) == 0
+    assert pick(deque((None, b"", k) for k in ["g1", "g2"]), a, homes) == 1  # then a group nobody holds
+    assert pick(deque((None, b"", k) for k in ["g1", None]), a, homes) == 1  # (a chunk without a key is anyone's)
+    assert pick(deque((None, b"", k) for k in ["g1", "g1"]), a, homes) == 0  # else help out: never idle

@@ -113,3 +113,44 @@ def test_guard_admits_one_chunk_until_it_has_measured_one():
 def test_recommended_chunk_size_fits_half_the_room():
     assert recommend_chunk_size(100_000, per_chunk=800 * MiB, available=400 * MiB) == 25_000
     assert recommend_chunk_size(5_000, per_chunk=10**12, available=MiB) == 1_000
+
+
+def _sleep_then_pid(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_worker_pool_runs_a_queued_task_where_its_row_group_is_cached() -> None:
+    """A freed worker skips queued tasks of another worker's row group for one of its own (with FIFO it would
+    take the first queued task)."""
+    from batchnb.engines.pool import WorkerPool
+
+    pool = WorkerPool(2)
+    try:
+        pids = {f.result(timeout=60) for f in [pool.submit(_sleep_then_pid, 0.3) for _ in range(2)]}
+        assert len(pids) == 2  # both workers are up
+        slow = pool.submit(_sleep_then_pid, 1.0, affinity="g0")
+        fast = pool.submit(_sleep_then_pid, 0.1, affinity="g1")
+        g0_next = pool.submit(_sleep_then_pid, 1.0, affinity="g0")  # first in the queue...
+        g1_next = pool.submit(_sleep_then_pid, 0.0, affinity="g1")  # ...but this one is for the freed worker
+        assert g1_next.result(timeout=60) == fast.result() != slow.result()
+        assert g0_next.result(timeout=60) in pids  # then, rather than wait for its group's worker, any worker
+    finally:
+        pool.close()
+
+
+def test_processes_engine_with_row_group_affinity_gives_the_sequential_output(tmp_path) -> None:
+    frame = pl.DataFrame({"id": np.arange(48_000), "x": np.random.default_rng(3).normal(size=48_000)})
+    source = tmp_path / "groups.parquet"
+    frame.write_parquet(source, row_group_size=8_000)  # 6 row groups of 4 chunks
+    outputs = {}
+    for engine in ("sequential", "processes"):
+        job = bn.BatchJob(str(source), str(tmp_path / engine), detector="zscore", chunk_size=2_000, engine=engine,
+                          resources=bn.Resources(max_workers=2))  # fmt: skip
+        result = job.run(progress=None)
+        assert result.status == "succeeded", result.errors
+        outputs[engine] = result.read().collect()
+    assert outputs["processes"].equals(outputs["sequential"])

@@ -2,7 +2,9 @@
 
 `concurrent.futures.ProcessPoolExecutor` cannot stop one running task, and one dead worker breaks the
 whole pool. Here every worker has its own pipe: a chunk over its time limit is killed with its worker,
-a worker that dies fails only its own task, and a fresh worker takes its place.
+a worker that dies fails only its own task, and a fresh worker takes its place. Tasks may name an
+affinity key (a Parquet row group): an idle worker takes the first queued task whose key it already
+holds, else one whose key no worker holds yet, else any task, so no worker idles while work waits.
 """
 
 from __future__ import annotations
@@ -61,35 +63,53 @@ class _Worker:
         self.future: Future | None = None
 
 
+def pick(queue: deque[tuple[Future, bytes, object]], worker: object, homes: dict[object, object]) -> int:
+    """Index of the queued task `worker` should run next: one whose key it holds, else one whose key no
+    worker holds (it becomes this worker's), else the first in the queue."""
+    unclaimed = None
+    for i, (_, _, key) in enumerate(queue):
+        home = homes.get(key) if key is not None else None
+        if home is worker:
+            return i
+        if unclaimed is None and home is None:
+            unclaimed = i
+    return unclaimed if unclaimed is not None else 0
+
+
 class WorkerPool:
     def __init__(self, workers: int) -> None:
         self._ctx = multiprocessing.get_context("spawn")  # never fork: Polars' thread pools do not survive it
         self._lock = threading.Lock()
-        self._queue: deque[tuple[Future, bytes]] = deque()
+        self._queue: deque[tuple[Future, bytes, object]] = deque()
+        self._homes: dict[object, _Worker] = {}  # affinity key -> the worker that ran it last
         self._workers = [_Worker(self._ctx) for _ in range(workers)]
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closed = False
         self._collector = threading.Thread(target=self._collect, name="batchnb-pool-collector", daemon=True)
         self._collector.start()
 
-    def submit(self, fn, arg) -> Future:
+    def submit(self, fn, arg, affinity: object = None) -> Future:
         future: Future = Future()
         payload = cloudpickle.dumps((fn, arg))
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker pool is closed")
-            self._queue.append((future, payload))
+            self._queue.append((future, payload, affinity))
             self._dispatch()
         return future
 
     def _dispatch(self) -> None:
         for worker in self._workers:
-            if not self._queue:
-                return
-            if worker.future is None:
-                future, payload = self._queue.popleft()
+            while self._queue and worker.future is None:
+                i = pick(self._queue, worker, self._homes)
+                future, payload, key = self._queue[i]
+                del self._queue[i]
                 if not future.set_running_or_notify_cancel():
-                    continue
+                    continue  # cancelled while queued
+                if key is not None:
+                    if len(self._homes) > 4096:  # keys of finished row groups are never asked for again
+                        self._homes.clear()
+                    self._homes[key] = worker
                 worker.future = future
                 worker.conn.send_bytes(payload)
 
@@ -145,6 +165,7 @@ class WorkerPool:
             msg = f"worker process {worker.process.pid} died (exit code {code}) while running the chunk"
             worker.future.set_exception(WorkerLostError(msg))
         worker.conn.close()
+        self._homes = {key: home for key, home in self._homes.items() if home is not worker}
         index = self._workers.index(worker)
         if not self._closed:
             self._workers[index] = _Worker(self._ctx)
@@ -152,7 +173,7 @@ class WorkerPool:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            for future, _ in self._queue:
+            for future, _, _ in self._queue:
                 future.cancel()
             self._queue.clear()
             workers = list(self._workers)

@@ -30,9 +30,13 @@ class ProcessesEngine:
     def open(self, workers: int) -> None:
         self._pool = WorkerPool(workers)
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+    def affinity_lanes(self) -> int | None:
+        """Each worker process caches the row groups it decodes: chunks of one group go to one worker."""
+        return len(self._pool.pids()) if self._pool is not None else None
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Any = None) -> Future:
         assert self._pool is not None, "open() first"
-        return self._pool.submit(fn, arg)
+        return self._pool.submit(fn, arg, affinity)
 
     def cancel(self, future: Future) -> None:
         if self._pool is not None:
