@@ -83,7 +83,7 @@ class DaskEngine:
     _metrics: tuple = field(default=(0.0, None), init=False, repr=False, compare=False)
     _pids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _homes: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # affinity -> worker
-    _load: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # worker -> chunks sent
+    _load: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # worker -> chunks running
 
     def __post_init__(self) -> None:
         embedded_only = {
@@ -168,7 +168,8 @@ class DaskEngine:
         return len(info.get("workers", {})) if info is not None else None
 
     def _home(self, affinity: Any) -> str | None:
-        """The worker for this key: the one it went to before if still there, else the least loaded."""
+        """The worker for this key: the one it went to before if still there, else the one with the fewest
+        chunks in flight (a worker that joins late gets its share of new keys, not all of them)."""
         info = self._scheduler_info()
         workers = sorted(info.get("workers", {})) if info is not None else []
         if affinity is None or not workers:
@@ -202,11 +203,13 @@ class DaskEngine:
         future: Future = Future()
         future.set_running_or_notify_cancel()
         self._remote[future] = (key, inner)
-        inner.add_done_callback(lambda f: self._relay(f, future))
+        inner.add_done_callback(lambda f: self._relay(f, future, home))
         return future
 
-    def _relay(self, inner: Future, future: Future) -> None:
+    def _relay(self, inner: Future, future: Future, home: str | None = None) -> None:
         """Hand the task's outcome to the runner's Future (runs on the client's event loop: never block)."""
+        if home is not None:
+            self._load[home] = self._load.get(home, 1) - 1
         if inner.cancelled():
             # The client cancels every future when it loses the scheduler; after batchnb's own cancel()
             # the runner's Future is already settled and this does nothing.
