@@ -83,7 +83,7 @@ class DaskEngine:
     _metrics: tuple = field(default=(0.0, None), init=False, repr=False, compare=False)
     _pids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _homes: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # affinity -> worker
-    _load: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # worker -> chunks running
+    _dealt: int = field(default=0, init=False, repr=False, compare=False)  # keys dealt so far
 
     def __post_init__(self) -> None:
         embedded_only = {
@@ -117,7 +117,7 @@ class DaskEngine:
         self._metrics = (0.0, None)
         self._pids.clear()
         self._homes.clear()
-        self._load.clear()
+        self._dealt = 0
         if self.address is not None:
             self._client, self._own_client = _join(self.address), True
         elif (current := _default_client()) is not None:
@@ -168,19 +168,19 @@ class DaskEngine:
         return len(info.get("workers", {})) if info is not None else None
 
     def _home(self, affinity: Any) -> str | None:
-        """The worker for this key: the one it went to before if still there, else the one with the fewest
-        chunks in flight (a worker that joins late gets its share of new keys, not all of them)."""
+        """The worker for this key: the one it went to before if still there, else the next in turn. The runner
+        deals keys to as many lanes as there are workers, so dealing them in turn keeps every worker busy."""
         info = self._scheduler_info()
         workers = sorted(info.get("workers", {})) if info is not None else []
         if affinity is None or not workers:
             return None
         home = self._homes.get(affinity)
         if home not in workers:
-            home = min(workers, key=lambda w: self._load.get(w, 0))
+            home = workers[self._dealt % len(workers)]
+            self._dealt += 1
             if len(self._homes) > 4096:  # keys of finished row groups are never asked for again
                 self._homes.clear()
             self._homes[affinity] = home
-        self._load[home] = self._load.get(home, 0) + 1
         return home
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Any = None) -> Future:
@@ -203,13 +203,11 @@ class DaskEngine:
         future: Future = Future()
         future.set_running_or_notify_cancel()
         self._remote[future] = (key, inner)
-        inner.add_done_callback(lambda f: self._relay(f, future, home))
+        inner.add_done_callback(lambda f: self._relay(f, future))
         return future
 
-    def _relay(self, inner: Future, future: Future, home: str | None = None) -> None:
+    def _relay(self, inner: Future, future: Future) -> None:
         """Hand the task's outcome to the runner's Future (runs on the client's event loop: never block)."""
-        if home is not None:
-            self._load[home] = self._load.get(home, 1) - 1
         if inner.cancelled():
             # The client cancels every future when it loses the scheduler; after batchnb's own cancel()
             # the runner's Future is already settled and this does nothing.
