@@ -24,8 +24,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench.py
-	$(BIN)/python benchmarks/readme_table.py
+	$(BIN)/python benchmarks/bench.py; status=$$?; $(BIN)/python benchmarks/readme_table.py && exit $$status
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick
