@@ -21,6 +21,7 @@ __all__ = [
     "RowFormat",
     "dtype_from_text",
     "dtype_to_text",
+    "polars_schema_of",
     "resolve_paths",
     "sample_starts",
     "schema_from_ipc",
@@ -71,8 +72,14 @@ def schema_from_ipc(text: str) -> pl.Schema:
 
     import pyarrow as pa
 
-    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
-    return pl.from_arrow(pa.Table.from_batches([], schema=schema)).schema  # (empty_table() imports pandas)
+    return polars_schema_of(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))))
+
+
+def polars_schema_of(arrow_schema) -> pl.Schema:
+    """The Polars schema of an Arrow schema (without `Schema.empty_table()`, which imports pandas)."""
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.Table.from_batches([], schema=arrow_schema)).schema
 
 
 _GLOB_CHARS = set("*?[")

@@ -19,7 +19,7 @@ import polars as pl
 from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo
-from batchnb.sources.base import RowFormat
+from batchnb.sources.base import RowFormat, polars_schema_of
 
 __all__ = ["Parquet", "RowGroupCache"]
 
@@ -85,7 +85,7 @@ class Parquet(RowFormat):
             import pyarrow.parquet as pq
 
             with storage.open_input(path) as f:
-                return pl.from_arrow(pq.ParquetFile(f).schema_arrow.empty_table()).schema
+                return polars_schema_of(pq.ParquetFile(f).schema_arrow)
         return pl.read_parquet_schema(path)
 
     def read_sample_rows(self, info, path, start, stop, columns):
