@@ -60,10 +60,16 @@ def schema_to_text(schema: pl.Schema) -> dict[str, str]:
 
 def schema_to_ipc(schema: pl.Schema) -> str:
     """The exact schema (time zones, decimals, nesting, categories) as text that crosses JSON and Polars versions:
-    an Arrow IPC schema message, base64."""
+    an Arrow IPC schema message, base64. Every chunk's part has the same schema: encoded once per worker."""
+    return _ipc_of(tuple(schema.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _ipc_of(columns: tuple) -> str:
     import base64
 
-    return base64.b64encode(pl.DataFrame(schema=schema).to_arrow().schema.serialize().to_pybytes()).decode("ascii")
+    arrow = pl.DataFrame(schema=pl.Schema(columns)).to_arrow().schema
+    return base64.b64encode(arrow.serialize().to_pybytes()).decode("ascii")
 
 
 @functools.lru_cache(maxsize=64)
