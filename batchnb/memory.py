@@ -37,10 +37,8 @@ class MemoryGuard:
             return
         if not self.baseline:
             return
-        cost = (rss - self.baseline) / running
-        if cost > self.per_chunk:
-            self.per_chunk = cost
-            self.measured = True
+        # A sample can fall before a chunk allocates: only a finished chunk makes the cost `measured`.
+        self.per_chunk = max(self.per_chunk, (rss - self.baseline) / running)
 
     def cost(self) -> float:
         return self.per_chunk if self.measured else max(self.estimate, self.per_chunk)

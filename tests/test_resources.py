@@ -57,7 +57,8 @@ class PeakRSS:
 
 def test_memory_hungry_function_completes_under_the_limit_by_backpressure(source, tmp_path):
     baseline = psutil.Process().memory_info().rss
-    limit = baseline + 520 * MiB  # room for two hungry chunks, not four
+    # Room, under the guard's 10 % headroom, for the job's own ~50 MiB and two hungry chunks, not three.
+    limit = int((baseline + 60 * MiB + 2 * 220 * MiB) / 0.9)
     job = bn.BatchJob(source, tmp_path / "out", detector=hungry, chunk_size=1_000, engine="threads",
                       resources=bn.Resources(max_workers=4, memory_limit=limit))  # fmt: skip
     with PeakRSS() as rss:
@@ -100,8 +101,11 @@ def test_guard_admits_one_chunk_until_it_has_measured_one():
     guard.observe(100, running=0)
     assert guard.admit(100, running=0)
     assert not guard.admit(150, running=1)  # slow start
+    guard.observe(110, running=1)  # sampled before the chunk allocated: not a measurement
+    assert not guard.admit(110, running=1)
     guard.observe(400, running=1)
-    guard.measured = True
+    assert not guard.admit(400, running=1)  # the chunk may still grow until it finishes
+    guard.measured = True  # the runner says so when a chunk finishes
     assert guard.cost() == 300
     assert guard.admit(400, running=1)  # 400 + 300 <= 900 (the headroom under 1000)
     assert not guard.admit(700, running=1)  # 700 + 300 > 900
