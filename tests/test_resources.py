@@ -29,8 +29,8 @@ def source(tmp_path: Path) -> str:
 
 
 def hungry(df: pl.DataFrame) -> pl.DataFrame:
-    """Allocates (and touches) 200 MiB per chunk for a while: four at once would blow the limit below."""
-    block = np.ones(200 * MiB // 8)
+    """Allocates (and touches) 300 MiB per chunk for a while: three at once would blow the limit below."""
+    block = np.ones(300 * MiB // 8)
     time.sleep(0.4)
     return df.with_columns(pl.lit(float(block[0])).alias("anomaly_score"))
 
@@ -57,8 +57,8 @@ class PeakRSS:
 
 def test_memory_hungry_function_completes_under_the_limit_by_backpressure(source, tmp_path):
     baseline = psutil.Process().memory_info().rss
-    # Room, under the guard's 10 % headroom, for the job's own ~50 MiB and two hungry chunks, not three.
-    limit = int((baseline + 60 * MiB + 2 * 220 * MiB) / 0.9)
+    # Room, under the guard's 10 % headroom, for the job's own memory (~50 MiB) and two hungry chunks, not three.
+    limit = int((baseline + 100 * MiB + 2 * 320 * MiB) / 0.9)
     job = bn.BatchJob(source, tmp_path / "out", detector=hungry, chunk_size=1_000, engine="threads",
                       resources=bn.Resources(max_workers=4, memory_limit=limit))  # fmt: skip
     with PeakRSS() as rss:
