@@ -1,8 +1,9 @@
 """Memory backpressure: admit a chunk only when the measured cost of a chunk still fits under the limit.
 
 The cost of one chunk is learnt while the job runs (RSS of the driver and its workers above the idle
-baseline, per running chunk), starting from the plan's estimate and one chunk at a time until the first
-measurement, so even a function that allocates far more than its input stays under `memory_limit`.
+baseline, per running chunk), one chunk at a time until the first has finished (a sample taken while
+a chunk runs may precede its allocations), so even a function that allocates far more than its input
+stays under `memory_limit`.
 """
 
 from __future__ import annotations
