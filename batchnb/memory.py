@@ -1,9 +1,10 @@
 """Memory backpressure: admit a chunk only when the measured cost of a chunk still fits under the limit.
 
 The cost of one chunk is learnt while the job runs (RSS of the driver and its workers above the idle
-baseline, per running chunk), one chunk at a time until the first has finished (a sample taken while
-a chunk runs may precede its allocations), so even a function that allocates far more than its input
-stays under `memory_limit`.
+baseline, per running chunk), one chunk at a time until the first has finished or run for `SETTLE_S`
+(a sample taken as a chunk starts may precede its allocations; a long chunk must not hold the others
+back for its whole run), so even a function that allocates far more than its input stays under
+`memory_limit`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 __all__ = ["MemoryGuard", "recommend_chunk_size"]
 
 HEADROOM = 0.9  # admit while the projected peak stays under this share of the limit
+SETTLE_S = 1.0  # a chunk running this long has usually read and decoded its input: its cost counts
 
 
 def recommend_chunk_size(chunk_size: int, per_chunk: float, available: float) -> int:
@@ -31,15 +33,17 @@ class MemoryGuard:
     measured: bool = False
     peak: int = 0
 
-    def observe(self, rss: int, running: int) -> None:
+    def observe(self, rss: int, running: int, oldest_s: float = 0.0) -> None:
+        """One sample: `rss` with `running` chunks, the oldest of them started `oldest_s` ago."""
         self.peak = max(self.peak, rss)
         if running == 0:
             self.baseline = rss if not self.baseline else min(self.baseline, rss)
             return
         if not self.baseline:
             return
-        # A sample can fall before a chunk allocates: only a finished chunk makes the cost `measured`.
         self.per_chunk = max(self.per_chunk, (rss - self.baseline) / running)
+        if oldest_s >= SETTLE_S:
+            self.measured = True  # (the runner also says so when a chunk finishes)
 
     def cost(self) -> float:
         return self.per_chunk if self.measured else max(self.estimate, self.per_chunk)

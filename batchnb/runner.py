@@ -242,7 +242,8 @@ class Runner:
         if self.memory is None:
             return 0
         rss = self._sampler.rss(self.engine.worker_pids())
-        self.memory.observe(rss, len(inflight))
+        oldest = min((job.started for job in inflight.values()), default=time.monotonic())
+        self.memory.observe(rss, len(inflight), oldest_s=time.monotonic() - oldest)
         if rss <= self.memory.limit or not inflight or not getattr(self.engine, "can_kill", False):
             return rss  # an engine that cannot stop a running chunk relies on admission alone
         future, job = max(inflight.items(), key=lambda item: item[1].started)

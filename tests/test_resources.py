@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import batchnb as bn
-from batchnb.memory import MemoryGuard, recommend_chunk_size
+from batchnb.memory import SETTLE_S, MemoryGuard, recommend_chunk_size
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -78,6 +78,27 @@ def test_without_a_tight_limit_the_same_job_runs_four_at_a_time(source, tmp_path
     assert rss.peak - psutil.Process().memory_info().rss > 500 * MiB  # what the guarded run avoided
 
 
+STARTS: list[float] = []
+
+
+def slow(df: pl.DataFrame) -> pl.DataFrame:
+    if df.height:  # not the empty frame the job probes the output schema with
+        STARTS.append(time.monotonic())
+        time.sleep(2.5)
+    return df.with_columns(pl.lit(0.0).alias("anomaly_score"))
+
+
+def test_a_slow_first_chunk_holds_the_others_back_only_until_its_cost_settles(source, tmp_path):
+    """Slow start waits for a finished chunk or SETTLE_S, not for a long chunk's whole run."""
+    STARTS.clear()
+    job = bn.BatchJob(source, tmp_path / "out", detector=slow, chunk_size=4_000, engine="threads",
+                      resources=bn.Resources(max_workers=3))  # fmt: skip
+    result = job.run(progress=None)
+    assert result.status == "succeeded" and len(STARTS) == 3
+    first, *others = sorted(STARTS)
+    assert all(start - first < 2.0 for start in others)  # all started while the first still ran
+
+
 def enormous(df: pl.DataFrame) -> pl.DataFrame:
     block = np.ones(1200 * MiB // 8)
     time.sleep(1.0)
@@ -103,9 +124,9 @@ def test_guard_admits_one_chunk_until_it_has_measured_one():
     assert not guard.admit(150, running=1)  # slow start
     guard.observe(110, running=1)  # sampled before the chunk allocated: not a measurement
     assert not guard.admit(110, running=1)
-    guard.observe(400, running=1)
-    assert not guard.admit(400, running=1)  # the chunk may still grow until it finishes
-    guard.measured = True  # the runner says so when a chunk finishes
+    guard.observe(400, running=1, oldest_s=0.5)
+    assert not guard.admit(400, running=1)  # the chunk may still grow: it has neither finished nor settled
+    guard.observe(400, running=1, oldest_s=SETTLE_S)
     assert guard.cost() == 300
     assert guard.admit(400, running=1)  # 400 + 300 <= 900 (the headroom under 1000)
     assert not guard.admit(700, running=1)  # 700 + 300 > 900
