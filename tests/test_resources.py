@@ -117,6 +117,39 @@ def test_a_chunk_too_big_for_the_limit_fails_with_a_chunk_size_to_use(source, tm
     assert "use chunk_size=" in error.message and "memory_limit=" in error.message
 
 
+class GrowsLate:
+    """Allocates 500 MiB only after SETTLE_S, so a second chunk has started by then; notes each start."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+
+    def __call__(self, df: pl.DataFrame) -> pl.DataFrame:
+        import os
+
+        if df.height:
+            (self.log_dir / f"{df['id'][0]}-{os.getpid()}").touch()
+            time.sleep(1.3)
+            block = np.ones(500 * MiB // 8)  # held while it sleeps
+            time.sleep(2.0)
+            del block
+        return df.with_columns(pl.lit(0.0).alias("anomaly_score"))
+
+
+def test_on_processes_the_newest_chunk_over_the_limit_is_stopped_and_runs_again_without_spending_a_retry(
+    source, tmp_path
+):
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    baseline = psutil.Process().memory_info().rss
+    limit = baseline + 1_000 * MiB  # two idle workers and one 500 MiB chunk fit; two such chunks do not
+    job = bn.BatchJob(source, tmp_path / "out", detector=GrowsLate(starts), chunk_size=6_000, engine="processes",
+                      retries=0, resources=bn.Resources(max_workers=2, memory_limit=limit))  # fmt: skip
+    result = job.run(progress=None)
+    assert result.status == "succeeded" and result.rows_out == 12_000, result.errors
+    runs = sorted(p.name.split("-")[0] for p in starts.iterdir())
+    assert runs == ["0", "6000", "6000"]  # the second chunk was stopped once, then ran alone
+
+
 def test_guard_admits_one_chunk_until_it_has_measured_one():
     guard = MemoryGuard(limit=1000, estimate=10)
     guard.observe(100, running=0)
