@@ -6,6 +6,8 @@ DESIGN.md sections 1 ("Job identity, resume and validation", "Format details") a
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import polars as pl
 import pytest
 
 import batchnb as bn
+from batchnb.state import JobState
+from batchnb.status import ChunkStatus
 
 N_ROWS = 3_000
 CHUNK = 1_000
@@ -461,6 +465,30 @@ def test_unpicklable_callable_on_processes_fails_before_any_chunk(tmp_path):
     result = run(bn.BatchJob(src, out, detector=guarded, engine="threads", chunk_size=CHUNK))
     assert result.status == "succeeded"
     assert result.read().collect()["doubled"].to_list() == [2.0 * i for i in range(N_ROWS)]
+
+
+def test_script_without_main_guard_on_processes_is_an_engine_error_saying_so(tmp_path):
+    """Spawned workers import the main script again; without the guard they die as they start. That is
+    said once, as an EngineError, with no retry spent and the job resumable once the script is fixed."""
+    src = write_parquet(tmp_path / "data.parquet")
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import batchnb as bn\n"
+        f"job = bn.BatchJob({str(src)!r}, 'out', detector='zscore', engine='processes', chunk_size={CHUNK})\n"
+        "job.run(progress=None)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("batchnb.errors.EngineError: engine 'processes'"), done.stderr[-2000:]
+    assert 'if __name__ == "__main__":' in last and "while starting" in last
+    with JobState.open(tmp_path / "out") as state:
+        assert {c.status for c in state.chunks()} == {ChunkStatus.PENDING}  # no chunk failed: none is to blame
+    assert bn.status(tmp_path / "out").status == "failed"
+    guarded = script.read_text().replace("job.run(", "if __name__ == '__main__':\n    job.run(")
+    script.write_text(guarded)
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    assert bn.status(tmp_path / "out").status == "succeeded"
 
 
 def test_status_after_a_refused_start_is_not_left_planning(tmp_path):

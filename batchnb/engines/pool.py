@@ -5,6 +5,8 @@ whole pool. Here every worker has its own pipe: a chunk over its time limit is k
 a worker that dies fails only its own task, and a fresh worker takes its place. Tasks may name an
 affinity key (a Parquet row group): an idle worker takes the first queued task whose key it already
 holds, else one whose key no worker holds yet, else any task, so no worker idles while work waits.
+A worker that dies before it has started (spawn imports the main module again) is the engine's
+failure, not the chunk's: its task fails with `EngineError`, which ends the job without spending retries.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection, wait
 
 import cloudpickle
+
+from batchnb.errors import EngineError
 
 __all__ = ["RemoteTraceback", "WorkerLostError", "WorkerPool"]
 
@@ -32,7 +36,11 @@ class RemoteTraceback(Exception):
         return self.args[0]
 
 
+STARTED = b""  # a worker's first message; replies are pickles, never empty
+
+
 def _worker_main(conn: Connection) -> None:
+    conn.send_bytes(STARTED)
     while True:
         try:
             payload = conn.recv_bytes()
@@ -54,6 +62,15 @@ def _worker_main(conn: Connection) -> None:
         conn.send_bytes(data)
 
 
+def _start_failure(pid: int | None, code: int) -> str:
+    return (
+        f"engine 'processes': worker process {pid} exited (exit code {code}) while starting, before it could "
+        "run a chunk (its error is on standard error). Workers are spawned and import the main module again: "
+        "a script that runs a job on 'processes' needs `if __name__ == \"__main__\":` around it, and must be "
+        "a file rather than standard input"
+    )
+
+
 class _Worker:
     def __init__(self, ctx) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
@@ -61,6 +78,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.future: Future | None = None
+        self.started = False
 
 
 def pick(queue: deque[tuple[Future, bytes, object]], worker: object, homes: dict[object, object]) -> int:
@@ -144,9 +162,13 @@ class WorkerPool:
 
     def _receive(self, worker: _Worker) -> None:
         try:
-            reply = cloudpickle.loads(worker.conn.recv_bytes())
+            data = worker.conn.recv_bytes()
         except (EOFError, OSError):
             return  # the worker died; its sentinel reports it
+        if data == STARTED:
+            worker.started = True
+            return
+        reply = cloudpickle.loads(data)
         future, worker.future = worker.future, None
         if future is None:
             return
@@ -162,8 +184,11 @@ class WorkerPool:
             return
         code = worker.process.exitcode
         if worker.future is not None and not worker.future.done():
-            msg = f"worker process {worker.process.pid} died (exit code {code}) while running the chunk"
-            worker.future.set_exception(WorkerLostError(msg))
+            if not worker.started and code is not None and code >= 0:  # not killed: it could not start
+                worker.future.set_exception(EngineError(_start_failure(worker.process.pid, code)))
+            else:
+                msg = f"worker process {worker.process.pid} died (exit code {code}) while running the chunk"
+                worker.future.set_exception(WorkerLostError(msg))
         worker.conn.close()
         self._homes = {key: home for key, home in self._homes.items() if home is not worker}
         index = self._workers.index(worker)
