@@ -68,11 +68,9 @@ class DatasetInfo:
     def polars_schema(self):
         import polars as pl
 
-        from batchnb.sources.base import dtype_from_text, schema_from_ipc
+        from batchnb.sources.base import schema_of
 
-        if self.dtypes:
-            return schema_from_ipc(self.dtypes)
-        return pl.Schema({name: dtype_from_text(t) for name, t in self.schema.items()})
+        return schema_of(self.dtypes, self.schema) or pl.Schema()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.errors import ChunkError
-from batchnb.sources.base import dtype_from_text, schema_from_ipc
+from batchnb.sources.base import schema_of
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus
 
@@ -22,10 +22,7 @@ def read_output(output: str | Path) -> pl.LazyFrame:
         parts = [str(Path(output, c.part)) for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
         schema, dtypes = state.get("output_schema"), state.get("output_dtypes")
         output_format = state.get("config", {}).get("output_format", "parquet")
-    if dtypes:
-        polars_schema = schema_from_ipc(dtypes)
-    else:  # a state written before exact dtypes were kept
-        polars_schema = pl.Schema({k: dtype_from_text(v) for k, v in schema.items()}) if schema else None
+    polars_schema = schema_of(dtypes, schema)
     if not parts:
         return pl.LazyFrame(schema=polars_schema or {})
     return sinks.scan_parts(parts, sinks.get(output_format), polars_schema)

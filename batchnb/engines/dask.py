@@ -9,7 +9,8 @@ on the workers that are left. A scheduler that goes away turns every running chu
 
 Each worker process keeps its own cache of decoded Parquet row groups, so the chunks of one row
 group go to one worker (a loose restriction: the scheduler may still move them, e.g. when that
-worker is gone, or to a worker that has run out of work near the end of a job), and the runner deals row groups to workers in turn so that none waits.
+worker is gone, or to a worker that has run out of work near the end of a job), and the runner
+deals row groups to workers in turn so that none waits.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "resolve_paths",
     "sample_starts",
     "schema_from_ipc",
+    "schema_of",
     "schema_to_ipc",
 ]
 
@@ -79,6 +80,14 @@ def schema_from_ipc(text: str) -> pl.Schema:
     import pyarrow as pa
 
     return polars_schema_of(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))))
+
+
+def schema_of(dtypes: str | None, text: dict[str, str] | None) -> pl.Schema | None:
+    """The exact schema where it was kept (`dtypes`), else its readable form parsed (states and datasets
+    recorded before exact schemas were kept); None without either."""
+    if dtypes:
+        return schema_from_ipc(dtypes)
+    return pl.Schema({name: dtype_from_text(t) for name, t in text.items()}) if text else None
 
 
 def polars_schema_of(arrow_schema) -> pl.Schema:
