@@ -3,7 +3,7 @@
 from batchnb import detectors, engines
 from batchnb.config import Backoff, JobConfig, Resources
 from batchnb.detectors import list_detectors
-from batchnb.errors import BatchError, ChunkError, ConfigError, EngineError, JobStateError, SourceError
+from batchnb.errors import BatchError, ChunkError, ConfigError, DataError, EngineError, JobStateError, SourceError
 from batchnb.job import BatchJob
 from batchnb.monitor import status
 from batchnb.pipeline import Pipeline, PipelineResult
@@ -20,6 +20,7 @@ __all__ = [
     "BatchJob",
     "ChunkError",
     "ConfigError",
+    "DataError",
     "EngineError",
     "JobConfig",
     "JobHandle",

@@ -8,6 +8,7 @@ __all__ = [
     "BatchError",
     "ChunkError",
     "ConfigError",
+    "DataError",
     "EngineError",
     "JobStateError",
     "SourceError",
@@ -27,6 +28,11 @@ class ConfigError(BatchError, ValueError):
 
 class SourceError(BatchError):
     """The source cannot be found, opened or planned."""
+
+
+class DataError(SourceError, ValueError):
+    """A chunk's bytes cannot be read as the dataset's schema says (a parse error, a type the plan did not
+    expect, a record with extra fields). The same bytes fail the same way again: never retried."""
 
 
 class JobStateError(BatchError):
