@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import SourceError
+from batchnb.errors import DataError, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "schema_from_ipc",
     "schema_of",
     "schema_to_ipc",
+    "unify_schemas",
 ]
 
 SAMPLE_BLOCKS = 32
@@ -95,6 +96,81 @@ def polars_schema_of(arrow_schema) -> pl.Schema:
     import pyarrow as pa
 
     return pl.from_arrow(pa.Table.from_batches([], schema=arrow_schema)).schema
+
+
+_INT_BITS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.Int128: 128}
+_UINT_BITS = {pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32, pl.UInt64: 64}
+_SIGNED = {8: pl.Int8, 16: pl.Int16, 32: pl.Int32, 64: pl.Int64, 128: pl.Int128}
+_TIME_UNITS = ("ms", "us", "ns")
+
+
+def _widen_ints(a: pl.DataType, b: pl.DataType) -> pl.DataType:
+    """The narrowest integer type holding every value of both; Float64 when only Int128 would (UInt64 and a
+    signed type), as other integers widen to floats."""
+    a, b = a.base_type(), b.base_type()
+    if a.is_unsigned_integer() and b.is_unsigned_integer():
+        return max(a, b, key=_UINT_BITS.__getitem__)
+    # a signed type holds an unsigned one of half its width
+    bits = max(_INT_BITS[t] if t.is_signed_integer() else 2 * _UINT_BITS[t] for t in (a, b))
+    if bits > 64 and pl.Int128 not in (a, b):
+        return pl.Float64
+    return _SIGNED[bits]
+
+
+def widen(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
+    """The type both `a` and `b` cast to without losing a value, or None when there is none.
+
+    Null -> anything; integers -> the narrowest integer holding both; any integer or Float32 with a
+    float -> Float64; Datetime of one time zone -> its finer unit (a value out of range fails the cast);
+    Categorical/Enum with String -> String. Anything else, String with a number included, has no common type.
+    """
+    if a == b:
+        return a
+    if a == pl.Null or b == pl.Null:
+        return b if a == pl.Null else a
+    if a.is_integer() and b.is_integer():
+        return _widen_ints(a, b)
+    if a.is_numeric() and b.is_numeric() and (a.is_float() or b.is_float()) and not (a.is_decimal() or b.is_decimal()):
+        return pl.Float64
+    if isinstance(a, pl.Datetime) and isinstance(b, pl.Datetime) and a.time_zone == b.time_zone:
+        unit = max(a.time_unit, b.time_unit, key=_TIME_UNITS.index)
+        return pl.Datetime(unit, a.time_zone)
+    textual = (pl.String, pl.Categorical, pl.Enum)
+    if isinstance(a, textual) or a == pl.String:
+        if isinstance(b, textual) or b == pl.String:
+            return pl.String
+    return None
+
+
+def unify_schemas(named: Sequence[tuple[str, pl.Schema]]) -> pl.Schema:
+    """One schema for the files of one dataset, given (path, schema) per file.
+
+    Columns keep the first file's order (a file with the same columns in another order is read in
+    that order); a column's types are widened without loss (`widen`). A file with other columns, or a
+    column whose types have no lossless common type, is a SourceError naming the files and types.
+    """
+    if not named:
+        return pl.Schema()
+    first_path, first = named[0]
+    merged = dict(first)
+    origin = dict.fromkeys(first.names(), first_path)  # the file each column's current type came from
+    for path, schema in named[1:]:
+        if set(schema.names()) != set(first.names()):
+            raise SourceError(
+                f"file {path!r} has columns {schema.names()}, but {first_path!r} has {first.names()}: "
+                "one dataset needs one set of columns"
+            )
+        for name, dtype in schema.items():
+            wide = widen(merged[name], dtype)
+            if wide is None:
+                raise SourceError(
+                    f"column {name!r} is {merged[name]} in {origin[name]!r} but {dtype} in {path!r}, and the two "
+                    "types have no common type that keeps every value: convert the files to one type, or read them "
+                    "as separate jobs"
+                )
+            if wide != merged[name]:
+                merged[name], origin[name] = wide, path
+    return pl.Schema(merged)
 
 
 _GLOB_CHARS = set("*?[")
@@ -219,13 +295,7 @@ class RowFormat:
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         counts = self.row_counts(paths, read_options)
-        schema = self.read_schema(paths[0], read_options)
-        for p in paths[1:]:
-            other = self.read_schema(p, read_options)
-            if other.names() != schema.names():
-                raise SourceError(
-                    f"file {p!r} has columns {other.names()}, but {paths[0]!r} has {schema.names()}: one dataset needs one set of columns"
-                )
+        schema = unify_schemas([(p, self.read_schema(p, read_options)) for p in paths])
         read_options = {**read_options, "_row_counts": counts}
         return DatasetInfo(
             format=self.name,
@@ -265,12 +335,12 @@ class RowFormat:
 
     def read(self, info: DatasetInfo, spec: ChunkSpec) -> pl.DataFrame:
         frames = [self.read_rows(info, p.path, p.start, p.stop) for p in spec.pieces]
-        return conform(frames, info)
+        return conform(frames, info, paths=[p.path for p in spec.pieces])
 
     def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
         pieces = [p for start, stop in sample_starts(info.total_rows, n, seed) for p in self.pieces(info, start, stop)]
         frames = parallel_map(lambda p: self.read_sample_rows(info, p.path, p.start, p.stop, columns), pieces)
-        return conform(frames, info, columns)
+        return conform(frames, info, columns, paths=[p.path for p in pieces])
 
     def read_sample_rows(
         self, info: DatasetInfo, path: str, start: int, stop: int, columns: Sequence[str] | None
@@ -280,12 +350,49 @@ class RowFormat:
         return frame if columns is None else frame.select(columns)
 
 
-def conform(frames: list[pl.DataFrame], info: DatasetInfo, columns: Sequence[str] | None = None) -> pl.DataFrame:
-    """One frame with the dataset's schema (or those of its columns), whatever each file or block inferred."""
+def conform(
+    frames: list[pl.DataFrame],
+    info: DatasetInfo,
+    columns: Sequence[str] | None = None,
+    paths: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """One frame with the dataset's schema (or those of its columns), whatever each file or block inferred.
+
+    `paths` names the file of each frame for the error when a value does not fit the dataset's type: the cast is
+    strict, so such a value fails the chunk (DataError) instead of becoming null.
+    """
     schema = info.polars_schema()
     if columns is not None:
         schema = pl.Schema({c: schema[c] for c in columns})
     if not frames:
         return pl.DataFrame(schema=schema)
-    frames = [f if f.schema == schema else f.cast(dict(schema), strict=False) for f in frames]
+    frames = [_cast(f, schema, paths[i] if paths else None) for i, f in enumerate(frames)]
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical", rechunk=False)
+
+
+def _cast(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> pl.DataFrame:
+    if frame.schema == schema:  # the common case costs nothing
+        return frame
+    if frame.columns != schema.names() and set(frame.columns) == set(schema.names()):
+        frame = frame.select(schema.names())  # same columns in another order: no copy
+    try:
+        return frame.cast(dict(schema), strict=True)
+    except pl.exceptions.PolarsError as exc:
+        raise _cast_error(frame, schema, path, exc) from exc
+
+
+def _cast_error(frame: pl.DataFrame, schema: pl.Schema, path: str | None, exc: Exception) -> DataError:
+    """Which column of `frame` holds a value its dataset type cannot hold, and where."""
+    where = f" of {path!r}" if path else ""
+    cause = str(exc).split("\n", 1)[0]
+    for column, dtype in schema.items():
+        if column not in frame.schema or frame.schema[column] == dtype:
+            continue
+        try:
+            frame.get_column(column).cast(dtype, strict=True)
+        except pl.exceptions.PolarsError:
+            return DataError(
+                f"column {column!r}{where} is {frame.schema[column]} here but the dataset's type is {dtype}, and "
+                f"some values do not fit ({cause}): fix the file, or convert the files to one type"
+            )
+    return DataError(f"rows{where} do not fit the dataset's schema ({cause})")
