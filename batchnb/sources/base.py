@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -13,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import DataError, SourceError
+from batchnb.errors import BatchError, DataError, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "dtype_from_text",
     "dtype_to_text",
     "polars_schema_of",
+    "reading",
     "resolve_paths",
     "sample_starts",
     "schema_from_ipc",
@@ -258,6 +260,42 @@ def parallel_map(fn, items: list) -> list:
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         return list(pool.map(fn, items))
+
+
+def _panic() -> type[BaseException]:
+    try:
+        from polars.exceptions import PanicException
+    except ImportError:  # older Polars: panics are plain exceptions there
+        return Exception
+    return PanicException
+
+
+def cause_of(exc: BaseException) -> str:
+    """The one line of a library error that says what went wrong (HDF5 puts it at the end of a back trace)."""
+    text = str(exc).strip() or type(exc).__name__
+    if "HDF5 error back trace" in text:
+        lines = [line.strip() for line in text.split("End of HDF5 error back trace")[0].splitlines() if line.strip()]
+        return lines[-1] if lines else text
+    return text.splitlines()[0]
+
+
+@contextlib.contextmanager
+def reading(path: str, kind: str, *, chunk: bool = False) -> Iterator[None]:
+    """Errors of the library reading `path` as the user's error, with the cause in the message: a SourceError,
+    or for a chunk whose bytes do not decode a DataError (the same bytes fail again). An error of the operating
+    system (one with an errno) stays a SourceError: it may pass (a network file system), so its chunk is retried;
+    pyarrow raises OSError without one for bytes it cannot decode."""
+    try:
+        yield
+    except BatchError:
+        raise
+    except (Exception, _panic()) as exc:
+        if isinstance(exc, MemoryError):
+            raise
+        system = isinstance(exc, OSError) and exc.errno is not None
+        cls = DataError if chunk and not system else SourceError
+        msg = f"cannot read {kind} file {path!r}: {cause_of(exc)}; is it a complete {kind} file?"
+        raise cls(msg) from exc
 
 
 class Format(Protocol):

@@ -8,7 +8,7 @@ import polars as pl
 
 from batchnb.errors import SourceError
 from batchnb.plan import DatasetInfo
-from batchnb.sources.base import RowFormat
+from batchnb.sources.base import RowFormat, cause_of, reading
 
 __all__ = ["Feather"]
 
@@ -28,12 +28,15 @@ class Feather(RowFormat):
                     counts.append(reader.count_rows())
             except Exception as exc:
                 raise SourceError(
-                    f"cannot read Feather/Arrow IPC file {p!r}: {exc}; write it with `write_ipc` or `to_feather`"
+                    f"cannot read Feather/Arrow IPC file {p!r}: {cause_of(exc)}; write it with `write_ipc` or "
+                    "`to_feather`"
                 ) from exc
         return counts
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
-        return pl.Schema(pl.read_ipc_schema(path))
+        with reading(path, "Feather/Arrow IPC"):
+            return pl.Schema(pl.read_ipc_schema(path))
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
-        return pl.scan_ipc(path).slice(start, stop - start).collect()
+        with reading(path, "Feather/Arrow IPC", chunk=True):
+            return pl.scan_ipc(path).slice(start, stop - start).collect()

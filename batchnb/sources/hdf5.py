@@ -1,4 +1,4 @@
-"""HDF5 written by pandas: table format is sliced in place; fixed format is converted once to Arrow IPC."""
+"""HDF5 written by pandas in table format: row counts from the table, chunks are row ranges read in place."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ import polars as pl
 
 from batchnb.errors import SourceError
 from batchnb.plan import DatasetInfo
-from batchnb.sources.base import RowFormat
+from batchnb.sources.base import RowFormat, cause_of, reading
 
 __all__ = ["HDF5"]
+
+_WRITE_HINT = "write the data with `DataFrame.to_hdf(path, key=..., format='table')`, or convert it to Parquet"
 
 
 def _key(store, path: str, read_options: dict[str, Any]) -> str:
     keys = store.keys()
     key = read_options.get("key")
     if key is None:
+        if not keys:
+            raise SourceError(f"HDF5 file {path!r} holds no pandas table ({_contents(store)}): {_WRITE_HINT}")
         if len(keys) != 1:
             raise SourceError(
                 f"HDF5 file {path!r} holds {len(keys)} tables {keys}: pass read_options={{'key': ...}} to pick one"
@@ -25,8 +29,21 @@ def _key(store, path: str, read_options: dict[str, Any]) -> str:
         return keys[0]
     key = key if key.startswith("/") else "/" + key
     if key not in keys:
-        raise SourceError(f"HDF5 file {path!r} has no table {key!r}: it holds {keys}")
+        held = f"its pandas tables are {keys}" if keys else f"{_contents(store)}, but no pandas table: {_WRITE_HINT}"
+        raise SourceError(f"HDF5 file {path!r} has no pandas table {key!r}: {held}")
     return key
+
+
+def _contents(store) -> str:
+    """What a file without pandas tables holds, e.g. "arrays /x, /grp/y; groups /grp"."""
+    kinds: dict[str, list[str]] = {}
+    for node in store.root._f_walknodes():
+        kind = "groups" if type(node).__name__ == "Group" else "arrays" if "Array" in type(node).__name__ else "tables"
+        kinds.setdefault(kind, []).append(node._v_pathname)
+    if not kinds:
+        return "it is empty"
+    shown = [f"{kind} {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" for kind, names in kinds.items()]
+    return "it holds " + "; ".join(shown)
 
 
 class HDF5(RowFormat):
@@ -39,13 +56,13 @@ class HDF5(RowFormat):
             return pd.HDFStore(path, mode="r")
         except Exception as exc:
             raise SourceError(
-                f"cannot open HDF5 file {path!r}: {exc}; is it a complete HDF5 file written by pandas?"
+                f"cannot open HDF5 file {path!r}: {cause_of(exc)}; is it a complete HDF5 file written by pandas?"
             ) from exc
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         keys = []
         for p in paths:
-            with self._open(p) as store:
+            with self._open(p) as store, reading(p, "HDF5"):
                 key = _key(store, p, read_options)
                 if not store.get_storer(key).is_table:
                     raise SourceError(
@@ -58,18 +75,19 @@ class HDF5(RowFormat):
     def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
         counts = []
         for p, key in zip(paths, read_options["_keys"], strict=True):
-            with self._open(p) as store:
+            with self._open(p) as store, reading(p, "HDF5"):
                 counts.append(int(store.get_storer(key).nrows))
         return counts
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
-        key = read_options["_keys"][0]
-        with self._open(path) as store:
-            head = store.select(key, start=0, stop=1)
-        return pl.from_pandas(head, include_index=False).schema
+        """Types from the table's first row, but a pandas object column is text: its first value may be None."""
+        with self._open(path) as store, reading(path, "HDF5"):
+            head = store.select(_key(store, path, read_options), start=0, stop=1)
+            schema = dict(pl.from_pandas(head, include_index=False).schema)
+        return pl.Schema({c: pl.String if head[c].dtype == object else t for c, t in schema.items()})
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         key = info.read_options["_keys"][info.paths.index(path)]
-        with self._open(path) as store:
+        with self._open(path) as store, reading(path, "HDF5", chunk=True):
             frame = store.select(key, start=start, stop=stop)
-        return pl.from_pandas(frame, include_index=False)
+            return pl.from_pandas(frame, include_index=False)

@@ -19,7 +19,7 @@ import polars as pl
 from batchnb import storage
 from batchnb.errors import SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo
-from batchnb.sources.base import RowFormat, polars_schema_of
+from batchnb.sources.base import RowFormat, cause_of, polars_schema_of, reading
 
 __all__ = ["Parquet", "RowGroupCache"]
 
@@ -72,7 +72,8 @@ class Parquet(RowFormat):
             try:
                 meta = pq.ParquetFile(storage.open_input(p) if storage.is_url(p) else p).metadata
             except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a bad footer
-                raise SourceError(f"cannot read Parquet file {p!r}: {exc}; is it a complete Parquet file?") from exc
+                msg = f"cannot read Parquet file {p!r}: {cause_of(exc)}; is it a complete Parquet file?"
+                raise SourceError(msg) from exc
             groups.append(
                 [[meta.row_group(i).num_rows, meta.row_group(i).total_byte_size] for i in range(meta.num_row_groups)]
             )
@@ -81,6 +82,10 @@ class Parquet(RowFormat):
         return super().inspect(paths, options, workdir=workdir)
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
+        with reading(path, "Parquet"):
+            return self._schema(path)
+
+    def _schema(self, path: str) -> pl.Schema:
         if storage.is_url(path):
             import pyarrow.parquet as pq
 
@@ -91,10 +96,11 @@ class Parquet(RowFormat):
     def read_sample_rows(self, info, path, start, stop, columns):
         # Sample blocks are small and scattered: slicing them out of cached groups would pin every group.
         # Each block still reads its row group's column chunks whole, so read only the fitted columns.
-        if storage.is_url(path):
-            return _remote_rows(info, path, start, stop, columns)
-        scan = pl.scan_parquet(path)
-        return (scan if columns is None else scan.select(columns)).slice(start, stop - start).collect()
+        with reading(path, "Parquet", chunk=True):
+            if storage.is_url(path):
+                return _remote_rows(info, path, start, stop, columns)
+            scan = pl.scan_parquet(path)
+            return (scan if columns is None else scan.select(columns)).slice(start, stop - start).collect()
 
     def locality(self, info: DatasetInfo, spec: ChunkSpec) -> tuple[str, int] | None:
         """The row group this chunk starts in: a worker that decoded it for one chunk has it cached."""
@@ -108,6 +114,10 @@ class Parquet(RowFormat):
         return None
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+        with reading(path, "Parquet", chunk=True):
+            return self._rows(info, path, start, stop)
+
+    def _rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         if storage.is_url(path):
             return _remote_rows(info, path, start, stop, None)
         stat = os.stat(path)
