@@ -7,9 +7,11 @@ options, and its scores against a numpy z-score (see check.py).
 
 from __future__ import annotations
 
+from corpus.arrow_files import ARROW
+from corpus.pandas_files import PANDAS
 from corpus.shipped import SHIPPED
 from corpus.spec import Entry
 
 __all__ = ["CORPUS", "Entry"]
 
-CORPUS: list[Entry] = [*SHIPPED]
+CORPUS: list[Entry] = [*SHIPPED, *PANDAS, *ARROW]
