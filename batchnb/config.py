@@ -265,6 +265,7 @@ class JobConfig:
         if not isinstance(self.read_options, Mapping):
             raise ConfigError(f"`read_options` must be a dict, got {self.read_options!r}")
         setter(self, "read_options", dict(self.read_options))
+        self._check_read_options()
         if not isinstance(self.allow_pickle, bool):
             raise ConfigError("`allow_pickle` must be True or False")
         if self.name is None:
@@ -317,6 +318,17 @@ class JobConfig:
                 raise ConfigError(f"`source` mixes formats {sorted(formats)}: one job reads one format")
             if formats:
                 object.__setattr__(self, "format", formats.pop())
+
+    def _check_read_options(self) -> None:
+        """Each key the format does not honour, or a value of the wrong type, is refused by name now; a format
+        known only once the files are opened checks them at plan()/run()."""
+        if self.format is None:
+            return
+        from batchnb import sources
+
+        check = getattr(sources.get(self.format), "check_options", None)
+        if check is not None:
+            check(self.read_options)
 
     def _check_flag_rule(self) -> None:
         if self.threshold is not None and self.contamination is not None:

@@ -1,79 +1,233 @@
-"""CSV and TSV: header from the first record, chunks as record-aligned byte ranges parsed by Polars."""
+"""CSV and TSV: header from the first record, chunks as record-aligned byte ranges parsed by Polars.
+
+Every `read_options` key is one of `OPTIONS`, honoured wherever the file is read (finding the header,
+inferring types, the fit sample, every chunk) the way `pl.read_csv` reads the whole file with it.
+"""
 
 from __future__ import annotations
 
+import codecs
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import polars as pl
+from polars.exceptions import PanicException
 
+from batchnb import storage
+from batchnb.errors import ConfigError, DataError, SourceError
 from batchnb.plan import DatasetInfo
-from batchnb.sources.text import ParseMode, TextFormat, lines_before
+from batchnb.sources.record_index import real_newlines
+from batchnb.sources.text import BOOL, READ, SCHEMA, Check, ParseMode, TextFormat, dtypes_option, type_message
 
 __all__ = ["CSV"]
 
-# Options this reader interprets itself; the rest go to `pl.read_csv` as they are.
-_OWN = {"separator", "quote_char", "schema_overrides", "has_header", "schema", "key", "exact_rows"}
+_ASCII_PROBE = '\n\r,;\t"#'
+
+
+def _is_byte_char(value: Any) -> bool:
+    return isinstance(value, str) and len(value.encode()) == 1
+
+
+def _is_encoding(value: Any) -> bool:
+    """utf8, utf8-lossy, or a codec that writes newlines, separators and quotes as ASCII (not UTF-16)."""
+    if value in ("utf8", "utf8-lossy"):
+        return True
+    try:
+        return isinstance(value, str) and codecs.encode(_ASCII_PROBE, value) == _ASCII_PROBE.encode()
+    except LookupError:
+        return False
+
+
+def _is_null_values(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return isinstance(value, str) or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
+
+
+OPTIONS: dict[str, Check] = {
+    "exact_rows": BOOL,
+    "has_header": BOOL,
+    "truncate_ragged_lines": BOOL,
+    "try_parse_dates": BOOL,
+    "skip_rows": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+    "separator": (_is_byte_char, "one single-byte character, like ';' or '\\t'"),
+    "quote_char": (lambda v: v is None or _is_byte_char(v), "one single-byte character, or None for no quoting"),
+    "comment_prefix": (
+        lambda v: v is None or (isinstance(v, str) and 1 <= len(v.encode()) <= 5),
+        "a string of 1 to 5 characters, or None",
+    ),
+    "encoding": (_is_encoding, "'utf8', 'utf8-lossy' or an ASCII-compatible codec such as 'latin-1'"),
+    "null_values": (_is_null_values, "a string, a list of strings, or a dict of column -> string"),
+    "schema_overrides": SCHEMA,
+    "schema": SCHEMA,
+}
+
+
+def _records(path: str, quote: int | None) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of each record from the start of a file; a quoted newline stays inside its record."""
+    with storage.open_input(path) as f:
+        buf, base = b"", 0  # buf always starts at a record start, so its quote parity is 0
+        while True:
+            more = f.read(READ)
+            buf += more
+            pos = 0
+            for end in real_newlines(np.frombuffer(buf, dtype=np.uint8), quote, 0).tolist():
+                yield base + pos, buf[pos : end + 1]
+                pos = end + 1
+            buf, base = buf[pos:], base + pos
+            if not more:
+                if buf:
+                    yield base, buf
+                return
 
 
 class CSV(TextFormat):
     name = "csv"
-    has_header = True
+    options = OPTIONS
 
     def quote(self, read_options: dict[str, Any]) -> int | None:
         quote = read_options.get("quote_char", '"')
         return ord(quote) if quote else None
 
     def separator_byte(self, read_options: dict[str, Any]) -> int | None:
-        separator = read_options.get("_separator", ",")
-        return ord(separator) if len(separator) == 1 else None
+        return ord(read_options.get("_separator", read_options.get("separator", ",")))
 
     @staticmethod
-    def separator(info_options: dict[str, Any], path: str | None = None) -> str:
-        if "separator" in info_options:
-            return info_options["separator"]
+    def separator(read_options: dict[str, Any], path: str | None = None) -> str:
+        if "separator" in read_options:
+            return read_options["separator"]
         return "\t" if path is not None and path.lower().endswith(".tsv") else ","
 
-    def _options(self, read_options: dict[str, Any]) -> dict[str, Any]:
-        passthrough = {k: v for k, v in read_options.items() if k not in _OWN and not k.startswith("_")}
-        quote = read_options.get("quote_char", '"')
-        return {"separator": read_options["_separator"], "quote_char": quote, **passthrough}
+    @staticmethod
+    def _polars_options(read_options: dict[str, Any]) -> dict[str, Any]:
+        """What every parse passes to `pl.read_csv`, as the user gave it."""
+        options = {
+            "separator": read_options["_separator"],
+            "quote_char": read_options.get("quote_char", '"'),
+            "encoding": read_options.get("encoding", "utf8"),
+        }
+        options.update({k: read_options[k] for k in ("comment_prefix", "null_values") if k in read_options})
+        return options
 
     def inspect(self, paths, read_options, *, workdir):
+        self.check_options(read_options)
         read_options = {**read_options, "_separator": self.separator(read_options, paths[0])}
         return super().inspect(paths, read_options, workdir=workdir)
 
+    def layout(self, path: str, read_options: dict[str, Any]) -> tuple[bytes, int]:
+        """Skip what Polars skips before the header (blank lines at the start, `skip_rows` records,
+        comment lines): the header record (or, without one, the first record) and the data's offset."""
+        skip, comment = read_options.get("skip_rows", 0), read_options.get("comment_prefix")
+        prefix = comment.encode() if comment else None
+        leading = True
+        for offset, record in _records(path, self.quote(read_options)):
+            if prefix is not None and record.startswith(prefix):
+                continue
+            if leading and not record.strip(b"\r\n"):
+                continue
+            leading = False
+            if skip:
+                skip -= 1
+                continue
+            return record, offset + len(record) if read_options.get("has_header", True) else offset
+        if read_options.get("has_header", True):
+            raise SourceError(f"{path}: no header record (after skip_rows and comment lines): nothing to read")
+        return b"", storage.file_size(path)
+
     def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str]:
-        frame = pl.read_csv(header, has_header=True, n_rows=0, **self._options(read_options))
-        return frame.columns
+        has_header = read_options.get("has_header", True)
+        if b"\x00" in header:
+            raise SourceError(
+                f"{path}: the {'header' if has_header else 'first record'} holds NUL bytes, so this is not a text "
+                "CSV file (UTF-16 text, or a binary file?): convert it to UTF-8 text"
+            )
+        if read_options.get("encoding", "utf8") == "utf8":
+            try:
+                header.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SourceError(
+                    f"{path}: the header is not UTF-8 text (byte {header[exc.start]:#04x} at offset {exc.start}): "
+                    "pass read_options={'encoding': 'utf8-lossy'} to read invalid bytes as \ufffd, or the file's "
+                    "own encoding, e.g. read_options={'encoding': 'latin-1'}"
+                ) from None
+        try:
+            names = pl.read_csv(header, has_header=has_header, n_rows=0, **self._polars_options(read_options)).columns
+        except (pl.exceptions.NoDataError, ValueError):
+            names = []
+        except (pl.exceptions.PolarsError, PanicException) as exc:
+            raise SourceError(f"{path}: cannot read the header: {str(exc).splitlines()[0]}") from None
+        if "schema" not in read_options:
+            return names
+        given = list(read_options["schema"])
+        if has_header and set(given) != set(names):
+            raise ConfigError(f"`read_options['schema']` has columns {given}, but the header of {path!r} has {names}")
+        return names if has_header else given
+
+    def sample_header(self, header: bytes, names: list[str] | None, read_options: dict[str, Any]) -> str | None:
+        if read_options.get("has_header", True):
+            return super().sample_header(header, names, read_options)
+        # Without a header, sample blocks parse behind one made of the names, so every block has their width.
+        quote = read_options.get("quote_char", '"')
+        line = pl.DataFrame(schema=dict.fromkeys(names or [], pl.String)).write_csv(
+            separator=read_options["_separator"], quote_char=quote or '"', quote_style="never" if not quote else None
+        )
+        return line.encode().decode("latin-1")
+
+    def merge_types(self, a: pl.DataType, b: pl.DataType) -> pl.DataType:
+        """As Polars types a column reading the whole file: numbers widen, any other mix is text."""
+        if a == b or b == pl.Null:
+            return a
+        if a == pl.Null:
+            return b
+        if a.is_numeric() and b.is_numeric():
+            return pl.Float64() if a.is_float() or b.is_float() else pl.Int64()
+        return pl.String()
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
-        options = self._options(info.read_options)
-        names = info.read_options["_names"]
+        ro = info.read_options
+        options, names = self._polars_options(ro), ro["_names"]
+        schema = info.polars_schema() if info.schema else pl.Schema(dict.fromkeys(names, pl.String))
         if not data:
-            return pl.DataFrame(schema=info.polars_schema() if info.schema else {n: pl.String for n in names})
+            return pl.DataFrame(schema=schema)
+        in_file = pl.Schema({n: schema[n] for n in names}) if info.schema else None
         if mode == "strict":
-            return pl.read_csv(data, has_header=False, schema=info.polars_schema(), missing_columns="insert", **options)
+            frame = pl.read_csv(
+                data, has_header=False, schema=in_file, missing_columns="insert",
+                truncate_ragged_lines=ro.get("truncate_ragged_lines", False), **options,
+            )  # fmt: skip
+            return frame if frame.columns == schema.names() else frame.select(schema.names())
         # Samples parse behind the header, so short records get nulls and long ones are cut, not fatal.
-        header = info.read_options["_header"].encode()
+        header = ro["_header"].encode("latin-1")
         if mode == "infer":
-            return pl.read_csv(header + data, infer_schema_length=10_000, truncate_ragged_lines=True, **options)
-        return pl.read_csv(
-            header + data, schema_overrides=info.polars_schema(), infer_schema=False, truncate_ragged_lines=True,
+            overrides = dtypes_option(ro, "schema") or dtypes_option(ro, "schema_overrides")
+            return pl.read_csv(
+                header + data, infer_schema_length=None, truncate_ragged_lines=True, schema_overrides=overrides,
+                try_parse_dates=ro.get("try_parse_dates", False), **options,
+            )  # fmt: skip
+        frame = pl.read_csv(
+            header + data, schema_overrides=in_file, infer_schema=False, truncate_ragged_lines=True,
             ignore_errors=True, **options,
         )  # fmt: skip
+        return frame.select(schema.names())
 
-    def located_error(self, exc: Exception, info: DatasetInfo, path: str, start: int, data: bytes) -> Exception:
-        """Name the file and line of a record with more fields than the header."""
-        text = str(exc).splitlines()[0]
-        first_line = lines_before(path, start) + 1
+    def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
+        text = str(exc)
         if "more fields" in text:
-            sep, width = info.read_options["_separator"].encode(), len(info.read_options["_names"])
-            for i, line in enumerate(data.split(b"\n")):
-                fields = line.count(sep) + 1
-                if fields > width and b'"' not in line:
-                    msg = (
-                        f"{path}, line {first_line + i}: the record has {fields} fields but the header has {width}; "
-                        "fix the line, or pass read_options={'truncate_ragged_lines': True} to drop extra fields"
-                    )
-                    return ValueError(msg)
-        return ValueError(f"{path}: cannot parse the records from line {first_line}: {text}")
+            options = {**self._polars_options(info.read_options), "encoding": "utf8-lossy"}
+            fields = pl.read_csv(record, has_header=False, infer_schema=False, **options).width
+            return DataError(
+                f"{where}: the record has {fields} fields but the header has {len(info.read_options['_names'])}; fix "
+                "the line, or pass read_options={'truncate_ragged_lines': True} to drop the extra fields"
+            )
+        if "utf-8" in text.lower() or "utf8" in text.lower():
+            return DataError(
+                f"{where}: the record is not valid UTF-8 text: pass read_options={{'encoding': 'utf8-lossy'}} to read "
+                "invalid bytes as \ufffd, or the file's own encoding, e.g. read_options={'encoding': 'latin-1'}"
+            )
+        found = re.search(r"could not parse `(.*?)` as dtype `.*?` at column '(.*?)'", text, re.S)
+        schema = info.polars_schema()
+        if found and found.group(2) in schema:
+            return DataError(type_message(where, found.group(2), found.group(1), schema[found.group(2)]))
+        return DataError(f"{where}: cannot parse the record: {text.splitlines()[0] if text else type(exc).__name__}")

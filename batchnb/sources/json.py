@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from polars.exceptions import PanicException
 
 from batchnb import storage
-from batchnb.errors import SourceError
+from batchnb.errors import ConfigError, DataError, SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.pickle import materialize
-from batchnb.sources.text import ParseMode, TextFormat, lines_before
+from batchnb.sources.text import BOOL, SCHEMA, ParseMode, TextFormat, dtypes_option, type_message
 
 __all__ = ["NDJSON"]
 
@@ -31,20 +32,44 @@ def _load_array(path: str) -> pl.DataFrame:
 
 class NDJSON(TextFormat):
     name = "json"
+    options = {"exact_rows": BOOL, "schema": SCHEMA, "schema_overrides": SCHEMA}
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
+        self.check_options(read_options)
         if any(_first_byte(p) == b"[" for p in paths):
+            if set(read_options) - {"exact_rows"}:
+                raise ConfigError(
+                    f"`read_options` {sorted(read_options)} apply to newline-delimited JSON, but {paths[0]!r} is a "
+                    "JSON array: drop them, or convert the file to one JSON object per line"
+                )
             converted = materialize(paths, workdir, _load_array, "json")
-            return Feather().inspect(converted, read_options, workdir=workdir)
+            return Feather().inspect(converted, {}, workdir=workdir)
         return super().inspect(paths, read_options, workdir=workdir)
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
         if not data.strip():
             return pl.DataFrame(schema=info.polars_schema() if info.schema else {})
         if mode == "infer":
-            return pl.read_ndjson(data, infer_schema_length=10_000, ignore_errors=True)
+            overrides = dtypes_option(info.read_options, "schema") or dtypes_option(
+                info.read_options, "schema_overrides"
+            )
+            return pl.read_ndjson(data, infer_schema_length=None, schema_overrides=overrides or None)
         return pl.read_ndjson(data, schema=info.polars_schema(), ignore_errors=mode == "lenient")
 
-    def located_error(self, exc: Exception, info: DatasetInfo, path: str, start: int, data: bytes) -> Exception:
-        first_line = lines_before(path, start) + 1
-        return ValueError(f"{path}: cannot parse the NDJSON records from line {first_line}: {str(exc).splitlines()[0]}")
+    def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
+        """A line that is not JSON, or a value whose type is not its column's."""
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            row = pl.read_ndjson(record)
+        except (pl.exceptions.PolarsError, PanicException):
+            return DataError(f"{where}: the line is not a JSON object ({text}): fix or remove the line")
+        schema = info.polars_schema()
+        for column in row.columns:
+            if column not in schema:
+                continue
+            try:
+                pl.read_ndjson(record, schema={column: schema[column]})
+            except (pl.exceptions.PolarsError, PanicException):
+                value = row[column][0]
+                return DataError(type_message(where, column, str(value), schema[column]))
+        return DataError(f"{where}: cannot read the line as the dataset's schema says: {text}")

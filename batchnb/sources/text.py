@@ -15,15 +15,16 @@ file once more before the job starts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import polars as pl
+from polars.exceptions import PanicException
 
 from batchnb import storage
-from batchnb.errors import SourceError
+from batchnb.errors import ConfigError, DataError, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.base import (
     SAMPLE_BLOCKS,
@@ -33,12 +34,52 @@ from batchnb.sources.base import (
     sample_starts,
     schema_to_ipc,
     schema_to_text,
+    unify_schemas,
 )
 from batchnb.sources.record_index import NEWLINE, build_index, offset_of_row, real_newlines
 
-__all__ = ["TextFormat"]
+__all__ = ["BOOL", "READ", "SCHEMA", "Check", "TextFormat", "as_dtype", "dtypes_option", "type_message"]
 
 ParseMode = Literal["strict", "lenient", "infer"]
+Check = tuple[Callable[[Any], bool], str]  # is the value right, and what the message says it must be
+
+
+def as_dtype(value: Any) -> pl.DataType | None:
+    """A Polars dtype from a dtype, a dtype class or its name ("String", "Float64"); None if it is none."""
+    if isinstance(value, str):
+        value = getattr(pl, value, None)
+    if isinstance(value, type) and issubclass(value, pl.DataType):
+        return value()
+    return value if isinstance(value, pl.DataType) else None
+
+
+def dtypes_option(read_options: Mapping[str, Any], key: str) -> dict[str, pl.DataType]:
+    """`read_options[key]` (a column -> dtype mapping) with every dtype as a Polars dtype."""
+    return {name: as_dtype(dtype) for name, dtype in (read_options.get(key) or {}).items()}
+
+
+def _is_schema(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and as_dtype(t) is not None for k, t in value.items())
+
+
+def type_message(where: str, column: str, value: str, dtype: pl.DataType) -> str:
+    """A value the sampled rows did not show breaks the column's type: say which, and the option that reads it."""
+    wider = "String"
+    if dtype.is_integer():
+        try:
+            float(value)
+            wider = "Float64"
+        except ValueError:
+            pass
+    return (
+        f"{where}: column {column!r} holds {value!r}, which is not {dtype} (the type the sampled rows of the file "
+        f"gave it): pass read_options={{'schema_overrides': {{{column!r}: pl.{wider}}}}} (or {wider!r}) to read "
+        "the column as that type, or fix the value"
+    )
+
+
+BOOL: Check = (lambda v: isinstance(v, bool), "True or False")
+SCHEMA: Check = (_is_schema, 'a dict of column name -> Polars dtype (pl.Float64, or its name "Float64")')
 
 READ = 16 * 2**20
 LOOK = 64 * 1024  # bytes read on each side of a chunk boundary to place it
@@ -125,13 +166,30 @@ class TextFormat(RowFormat):
     """Shared planning for CSV and NDJSON; subclasses parse bytes."""
 
     name: ClassVar[str] = ""
-    has_header: ClassVar[bool] = False
+    options: ClassVar[dict[str, Check]] = {"exact_rows": BOOL}  # the read_options keys this format honours
+
+    @classmethod
+    def check_options(cls, read_options: Mapping[str, Any]) -> None:
+        """Refuse, by name, a key this format does not honour or a value of the wrong type."""
+        for key, value in read_options.items():
+            if key not in cls.options:
+                raise ConfigError(
+                    f"`read_options` key {key!r} is not supported for {cls.name} sources: accepted keys are "
+                    f"{sorted(cls.options)}"
+                )
+            ok, expected = cls.options[key]
+            if not ok(value):
+                raise ConfigError(f"`read_options[{key!r}]` must be {expected}, got {value!r}")
 
     def quote(self, read_options: dict[str, Any]) -> int | None:
         return None
 
     def separator_byte(self, read_options: dict[str, Any]) -> int | None:
         return None
+
+    def layout(self, path: str, read_options: dict[str, Any]) -> tuple[bytes, int]:
+        """(the header record, or the first record where there is none; offset of the first data record)."""
+        return b"", 0
 
     def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str] | None:
         return None
@@ -141,29 +199,46 @@ class TextFormat(RowFormat):
         must not fail the whole job over one bad record that its own chunk will report."""
         raise NotImplementedError
 
+    def merge_types(self, a: pl.DataType, b: pl.DataType) -> pl.DataType:
+        """The type of a column that one block of a file inferred as `a` and another as `b`."""
+        return pl.concat([pl.DataFrame(schema={"c": a}), pl.DataFrame(schema={"c": b})], how="vertical_relaxed").dtypes[
+            0
+        ]
+
+    def decided_schema(self, inferred: pl.Schema, names: list[str] | None, read_options: dict[str, Any]) -> pl.Schema:
+        """The dataset's schema from the sample's types and the user's `schema_overrides`."""
+        if read_options.get("schema"):
+            return pl.Schema(dtypes_option(read_options, "schema"))
+        overrides = dtypes_option(read_options, "schema_overrides")
+        if names is not None:
+            unknown = sorted(set(overrides) - set(names))
+            if unknown:
+                raise ConfigError(
+                    f"`read_options['schema_overrides']` names column(s) {unknown} that the file does not have: "
+                    f"its columns are {names}"
+                )
+        return pl.Schema({**dict(inferred), **overrides})
+
     @staticmethod
     def exact(info: DatasetInfo) -> bool:
         return bool(info.read_options.get("exact_rows"))
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         quote = self.quote(read_options)
-        starts, names, header = [], None, None
-        for p in paths:
-            start = first_record_end(p, quote) if self.has_header else 0
-            if self.has_header:
-                with storage.open_input(p) as f:
-                    header = f.read(start)
-                file_names = self.header_names(p, header, read_options)
-                if names is not None and file_names != names:
-                    raise SourceError(f"file {p!r} has columns {file_names}, but {paths[0]!r} has {names}")
-                names = file_names
-            starts.append(start)
+        layouts = [self.layout(p, read_options) for p in paths]
+        names, header = None, b""
+        for p, (file_header, _) in zip(paths, layouts, strict=True):
+            file_names = self.header_names(p, file_header, read_options)
+            if names is not None and file_names != names:
+                raise SourceError(f"file {p!r} has columns {file_names}, but {paths[0]!r} has {names}")
+            names, header = file_names, header or file_header
+        starts = [start for _, start in layouts]
         sizes = [storage.file_size(p) for p in paths]
         options = {
             **read_options,
             "_files": [[start, size] for start, size in zip(starts, sizes, strict=True)],
             "_names": names,
-            "_header": header.decode("utf-8", errors="replace") if header else None,
+            "_header": self.sample_header(header, names, read_options),
         }
         indexes = None
         if read_options.get("exact_rows"):
@@ -178,11 +253,10 @@ class TextFormat(RowFormat):
         )  # fmt: skip
         # Types come from a fixed stratified sample of records, independent of chunk size and seed.
         pieces = self._sample_pieces(draft, 20_000) if indexes else self._byte_pieces(draft, INFER_BLOCK, seed=0)
+        pieces = self._with_every_file(draft, pieces)
         parsed = [(p, self._parse_sample(p, draft, "infer")) for p in pieces]
         pieces, frames = [p for p, f in parsed if f is not None], [f for _, f in parsed if f is not None]
-        schema = _unify(frames, names)
-        overrides = read_options.get("schema_overrides") or {}
-        schema = pl.Schema({**dict(schema), **overrides})
+        schema = self.decided_schema(self._unify(pieces, frames, names), names, read_options)
         info = DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema), "dtypes": schema_to_ipc(schema)})
         if indexes is None:  # rows are estimated from the sample's bytes per record until the chunks have run
             sampled_bytes, sampled_rows = sum(p.stop - p.start for p in pieces), sum(f.height for f in frames)
@@ -190,6 +264,36 @@ class TextFormat(RowFormat):
             options["_bytes_per_row"] = per_row
             info = DatasetInfo(**{**info.__dict__, "total_rows": round(draft.total_bytes / per_row)})
         return info
+
+    def sample_header(self, header: bytes, names: list[str] | None, read_options: dict[str, Any]) -> str | None:
+        """The header that sample blocks are parsed behind, kept as latin-1 text so any bytes round-trip."""
+        return header.decode("latin-1") if header else None
+
+    def _unify(self, pieces: list[Piece], frames: list[pl.DataFrame], names: list[str] | None) -> pl.Schema:
+        """Per file, the types its blocks agree on; across files, `unify_schemas` (lossless widening only).
+
+        A block where a column is all empty says nothing about its type: it counts as Null there."""
+        per_file: dict[str, dict[str, pl.DataType]] = {}
+        for piece, frame in zip(pieces, frames, strict=True):
+            if not frame.height:
+                continue
+            merged = per_file.setdefault(piece.path, {})
+            for column, dtype in frame.schema.items():
+                dtype = pl.Null() if frame[column].null_count() == frame.height else dtype
+                merged[column] = dtype if column not in merged else self.merge_types(merged[column], dtype)
+        order = names if names is not None else list(dict.fromkeys(c for f in frames for c in f.columns))
+        named = [(path, pl.Schema({c: types.get(c, pl.Null()) for c in order})) for path, types in per_file.items()]
+        schema = dict(unify_schemas(named)) if named else {}
+        return pl.Schema({c: pl.String() if schema.get(c, pl.Null()) == pl.Null else schema[c] for c in order})
+
+    def _with_every_file(self, info: DatasetInfo, pieces: list[Piece]) -> list[Piece]:
+        """A file too small to hold a sampled block still gets one, at its start: its types count too."""
+        sampled = {p.path for p in pieces}
+        for path, first, size in self._files(info):
+            if path not in sampled and first < size:
+                stop = self._record_start(info, path, min(size, first + INFER_BLOCK), first, size)
+                pieces.append(Piece(path=path, start=first, stop=stop))
+        return pieces
 
     def _files(self, info: DatasetInfo) -> list[tuple[str, int, int]]:
         """(path, offset of the first record, size) of every file."""
@@ -286,7 +390,7 @@ class TextFormat(RowFormat):
         try:
             self.check_balanced(info, piece.path, piece.start, data)
             return self.parse(data, info, mode=mode)
-        except (SourceError, pl.exceptions.PolarsError):
+        except (SourceError, pl.exceptions.PolarsError, PanicException):
             return None
 
     def sample_all(self, info: DatasetInfo, columns: Sequence[str] | None) -> pl.DataFrame:
@@ -308,8 +412,36 @@ class TextFormat(RowFormat):
         self.check_balanced(info, path, start, data)
         try:
             return self.parse(data, info, mode="strict")
-        except pl.exceptions.PolarsError as exc:
-            raise self.located_error(exc, info, path, start, data) from None
+        except (pl.exceptions.PolarsError, PanicException) as exc:
+            begin, end = self.first_bad_record(data, info)
+            line = lines_before(path, start) + data.count(b"\n", 0, begin) + 1
+            raise self.record_error(exc, info, f"{path}, line {line}", data[begin:end]) from None
+
+    def parses(self, data: bytes, info: DatasetInfo) -> bool:
+        try:
+            self.parse(data, info, mode="strict")
+        except (pl.exceptions.PolarsError, PanicException):
+            return False
+        return True
+
+    def first_bad_record(self, data: bytes, info: DatasetInfo) -> tuple[int, int]:
+        """(start, end) in `data` of the first record whose prefix no longer parses: a bisection over
+        record ends, so a failed chunk costs a few more parses, never one per record."""
+        ends = (real_newlines(np.frombuffer(data, dtype=np.uint8), self.quote(info.read_options), 0) + 1).tolist()
+        if not ends or ends[-1] != len(data):
+            ends.append(len(data))
+        lo, hi = 0, len(ends) - 1  # data[:ends[hi]] fails
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.parses(data[: ends[mid]], info):
+                lo = mid + 1
+            else:
+                hi = mid
+        return (ends[lo - 1] if lo else 0), ends[lo]
+
+    def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
+        """Why `record` (at `where`, "file, line n") does not parse, and what to do."""
+        raise NotImplementedError
 
     def check_balanced(self, info: DatasetInfo, path: str, start: int, data: bytes) -> None:
         """A byte-range chunk must hold whole quoted fields: an odd quote count means a cut inside one."""
@@ -317,25 +449,8 @@ class TextFormat(RowFormat):
         if self.exact(info) or quote is None or data.find(bytes([quote])) == -1:  # memchr: usually no quotes
             return
         if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == quote) % 2:
-            raise SourceError(
+            raise DataError(
                 f"{path}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} characters, so a "
                 "chunk boundary fell inside a quoted field (or a field has an unmatched quote); pass "
                 "read_options={'exact_rows': True} to plan from a full pass over the file instead"
             )
-
-    def located_error(self, exc: Exception, info: DatasetInfo, path: str, start: int, data: bytes) -> Exception:
-        raise NotImplementedError
-
-
-def _unify(frames: list[pl.DataFrame], names: list[str] | None) -> pl.Schema:
-    frames = [f for f in frames if f.width]
-    if not frames:
-        return pl.Schema({n: pl.String for n in names or []})
-    merged = pl.concat([f.head(0) for f in frames], how="diagonal_relaxed")
-    schema = dict(merged.schema)
-    for name, dtype in schema.items():
-        if dtype == pl.Null:
-            schema[name] = pl.String
-    if names is not None:
-        schema = {n: schema.get(n, pl.String) for n in names}
-    return pl.Schema(schema)
