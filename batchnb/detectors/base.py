@@ -9,7 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
-__all__ = ["Detector", "FittedDetector", "feature", "flag_cutoff"]
+__all__ = ["Detector", "FittedDetector", "feature", "flag_cutoff", "infinite_first", "sample_values"]
+
+INF = float("inf")
 
 
 @runtime_checkable
@@ -31,14 +33,22 @@ class Detector(Protocol):
 
 
 def feature(column: str) -> pl.Expr:
-    """A feature as float64 with NaN turned into null, so both are skipped alike."""
+    """A feature as float64 with NaN turned into null, so both are skipped alike (+-inf stay: `infinite_first`)."""
     return pl.col(column).cast(pl.Float64).fill_nan(None)
 
 
 def sample_values(sample: pl.DataFrame, column: str) -> np.ndarray:
-    """Usable (non-null, non-NaN) values of one feature in the fit sample."""
+    """Finite values of one feature in the fit sample: null and NaN are skipped, and one +-inf would make the
+    mean and std inf and NaN and switch the feature off."""
     values = sample.get_column(column).cast(pl.Float64).drop_nulls().to_numpy()
-    return values[~np.isnan(values)]
+    return values[np.isfinite(values)]
+
+
+def infinite_first(score: pl.Expr, columns: Sequence[str]) -> pl.Expr:
+    """`score`, but +inf for a row with an infinite value in any feature (whether or not the fit could use
+    that feature): such a row is an anomaly under every detector."""
+    infinite = pl.any_horizontal([feature(c).is_infinite() for c in columns]).fill_null(False)
+    return pl.when(infinite).then(pl.lit(INF)).otherwise(score).alias("anomaly_score")
 
 
 def flag_cutoff(
@@ -48,14 +58,16 @@ def flag_cutoff(
     contamination: float | None,
     detector: Detector | None,
 ) -> float:
-    """Scores strictly above the cutoff are anomalies (DESIGN.md section 3)."""
+    """Scores strictly above the cutoff are anomalies (DESIGN.md section 3). A contamination cutoff is the
+    quantile of the sample's finite scores: rows scored +inf (an infinite feature) are flagged anyway, and
+    counting them would make the quantile inf and flag nothing else."""
     if threshold is not None:
         return float(threshold)
     if contamination is None and detector is not None and detector.default_threshold is not None:
         return float(detector.default_threshold)
     if contamination is None:
         contamination = detector.default_contamination if detector is not None else 0.01
-    scores = sample_scores[~np.isnan(sample_scores)]
+    scores = sample_scores[np.isfinite(sample_scores)]
     if scores.size == 0:
         return float("inf")
     return float(np.quantile(scores, 1.0 - float(contamination)))
@@ -91,4 +103,5 @@ class FittedDetector:
         return frame.lazy().select(*keep, scores).with_columns(self._flag())
 
     def _flag(self) -> pl.Expr:
-        return (pl.col("anomaly_score") > self.cutoff).fill_null(False).alias("is_anomaly")
+        score = pl.col("anomaly_score")
+        return ((score > self.cutoff) | (score == INF)).fill_null(False).alias("is_anomaly")

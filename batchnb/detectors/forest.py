@@ -14,8 +14,12 @@ from batchnb.detectors.base import feature, sample_values
 __all__ = ["IsolationForest"]
 
 
-def _matrix(frame: pl.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    return frame.select([feature(c) for c in columns]).to_numpy().astype(np.float64, copy=False)
+def _matrix(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Features with null, NaN and +-inf as NaN, and which rows had an infinite value."""
+    x = frame.select([feature(c) for c in columns]).to_numpy().astype(np.float64, copy=True)
+    infinite = np.isinf(x)
+    x[infinite] = np.nan
+    return x, infinite.any(axis=1)
 
 
 @dataclass(frozen=True)
@@ -33,19 +37,21 @@ class IsolationForest:
             v = sample_values(sample, c)
             medians.append(float(np.median(v)) if v.size else 0.0)
         medians_arr = np.asarray(medians)
-        x = _matrix(sample, columns)
-        usable = ~np.isnan(x).all(axis=1) if x.size else np.zeros(0, dtype=bool)
+        x, infinite = _matrix(sample, columns)
+        # Rows with an infinite value are left out of the fit; a row with no usable value has nothing to fit.
+        usable = ~np.isnan(x).all(axis=1) & ~infinite if x.size else np.zeros(0, dtype=bool)
         x = np.where(np.isnan(x), medians_arr, x)[usable]
         model = SkIsolationForest(n_estimators=100, random_state=seed, n_jobs=1)
         model.fit(x if len(x) else np.zeros((1, len(columns))))
         return {"model": model, "medians": medians_arr}
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: dict[str, Any]) -> pl.Series:
-        x = _matrix(frame, columns)
+        x, infinite = _matrix(frame, columns)
         if x.shape[0] == 0:
             return pl.Series("anomaly_score", [], dtype=pl.Float64)
         missing = np.isnan(x).all(axis=1)
         filled = np.where(np.isnan(x), state["medians"], x)
         scores = -state["model"].score_samples(filled)
         scores[missing] = np.nan
+        scores[infinite] = np.inf
         return pl.Series("anomaly_score", scores, dtype=pl.Float64).fill_nan(None)

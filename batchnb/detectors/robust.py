@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from batchnb.detectors.base import feature, sample_values
+from batchnb.detectors.base import feature, infinite_first, sample_values
 
 __all__ = ["IQR", "MAD", "ZScore"]
 
@@ -25,13 +25,14 @@ def _distance(column: str, center: float, spread: float) -> pl.Expr:
 
 def _center_spread_expr(columns: Sequence[str], state: Stats) -> pl.Expr:
     """max over features of |x - center| / spread: z-score and MAD differ only in their fit."""
-    return _max_over_features([_distance(c, *state[c]) for c in columns if state.get(c) is not None])
+    return _max_over_features([_distance(c, *state[c]) for c in columns if state.get(c) is not None], columns)
 
 
-def _max_over_features(exprs: list[pl.Expr]) -> pl.Expr:
-    if not exprs:
+def _max_over_features(exprs: list[pl.Expr], columns: Sequence[str]) -> pl.Expr:
+    if not columns:
         return pl.lit(None, dtype=pl.Float64).alias("anomaly_score")
-    return pl.max_horizontal(exprs).alias("anomaly_score")
+    score = pl.max_horizontal(exprs) if exprs else pl.lit(None, dtype=pl.Float64)
+    return infinite_first(score, columns)
 
 
 def _score(frame: pl.DataFrame, expr: pl.Expr) -> pl.Series:
@@ -116,4 +117,4 @@ class IQR:
                 continue
             outside = pl.max_horizontal(q1 - x, x - q3, pl.lit(0.0)) / (q3 - q1)
             exprs.append(pl.when(x.is_null()).then(None).otherwise(outside))
-        return _max_over_features(exprs)
+        return _max_over_features(exprs, columns)
