@@ -29,6 +29,9 @@ SUFFIX_FORMATS: dict[str, str] = {
     ".h5": "hdf5", ".hdf5": "hdf5",
     ".feather": "feather", ".arrow": "feather", ".ipc": "feather",
 }  # fmt: skip
+# A compressed text file is named for its content plus the compression: data.csv.gz, events.jsonl.zst.
+COMPRESSION_SUFFIXES: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz", ".zip": "zip"}
+COMPRESSIBLE_FORMATS: tuple[str, ...] = ("csv", "json")
 CHUNK_SIZE_RANGE = (1_000, 1_000_000)
 LOCAL_ENGINES = ("sequential", "threads", "processes", "dask", "ray")
 
@@ -145,6 +148,11 @@ def _as_source(source: Any) -> str | tuple[str, ...]:
 
 
 def format_from_suffix(path: str) -> str | None:
+    """The format a file's name says; a compression suffix counts for CSV and NDJSON only (.csv.gz, .jsonl.zst)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSION_SUFFIXES:
+        inner = SUFFIX_FORMATS.get(suffixes[-2])
+        return inner if inner in COMPRESSIBLE_FORMATS else None
     return SUFFIX_FORMATS.get(Path(path).suffix.lower())
 
 

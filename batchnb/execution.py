@@ -167,6 +167,8 @@ def execute(
         try:
             if not state.has_plan():
                 _prepare(job, state, fingerprint)
+            else:  # the stored plan reads the staged copies of compressed inputs: stage again one that is gone
+                sources.restage(config.source, config.format, workdir=Path(config.output, "_batchnb", "converted"))
             dataset = _load_dataset(state)
             scorer = cloudpickle.loads(state.get_blob("scorer")) if not callable_detector(config) else config.detector
             engine = engines.create(config.engine)

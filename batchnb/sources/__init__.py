@@ -15,8 +15,20 @@ from batchnb.sources.hdf5 import HDF5
 from batchnb.sources.json import NDJSON
 from batchnb.sources.parquet import Parquet
 from batchnb.sources.pickle import Pickle
+from batchnb.sources.sniff import panics_as_source_errors
+from batchnb.sources.staging import stage
 
-__all__ = ["Format", "fingerprint", "get", "names", "open_dataset", "read_chunk", "register", "resolve_paths"]
+__all__ = [
+    "Format",
+    "fingerprint",
+    "get",
+    "names",
+    "open_dataset",
+    "read_chunk",
+    "register",
+    "resolve_paths",
+    "restage",
+]
 
 _REGISTRY: dict[str, Format] = {}
 
@@ -69,7 +81,15 @@ def open_dataset(
             f"{fmt} sources must be local files ({remote[0]!r} is a URL): copy them to a shared disk, or convert "
             "them to Parquet, which batchnb reads straight from object stores"
         )
-    return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
+    paths = stage(paths, fmt, workdir)  # compressed CSV/NDJSON -> staged plain copies; bytes checked against fmt
+    with panics_as_source_errors(f"{paths[0]!r} as {fmt}"):
+        return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
+
+
+def restage(source: str | tuple[str, ...], fmt: str | None, *, workdir: Path) -> None:
+    """Before a resumed run: stage again a staged copy that is missing or was touched (the stored plan reads it)."""
+    paths = resolve_paths(source)
+    stage(paths, fmt or detect_format(paths), workdir)
 
 
 def read_chunk(info: DatasetInfo, spec) -> Any:
