@@ -23,22 +23,27 @@ def corpus_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("corpus")
 
 
+class SummaryTable:
+    """Prints every entry's verdict and the counts by verdict and by origin/format after the run's summary."""
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not OUTCOMES:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section(f"corpus: {len(OUTCOMES)} entries")
+        for name, (entry, outcome) in sorted(OUTCOMES.items(), key=lambda kv: (kv[1][1].passed, kv[0])):
+            write(f"{outcome.verdict:16} {name:36} {entry.origin:10} {entry.fmt:8} {outcome.detail}")
+        by_verdict = collections.Counter(o.verdict for _, o in OUTCOMES.values())
+        write("by verdict: " + ", ".join(f"{v} {n}" for v, n in by_verdict.most_common()))
+        by_kind = collections.Counter((e.origin, e.fmt) for e, _ in OUTCOMES.values())
+        write("by origin/format: " + ", ".join(f"{o}/{f} {n}" for (o, f), n in sorted(by_kind.items())))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def summary_table(request):
-    """Print every entry's verdict, counts by origin/format and by verdict, once the module has run."""
-    yield
-    if not OUTCOMES:
-        return
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    write = reporter.write_line if reporter is not None else print
-    write("")
-    write(f"corpus: {len(OUTCOMES)} entries")
-    for name, (entry, outcome) in sorted(OUTCOMES.items(), key=lambda kv: (kv[1][1].passed, kv[0])):
-        write(f"  {outcome.verdict:16} {name:32} {entry.origin:10} {entry.fmt:8} {outcome.detail}")
-    by_verdict = collections.Counter(o.verdict for _, o in OUTCOMES.values())
-    write("by verdict: " + ", ".join(f"{v} {n}" for v, n in by_verdict.most_common()))
-    by_kind = collections.Counter((e.origin, e.fmt) for e, _ in OUTCOMES.values())
-    write("by origin/format: " + ", ".join(f"{o}/{f} {n}" for (o, f), n in sorted(by_kind.items())))
+    manager = request.config.pluginmanager
+    if not manager.has_plugin("corpus-summary"):
+        manager.register(SummaryTable(), "corpus-summary")
 
 
 def test_corpus_is_large_and_ids_unique():

@@ -8,10 +8,12 @@ options, and its scores against a numpy z-score (see check.py).
 from __future__ import annotations
 
 from corpus.arrow_files import ARROW
+from corpus.handmade import HANDMADE
 from corpus.pandas_files import PANDAS
+from corpus.polars_duckdb import DUCKDB, POLARS
 from corpus.shipped import SHIPPED
 from corpus.spec import Entry
 
 __all__ = ["CORPUS", "Entry"]
 
-CORPUS: list[Entry] = [*SHIPPED, *PANDAS, *ARROW]
+CORPUS: list[Entry] = [*SHIPPED, *PANDAS, *ARROW, *POLARS, *DUCKDB, *HANDMADE]

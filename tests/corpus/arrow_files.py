@@ -52,7 +52,8 @@ def typed_table(n: int = 1_100) -> pa.Table:
 
 def zoned(unit: str, tz: str | None) -> pa.Table:
     n = 1_400
-    stamps = pa.array(np.datetime64("2024-03-30T00:00") + np.arange(n).astype(f"timedelta64[m]") * 37)
+    minutes = np.datetime64("2024-03-30T00:00") + np.arange(n).astype("timedelta64[m]") * 37
+    stamps = pa.array(minutes.astype("datetime64[s]"))  # over the spring DST change in Europe
     return with_column("at", stamps.cast(pa.timestamp(unit, tz=tz)), n)
 
 
@@ -76,8 +77,10 @@ def specials() -> pa.Table:
     x[[3, 800]] = np.inf
     x[[4]] = -np.inf
     x[[5, 6]] = np.nan
-    return with_column("z", pa.array(x), n).append_column("none", pa.nulls(n)).append_column(
-        "empty_f", pa.nulls(n, pa.float64())
+    return (
+        with_column("z", pa.array(x), n)
+        .append_column("none", pa.nulls(n))
+        .append_column("empty_f", pa.nulls(n, pa.float64()))
     )
 
 
@@ -140,7 +143,7 @@ def _x_as_string(i: int) -> pa.Table:
     return table.set_column(1, "x", table.column("x").cast(pa.string())) if i == 1 else table
 
 
-def _e(id, make, fmt="parquet", expect=OK, **kw) -> Entry:  # noqa: A002
+def _e(id, make, fmt="parquet", expect=OK, **kw) -> Entry:
     return Entry(id=id, origin="pyarrow", fmt=fmt, make=make, expect=expect, **kw)
 
 
@@ -172,7 +175,7 @@ ARROW: list[Entry] = [
     _e("pa-parquet-time-duration", parquet(lambda: with_column(
         "t", pa.array([dt.time(i % 24, i % 60) for i in range(900)]), 900).append_column(
         "dur", pa.array([dt.timedelta(seconds=i) for i in range(900)])))),
-    _e("pa-parquet-empty", parquet(lambda: base(0))),
+    _e("pa-parquet-empty", parquet(lambda: base(1_000).slice(0, 0))),
     _e("pa-parquet-all-strings", parquet(lambda: pa.table({"s": ["a", "b"] * 600})),
        expect=fails(bn.ConfigError, "numeric")),
     _e("pa-feather-v1", feather_file(lambda: base(), version=1), fmt="feather",

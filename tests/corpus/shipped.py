@@ -30,7 +30,7 @@ TOO_MANY_FIELDS = "field"  # DESIGN: a record with more fields than the header n
 COMPRESSED = "compress|gz"
 
 
-def _e(id, package, relative, fmt="csv", expect=OK, **kw) -> Entry:  # noqa: A002
+def _e(id, package, relative, fmt="csv", expect=OK, **kw) -> Entry:
     return Entry(id=id, origin=package, fmt=fmt, make=shipped(package, relative), expect=expect, **kw)
 
 
@@ -39,11 +39,11 @@ SHIPPED: list[Entry] = [
     _e("sk-iris-default", "sklearn", SK + "iris.csv"),
     _e("sk-iris-skip1-noheader", "sklearn", SK + "iris.csv", read_options={"skip_rows": 1, "has_header": False}),
     _e("sk-iris-skip1", "sklearn", SK + "iris.csv", read_options={"skip_rows": 1}),
-    _e("sk-wine-default", "sklearn", SK + "wine_data.csv", expect=fails(bn.DataError, "wine_data.csv", "line")),
+    _e("sk-wine-default", "sklearn", SK + "wine_data.csv", expect=fails(bn.SourceError, "wine_data.csv", "line")),
     _e("sk-wine-skip1-noheader", "sklearn", SK + "wine_data.csv", read_options={"skip_rows": 1, "has_header": False}),
     _e("sk-wine-truncate", "sklearn", SK + "wine_data.csv", read_options={"truncate_ragged_lines": True}),
     _e("sk-cancer-default", "sklearn", SK + "breast_cancer.csv",
-       expect=fails(bn.DataError, "breast_cancer.csv", "line")),
+       expect=fails(bn.SourceError, "breast_cancer.csv", "line")),
     _e("sk-cancer-skip1-noheader", "sklearn", SK + "breast_cancer.csv",
        read_options={"skip_rows": 1, "has_header": False}, chunk_size=1_000),
     _e("sk-diabetes-gz", "sklearn", SK + "diabetes_data_raw.csv.gz",
@@ -58,7 +58,7 @@ SHIPPED: list[Entry] = [
     _e("mpl-stocks-comment", "matplotlib", "mpl-data/sample_data/Stocks.csv", read_options={"comment_prefix": "#"}),
     _e("mpl-stocks-skip1", "matplotlib", "mpl-data/sample_data/Stocks.csv", read_options={"skip_rows": 1}),
     _e("mpl-stocks-default", "matplotlib", "mpl-data/sample_data/Stocks.csv",
-       expect=fails(bn.DataError, "stocks.csv", "line")),
+       expect=fails(bn.SourceError, "stocks.csv", "line")),
     _e("mpl-msft", "matplotlib", "mpl-data/sample_data/msft.csv"),
     _e("mpl-msft-dates", "matplotlib", "mpl-data/sample_data/msft.csv", read_options={"try_parse_dates": True}),
     _e("mpl-xx2x3-spaces", "matplotlib", "mpl-data/sample_data/data_x_x2_x3.csv",
@@ -77,7 +77,7 @@ SHIPPED: list[Entry] = [
        read_options={"separator": " ", "has_header": False}),
     _e("scipy-random-double", "scipy", "spatial/tests/data/random-double-data.txt", pass_format=True,
        read_options={"separator": " ", "has_header": False}),
-    _e("scipy-iris-no-format", "scipy", "spatial/tests/data/iris.txt", expect=fails(bn.SourceError, "format")),
+    _e("scipy-iris-no-format", "scipy", "spatial/tests/data/iris.txt", expect=fails(bn.BatchError, "iris.txt", "format=")),
     # pyarrow's own test files: old Parquet writers, pandas index metadata, a compressed Feather v2.
     _e("pa-parquet-0.7.1", "pyarrow", "tests/data/parquet/v0.7.1.parquet", fmt="parquet"),
     _e("pa-parquet-all-index", "pyarrow", "tests/data/parquet/v0.7.1.all-named-index.parquet", fmt="parquet"),

@@ -78,6 +78,6 @@ def sample_frame(n: int, seed: int = 0) -> pl.DataFrame:
             "y": y,
             "k": rng.integers(-3, 9, n).astype(np.int64),
             "c": np.full(n, 2.5),
-            "name": np.array(["a", "b,c", "d\"e", "f g", "héllo"])[rng.integers(0, 5, n)],
+            "name": np.array(["a", "b,c", 'd"e', "f g", "héllo"])[rng.integers(0, 5, n)],
         }
     ).with_columns(pl.when(pl.Series(nulls)).then(None).otherwise(pl.col("y")).alias("y"))
