@@ -1,8 +1,8 @@
 """The corpus test: files that batchnb did not write read as Polars/pandas read them, or fail clearly.
 
-Every entry is listed in tests/corpus/ (id, who made the file, format, read_options, expectation). A run
-prints a table of every entry's verdict at the end of the module; `pytest tests/test_corpus.py -rA` also
-lists one line per entry. Verdicts: ok, clear error (both pass); WRONG (succeeded with a wrong value),
+Every entry is listed in tests/corpus/ (id, who made the file, format, read_options, expectation). Any run
+of this module (`pytest -q tests/test_corpus.py`) ends with a "corpus: N entries" section: one line per entry
+with its verdict and what went wrong, then the counts by verdict and by origin/format. Verdicts: ok, clear error (both pass); WRONG (succeeded with a wrong value),
 raw exception, unclear error, unexpected error, no error (all fail).
 """
 
