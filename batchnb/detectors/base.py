@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
-__all__ = ["Detector", "FittedDetector", "feature", "flag_cutoff", "infinite_first", "sample_values"]
+__all__ = ["INF", "Detector", "FittedDetector", "feature", "flag_cutoff", "sample_values"]
 
 INF = float("inf")
 
@@ -33,7 +33,7 @@ class Detector(Protocol):
 
 
 def feature(column: str) -> pl.Expr:
-    """A feature as float64 with NaN turned into null, so both are skipped alike (+-inf stay: `infinite_first`)."""
+    """A feature as float64 with NaN turned into null, so both are skipped alike; +-inf stay (they score +inf)."""
     return pl.col(column).cast(pl.Float64).fill_nan(None)
 
 
@@ -42,13 +42,6 @@ def sample_values(sample: pl.DataFrame, column: str) -> np.ndarray:
     mean and std inf and NaN and switch the feature off."""
     values = sample.get_column(column).cast(pl.Float64).drop_nulls().to_numpy()
     return values[np.isfinite(values)]
-
-
-def infinite_first(score: pl.Expr, columns: Sequence[str]) -> pl.Expr:
-    """`score`, but +inf for a row with an infinite value in any feature (whether or not the fit could use
-    that feature): such a row is an anomaly under every detector."""
-    infinite = pl.any_horizontal([feature(c).is_infinite() for c in columns]).fill_null(False)
-    return pl.when(infinite).then(pl.lit(INF)).otherwise(score).alias("anomaly_score")
 
 
 def flag_cutoff(

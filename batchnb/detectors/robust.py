@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from batchnb.detectors.base import feature, infinite_first, sample_values
+from batchnb.detectors.base import INF, feature, sample_values
 
 __all__ = ["IQR", "MAD", "ZScore"]
 
@@ -17,22 +17,32 @@ Stats = dict[str, tuple[float, float] | None]
 
 
 def _distance(column: str, center: float, spread: float) -> pl.Expr:
+    """|x - center| / spread, which is +inf for x = +-inf; a feature without spread contributes 0 (or +inf)."""
     x = feature(column)
     if not np.isfinite(spread) or spread == 0:
-        return pl.when(x.is_null()).then(None).otherwise(pl.lit(0.0))
+        return _flat(x)
     return (x - center).abs() / spread
+
+
+def _flat(x: pl.Expr) -> pl.Expr:
+    return pl.when(x.is_infinite()).then(pl.lit(INF)).when(x.is_null()).then(None).otherwise(pl.lit(0.0))
+
+
+def _unfitted(column: str) -> pl.Expr:
+    """A feature with no finite value in the sample: only an infinite value scores (+inf), others are unusable."""
+    x = feature(column)
+    return pl.when(x.is_infinite()).then(pl.lit(INF)).otherwise(pl.lit(None, dtype=pl.Float64))
 
 
 def _center_spread_expr(columns: Sequence[str], state: Stats) -> pl.Expr:
     """max over features of |x - center| / spread: z-score and MAD differ only in their fit."""
-    return _max_over_features([_distance(c, *state[c]) for c in columns if state.get(c) is not None], columns)
+    return _max_over_features([_distance(c, *state[c]) if state.get(c) is not None else _unfitted(c) for c in columns])
 
 
-def _max_over_features(exprs: list[pl.Expr], columns: Sequence[str]) -> pl.Expr:
-    if not columns:
+def _max_over_features(exprs: list[pl.Expr]) -> pl.Expr:
+    if not exprs:
         return pl.lit(None, dtype=pl.Float64).alias("anomaly_score")
-    score = pl.max_horizontal(exprs) if exprs else pl.lit(None, dtype=pl.Float64)
-    return infinite_first(score, columns)
+    return pl.max_horizontal(exprs).alias("anomaly_score")
 
 
 def _score(frame: pl.DataFrame, expr: pl.Expr) -> pl.Series:
@@ -109,12 +119,13 @@ class IQR:
         exprs = []
         for c in columns:
             if state.get(c) is None:
+                exprs.append(_unfitted(c))
                 continue
             q1, q3 = state[c]
             x = feature(c)
             if not q3 > q1:
-                exprs.append(pl.when(x.is_null()).then(None).otherwise(pl.lit(0.0)))
+                exprs.append(_flat(x))
                 continue
-            outside = pl.max_horizontal(q1 - x, x - q3, pl.lit(0.0)) / (q3 - q1)
+            outside = pl.max_horizontal(q1 - x, x - q3, pl.lit(0.0)) / (q3 - q1)  # +inf for x = +-inf
             exprs.append(pl.when(x.is_null()).then(None).otherwise(outside))
-        return _max_over_features(exprs, columns)
+        return _max_over_features(exprs)
