@@ -151,3 +151,12 @@ def test_contamination_cutoff_is_over_finite_scores():
     scores = np.array([1.0, 2.0, 3.0, 4.0, np.inf, np.inf, np.nan])
     cutoff = flag_cutoff(scores, threshold=None, contamination=0.25, detector=None)
     assert cutoff == np.quantile([1.0, 2.0, 3.0, 4.0], 0.75)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_an_inf_in_a_feature_without_spread_scores_inf(name):
+    frame = pl.DataFrame({"x": [1.0, 2.0, 3.0, 2.5, 1.5], "flat": [5.0, 5.0, np.inf, 5.0, None]})
+    detector = get(name)
+    scores = detector.score(frame, ["x", "flat"], detector.fit(frame, ["x", "flat"], seed=0)).to_list()
+    assert scores[2] == np.inf
+    assert all(np.isfinite(s) for i, s in enumerate(scores) if i != 2)
