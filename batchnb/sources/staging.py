@@ -33,6 +33,7 @@ from batchnb.sources.sniff import COMPRESSIONS, check_content, describe, sniff, 
 __all__ = ["stage"]
 
 BLOCK = 4 * 2**20
+_ARROW_CODECS = {"gzip": "gzip", "bzip2": "bz2", "zstd": "zstd"}
 _REMOTE_MTIME_NS = 946_684_800 * 10**9  # 2000-01-01: a staged copy of an object, until someone touches it
 
 
@@ -121,20 +122,25 @@ def _open_stream(path: str, kind: str, member: str | None) -> Iterator[IO[bytes]
 
 
 def _decoder(raw: IO[bytes], path: str, kind: str, member: str | None) -> IO[bytes]:
+    """Arrow's codecs where it has them (bzip2 twice as fast as the standard library), else the stdlib's."""
+    import pyarrow as pa
+
+    codec = _ARROW_CODECS.get(kind)
     try:
+        if codec is not None and pa.Codec.is_available(codec):
+            return pa.input_stream(raw, compression=codec)
         if kind == "gzip":
             return gzip.GzipFile(fileobj=raw, mode="rb")
         if kind == "bzip2":
             return bz2.BZ2File(raw)
         if kind == "xz":
             return lzma.LZMAFile(raw)
-        if kind == "zstd":
-            import pyarrow as pa
-
-            return pa.input_stream(raw, compression="zstd")
-        return zipfile.ZipFile(raw).open(member)
+        if kind == "zip":
+            return zipfile.ZipFile(raw).open(member)
     except Exception as exc:
         raise _corrupt(path, kind, exc) from exc
+    msg = f"cannot decompress {path!r}: this pyarrow has no zstd codec; decompress it first (`unzstd`) or reinstall pyarrow"
+    raise SourceError(msg)
 
 
 def _decompress(path: str, kind: str, member: str | None, target: Path) -> None:
