@@ -64,6 +64,10 @@ def reference(frame: pl.DataFrame, tmp_path: Path, suffix: str) -> pl.DataFrame:
     return result.read().collect()
 
 
+def no_second_pass(*args):
+    raise AssertionError("decompressed again")
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading compressed files
 # --------------------------------------------------------------------------------------------------
@@ -138,13 +142,16 @@ def test_json_array_inside_gzip(frame, tmp_path):
     assert result.read().collect().get_column("id").to_list() == list(range(ROWS))
 
 
-def test_plan_stages_and_plans_byte_ranges(frame, tmp_path):
+def test_plan_stages_and_plans_byte_ranges(frame, tmp_path, monkeypatch):
     src = compress(frame.write_csv().encode(), "gzip", tmp_path / "data.csv.gz")
     plan = bn.BatchJob(src, tmp_path / "out", chunk_size=CHUNK, engine="sequential").plan()
     (staged,) = plan.dataset.paths
     assert Path(staged).parent == tmp_path / "out" / "_batchnb" / "converted"
     assert plan.dataset.format == "csv" and len(plan.chunks) >= 2
     assert Path(staged).read_bytes() == frame.write_csv().encode()
+    monkeypatch.setattr(staging, "_decompress", no_second_pass)
+    result = bn.BatchJob(src, tmp_path / "out", chunk_size=CHUNK, engine="sequential").run(progress=None)
+    assert result.rows_out == ROWS  # run() after plan() on the same output uses the staged copy
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,10 +192,6 @@ def check_resumed(src: str, out: Path, frame: pl.DataFrame) -> None:
 def test_resume_reuses_the_staged_copy(frame, tmp_path, monkeypatch):
     src, out, staged = resumable(tmp_path, frame)
     before = staged.stat()
-
-    def no_second_pass(*args):
-        raise AssertionError("decompressed again")
-
     monkeypatch.setattr(staging, "_decompress", no_second_pass)
     check_resumed(src, out, frame)
     assert (staged.stat().st_ino, staged.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -358,3 +361,47 @@ def test_interrupts_pass_through_the_panic_guard(exc):
     with pytest.raises(exc):
         with sniff.panics_as_source_errors("x"):
             raise exc()
+
+
+# --------------------------------------------------------------------------------------------------
+# Object stores: a compressed object is staged locally through fsspec
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on loopback, reached through the environment as any S3 client would."""
+    s3fs = pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("batchnb-compressed")
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_compressed_object_on_s3_is_staged_and_read(s3, frame, tmp_path):
+    local = compress(frame.write_csv().encode(), "zstd", tmp_path / "data.csv.zst")
+    s3.put(local, "batchnb-compressed/in/data.csv.zst")
+    url = "s3://batchnb-compressed/in/data.csv.zst"
+    remote = run_job(url, tmp_path / "remote", chunk_size=CHUNK, engine="threads")
+    assert remote.status == "succeeded", remote.errors
+    here = run_job(local, tmp_path / "local", chunk_size=CHUNK, engine="threads")
+    assert remote.read().collect().equals(here.read().collect())
+    (staged,) = staged_files(tmp_path / "remote")
+    assert staged.read_bytes() == frame.write_csv().encode()
+    s3.pipe("batchnb-compressed/in/cut.csv.zst", Path(local).read_bytes()[:5_000])
+    err = refused("s3://batchnb-compressed/in/cut.csv.zst", tmp_path)
+    assert "cut.csv.zst" in str(err) and "truncated or corrupt" in str(err)
