@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from batchnb.errors import BatchError
+from batchnb.errors import BatchError, describe
 
 __all__ = ["main"]
 
@@ -238,16 +238,22 @@ def main(argv: list[str] | None = None) -> int:
                 "detectors": _detectors, "schedule": _schedule}  # fmt: skip
     try:
         return handlers[args.command](args)
-    except BatchError as exc:
-        message = str(exc).replace("run(restart=True)", "--restart")  # the same advice, in the shell's terms
-        print(f"batchnb {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        print(f"batchnb {args.command}: error: {exc}", file=sys.stderr)  # a path the user has to fix
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished parts are kept; run the same command again to resume", file=sys.stderr)
         return 1
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the boundary: one line, exit 2, whatever raised (a panic too)
+        print(f"batchnb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """A batchnb error's own message; anything else (a library's error that got this far) with its type."""
+    if isinstance(exc, BatchError | OSError):  # an OSError names the path the user has to fix
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return text.replace("run(restart=True)", "--restart")  # the same advice, in the shell's terms
+    return describe(exc)
 
 
 if __name__ == "__main__":

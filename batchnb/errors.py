@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 __all__ = [
@@ -12,7 +14,13 @@ __all__ = [
     "EngineError",
     "JobStateError",
     "SourceError",
+    "converted",
+    "describe",
+    "fails_again",
 ]
+
+# Never converted: the user (Ctrl-C) or the interpreter asked to stop.
+PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 class BatchError(Exception):
@@ -71,3 +79,36 @@ class ChunkError:
 
     def __str__(self) -> str:
         return f"chunk {self.chunk} failed after {self.attempts} attempt(s): {self.type}: {self.message}"
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` on one line, for any exception (a Polars panic's message spans several lines)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def fails_again(exc: BaseException | None) -> bool:
+    """A chunk error that the same chunk raises again on every attempt, so retrying only delays the job.
+
+    A `ConfigError` or a `SourceError` (`DataError` included: bytes that do not parse) is about the job's
+    options or data, and a `TypeError` means code and data disagree on a type (a detector returning
+    something other than a DataFrame). Engines hand the runner the chunk's own exception type (the processes
+    pool re-raises the pickled original, Dask does too, Ray's engine unwraps `RayTaskError`), so an
+    `isinstance` check sees through them.
+    """
+    return isinstance(exc, ConfigError | SourceError | TypeError)
+
+
+@contextlib.contextmanager
+def converted(cls: type[BatchError], what: str) -> Iterator[None]:
+    """Any error but a batchnb one (Polars panics included) leaves as `cls`, saying `what` failed and why.
+
+    Ctrl-C and `SystemExit` pass untouched. Used where the driver calls into libraries: opening and planning
+    the source, fitting the detector, starting the engine.
+    """
+    try:
+        yield
+    except (BatchError, *PASS_THROUGH):
+        raise
+    except BaseException as exc:  # a Polars PanicException is a BaseException
+        raise cls(f"{what}: {describe(exc)}") from exc

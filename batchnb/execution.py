@@ -14,7 +14,7 @@ import cloudpickle
 
 from batchnb import engines, sources
 from batchnb.checksum import file_checksum
-from batchnb.errors import ConfigError, JobStateError
+from batchnb.errors import BatchError, ConfigError, EngineError, JobStateError, SourceError, converted
 from batchnb.memory import MemoryGuard
 from batchnb.plan import DatasetInfo, decoded_bytes_per_row
 from batchnb.progress import Progress
@@ -71,16 +71,22 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
     config = job.config
     state.set_status(JobStatus.PLANNING, started_at=time.time())
     t0 = time.perf_counter()
-    info = job._open_dataset()  # metadata, or the record index of a text file
+    source = f"cannot read the source {config.source!r}"
+    with converted(SourceError, source):
+        info = job._open_dataset()  # metadata, or the record index of a text file
     features, keep = resolve_columns(config, info)
     fmt = sources.get(info.format)
     t1 = time.perf_counter()
     # A callable needs no fit: reading a sample for it would be a wasted pass over the source.
-    sample = None if callable_detector(config) else fmt.sample(info, config.fit_sample, config.seed, features)
+    with converted(SourceError, f"{source} (sampling {config.fit_sample:_} rows to fit the detector)"):
+        sample = None if callable_detector(config) else fmt.sample(info, config.fit_sample, config.seed, features)
     t2 = time.perf_counter()
-    scorer = fit_detector(config, sample, features)
+    what = f"the detector could not be fitted on the sample of columns {list(features)}; check `detector` and `columns`"
+    with converted(ConfigError, what):
+        scorer = fit_detector(config, sample, features)
     t3 = time.perf_counter()
-    specs = fmt.plan(info, config.chunk_size)
+    with converted(SourceError, f"{source} (planning chunks)"):
+        specs = fmt.plan(info, config.chunk_size)
     prepare_s = {"inspect": t1 - t0, "sample": t2 - t1, "fit": t3 - t2, "plan": time.perf_counter() - t3}
     worker_info = info.for_workers()
     empty_schema = empty_dtypes = None
@@ -175,7 +181,7 @@ def execute(
             if engine.needs_pickle:
                 check_picklable(scorer, engine.name)
         except BaseException as exc:
-            state.set_status(JobStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            _record_failure(state, exc)
             raise
         keep = tuple(state.get("keep"))
         if only_failed:
@@ -202,12 +208,24 @@ def execute(
             memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=estimate),
         )  # fmt: skip
         try:
-            engine.open(workers)
+            with converted(EngineError, f"engine {engine.name!r} could not start"):
+                engine.open(workers)
         except BaseException as exc:  # no cluster, no pool: nothing ran, the job is resumable as it is
             state.mark([s.index for s in specs], ChunkStatus.PENDING)
             state.set_status(JobStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise
         try:
             return runner.run(specs)
+        except BatchError as exc:  # e.g. the state could not be written: record why, if the state still takes it
+            _record_failure(state, exc)
+            raise
         finally:
             engine.close()
+
+
+def _record_failure(state: JobState, exc: BaseException) -> None:
+    """Mark the job failed with its reason; a state that cannot be written (a full disk) keeps what it had."""
+    try:
+        state.set_status(JobStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+    except JobStateError:
+        pass

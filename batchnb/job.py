@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from batchnb import engines, sources
 from batchnb.config import JobConfig
-from batchnb.errors import ConfigError, JobStateError
+from batchnb.errors import ConfigError, JobStateError, SourceError, converted
 from batchnb.lock import JobLock
 from batchnb.plan import DatasetInfo, Plan, decoded_bytes_per_row, plan_warnings
 from batchnb.progress import Progress
@@ -26,25 +26,35 @@ ProgressMode = Literal["auto", "widget", "log", "text"] | None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The options in a .json, .toml or .yaml file: a table of option names, or a ConfigError saying why not."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
     suffix = path.suffix.lower()
+    kind = {".json": "JSON", ".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}.get(suffix)
+    if kind is None:
+        raise ConfigError(f"config file {str(path)!r}: expected a .json, .toml or .yaml file")
+    if kind == "YAML":
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ConfigError(f"config file {str(path)!r}: reading YAML needs PyYAML (pip install pyyaml)") from exc
     try:
-        if suffix == ".json":
-            return json.loads(text)
-        if suffix == ".toml":
+        text = path.read_text(encoding="utf-8")
+        if kind == "JSON":
+            data = json.loads(text)
+        elif kind == "TOML":
             import tomllib
 
-            return tomllib.loads(text)
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-    except Exception as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}") from exc
-    raise ConfigError(f"config file {str(path)!r}: expected a .json, .toml or .yaml file")
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except Exception as exc:  # OSError, UnicodeDecodeError, each parser's own error
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {exc}") from exc
+    if not isinstance(data, dict):
+        msg = f"config file {str(path)!r} holds a {type(data).__name__}; it must hold a table of options such as `source` and `output`"
+        raise ConfigError(msg)
+    return data
 
 
 class BatchJob:
@@ -112,13 +122,15 @@ class BatchJob:
         """The chunk plan, its memory estimates, recommendations and warnings, without running anything."""
         from batchnb.scoring import callable_detector, check_picklable, resolve_columns
 
-        info = self._open_dataset()
-        resolve_columns(self.config, info)
+        with converted(SourceError, f"cannot read the source {self.config.source!r}"):
+            info = self._open_dataset()
+            resolve_columns(self.config, info)
+            chunks = sources.get(info.format).plan(info, self.config.chunk_size)
         resources = self.config.resources
         plan = Plan(
             dataset=info.for_workers(),
             chunk_size=self.config.chunk_size,
-            chunks=sources.get(info.format).plan(info, self.config.chunk_size),
+            chunks=chunks,
             workers=resources.workers(self.config.engine_name),
             cpu_count=os.cpu_count() or 1,
             memory_limit=resources.memory_bytes(),

@@ -1,7 +1,16 @@
-"""The driver loop: submit chunk tasks, collect them, retry with backoff, commit to state, report."""
+"""The driver loop: submit chunk tasks, collect them, retry with backoff, commit to state, report.
+
+Which failures are retried: a chunk that raises is retried with backoff up to `retries` times, except
+for an error that the same chunk raises again on every attempt (`errors.fails_again`: a `ConfigError`,
+a `SourceError` or `DataError` such as a parse error or a schema mismatch, a Polars panic, which the
+worker turns into a `DataError`, and a `TypeError` such as a detector returning something other than a
+DataFrame): that one is recorded as failed after one attempt. A full disk (ENOSPC, EDQUOT) is no chunk's
+fault and every chunk would meet it: the job stops, ends failed with the cause, and resumes when run again.
+"""
 
 from __future__ import annotations
 
+import errno
 import heapq
 import logging
 import threading
@@ -13,7 +22,7 @@ from dataclasses import dataclass
 
 from batchnb.config import JobConfig
 from batchnb.engines.base import Engine
-from batchnb.errors import ChunkError, EngineError
+from batchnb.errors import ChunkError, EngineError, describe, fails_again
 from batchnb.memory import MemoryGuard, recommend_chunk_size
 from batchnb.plan import ChunkSpec
 from batchnb.progress import Progress, RateWindow, ResourceSampler
@@ -70,6 +79,10 @@ def interleave(specs: list[ChunkSpec], key: Callable[[ChunkSpec], Hashable | Non
     return out
 
 
+def _disk_full(exc: BaseException | None) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class OutputCheckError(Exception):
     """A part that does not match the others (schema, row count): a failed attempt, never a silent pass."""
 
@@ -105,6 +118,7 @@ class Runner:
         self._timed_out = False
         self._polled = 0.0
         self._window: int | None = None
+        self._stop: str | None = None  # why the job stops early although every chunk could still run
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, todo: list[ChunkSpec]) -> JobStatus:
@@ -136,7 +150,7 @@ class Runner:
             now = time.monotonic()
             lost = lost or self._poll_engine(now)
             window = self._window or window
-            if lost or self.cancel_event.is_set() or self._job_timed_out(now):
+            if lost or self._stop or self.cancel_event.is_set() or self._job_timed_out(now):
                 for future in inflight:
                     self.engine.cancel(future)
                 break
@@ -183,6 +197,9 @@ class Runner:
                 elif outcome is not None:
                     finished.append(outcome)
                     self._rows_total += outcome.rows_in - job.spec.n_rows
+                elif _disk_full(exc):  # not the chunk's fault either: it runs again when the job resumes
+                    self._stop = self._stop or self._disk_full_reason(job.spec.index, exc)
+                    self.state.mark([job.spec.index], ChunkStatus.PENDING)
                 else:
                     self._failed_attempt(job, exc, retry_heap)
             self._expire(inflight, retry_heap)
@@ -205,6 +222,12 @@ class Runner:
         if lost is not None:
             raise lost
         return status
+
+    def _disk_full_reason(self, index: int, exc: BaseException) -> str:
+        return (
+            f"no space left on the disk of the output {self.config.output!r} (chunk {index}: {describe(exc)}): "
+            "free some space or use another output, then run again to resume; finished parts are kept"
+        )
 
     def _affinity_lanes(self) -> int:
         """Worker processes of an engine that can send a chunk where its row group is cached (else 1)."""
@@ -303,6 +326,7 @@ class Runner:
             rows=spec.rows,
         )
         self._last_error = str(error)
+        final = final or fails_again(exc)
         if job.attempt <= self.config.retries and not self.cancel_event.is_set() and not final:
             delay = self.config.backoff.delay(job.attempt)
             self.state.record_attempt(error, delay=delay)
@@ -344,6 +368,9 @@ class Runner:
         elif self._timed_out:
             status = JobStatus.FAILED
             self._last_error = f"job ran over job_timeout={self.config.resources.job_timeout}s"
+        elif self._stop is not None:
+            status = JobStatus.FAILED
+            self._last_error = self._stop
         elif self.cancel_event.is_set() and unfinished:
             status = JobStatus.CANCELLED
         elif failed or unfinished:
@@ -352,7 +379,7 @@ class Runner:
             status = JobStatus.SUCCEEDED
         self.state.mark([i.spec.index for i in inflight.values()], ChunkStatus.PENDING)
         elapsed = self._elapsed_before + time.monotonic() - self._t0
-        reason = self._last_error if self._timed_out or lost is not None else None
+        reason = self._last_error if self._timed_out or lost is not None or self._stop is not None else None
         self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=reason, driver_s=self._driver_s)
         self.state.set_status(status)
         self._report(running=0, force=True, status=status)

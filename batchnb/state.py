@@ -20,6 +20,7 @@ from batchnb.status import ChunkStatus, JobStatus
 __all__ = ["ChunkRecord", "JobState", "state_path"]
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 5.0  # only the driver writes, under its lock: a write lock held longer is another process's
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -38,6 +39,72 @@ CREATE TABLE IF NOT EXISTS timeline(
 
 def state_path(output: str | Path) -> Path:
     return Path(output, "_batchnb", "state.sqlite")
+
+
+def _state_error(exc: sqlite3.Error, path: Path) -> JobStateError:
+    """What a sqlite error means for the user: a lock someone else holds, a full disk, or a damaged file."""
+    text, output = str(exc), str(path.parent.parent)
+    if "locked" in text or "busy" in text:
+        return JobStateError(
+            f"the job state {str(path)!r} is locked by another process (sqlite: {text}): another run may be "
+            f"writing to {output!r}; wait for it to end, or use another output directory"
+        )
+    if "full" in text:
+        return JobStateError(
+            f"cannot write the job state {str(path)!r} (sqlite: {text}): free space on the disk of {output!r} "
+            "and run again to resume; finished parts are kept"
+        )
+    return JobStateError(
+        f"the job state {str(path)!r} is unreadable (sqlite: {text}): run the job again with run(restart=True) "
+        "to discard it and start over, or use another output directory"
+    )
+
+
+class _Rows(list):
+    """Rows fetched at once, so a damaged page is met inside the guarded call rather than by a later fetch."""
+
+    def fetchone(self) -> tuple | None:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[tuple]:
+        return list(self)
+
+
+class _Connection:
+    """The sqlite connection, every error of which reaches the caller as a JobStateError."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+
+    def _call(self, method: str, *args: Any) -> _Rows:
+        try:
+            return _Rows(getattr(self._conn, method)(*args).fetchall())
+        except sqlite3.Error as exc:
+            raise _state_error(exc, self._path) from exc
+
+    def execute(self, sql: str, params: Sequence = ()) -> _Rows:
+        return self._call("execute", sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence]) -> _Rows:
+        return self._call("executemany", sql, rows)
+
+    def executescript(self, script: str) -> _Rows:
+        return self._call("executescript", script)
+
+    def lookup(self, sql: str, params: Sequence = ()) -> _Rows | None:
+        """`execute`, but None while the writer has not created the tables yet (a reader may come first)."""
+        try:
+            return _Rows(self._conn.execute(sql, params).fetchall())
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith("no such table"):
+                return None
+            raise _state_error(exc, self._path) from exc
+        except sqlite3.Error as exc:
+            raise _state_error(exc, self._path) from exc
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +127,7 @@ class JobState:
     """Typed access to the sqlite record. Writers call `open(..., create=True)` from one thread."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
+        self._conn = _Connection(conn, path)
         self.path = path
 
     @classmethod
@@ -71,12 +138,21 @@ class JobState:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{path}" + ("" if create else "?mode=ro")
-        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
-        if create:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_DDL)
-        return cls(conn, path)
+        try:
+            raw = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _state_error(exc, path) from exc
+        state = cls(raw, path)
+        try:
+            state._conn.execute("SELECT COUNT(*) FROM sqlite_master")  # random bytes fail here, not mid-job
+            if create:
+                state._conn.execute("PRAGMA journal_mode=WAL")
+                state._conn.execute("PRAGMA synchronous=NORMAL")
+                state._conn.executescript(_DDL)
+        except JobStateError:
+            state.close()
+            raise
+        return state
 
     def close(self) -> None:
         self._conn.close()
@@ -89,11 +165,8 @@ class JobState:
 
     # --- meta -----------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError:
-            return default  # the writer has not created the tables yet
-        return json.loads(row[0]) if row else default
+        rows = self._conn.lookup("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
 
     def set(self, **values: Any) -> None:
         with self._tx():

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from batchnb.detectors.base import FittedDetector
+from batchnb.errors import PASS_THROUGH, DataError, describe
 from batchnb.plan import ChunkSpec, DatasetInfo
 from batchnb.sources.base import schema_to_ipc
 
@@ -59,6 +60,26 @@ def apply_scorer(scorer: FittedDetector | Callable, frame: pl.DataFrame, keep: t
 
 
 def run_chunk(task: ChunkTask) -> ChunkOutcome:
+    """The worker-side boundary: a Polars panic (a BaseException) leaves as a DataError that pickles.
+
+    Any `Exception` leaves as it is (the runner records its type and message); only a panic is converted,
+    because `except Exception` in the engines and the runner would let it through, and its class
+    (`pyo3_runtime.PanicException`) cannot be unpickled in another process. The same bytes panic again,
+    so the chunk is not retried.
+    """
+    try:
+        return _run_chunk(task)
+    except (Exception, *PASS_THROUGH):
+        raise
+    except BaseException as exc:  # a panic; see above
+        msg = (
+            f"chunk {task.spec.index} made Polars panic ({describe(exc)}): the same bytes panic again; "
+            "check that the input is the format and encoding it claims to be"
+        )
+        raise DataError(msg) from exc
+
+
+def _run_chunk(task: ChunkTask) -> ChunkOutcome:
     from batchnb import sinks
     from batchnb.sources import read_chunk
 

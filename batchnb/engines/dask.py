@@ -25,13 +25,14 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 from batchnb.engines.base import settle
-from batchnb.errors import ConfigError, EngineError
+from batchnb.errors import ConfigError, EngineError, describe
 
 __all__ = ["DaskEngine"]
 
 log = logging.getLogger("batchnb")
 
 METRICS_EVERY_S = 1.0  # scheduler_info() is one round trip to the scheduler
+CONNECT_TIMEOUT_S = 10.0  # joining a scheduler by address: connect, handshake
 
 
 def _local_pids() -> set[int]:
@@ -306,11 +307,52 @@ class DaskEngine:
 def _join(address: Any) -> Any:
     from distributed import Client
 
+    if isinstance(address, str):
+        _probe(address)
     try:
-        return Client(address, timeout="10s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        msg = f"cannot reach the Dask scheduler at {address!r}: {exc}; is it running, and is the address right?"
+        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+    except Exception as exc:  # OSError, TimeoutError, or a protocol error from a stranger
+        msg = (
+            f"cannot reach the Dask scheduler at {address!r}: {type(exc).__name__}: {exc}; is it running, and "
+            "is the address right?"
+        )
         raise EngineError(msg) from exc
+
+
+def _probe(address: str) -> None:
+    """Fail fast, with the reason, when `address` is no Dask scheduler.
+
+    distributed's Client waits for the server's handshake without a time limit and reads whatever arrives as
+    the length of a message: a server of another kind hangs it or makes it allocate exabytes. A scheduler
+    writes its handshake as soon as it accepts: the first 8 bytes are that message's length, a few hundred.
+    """
+    import socket
+    import struct
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return  # inproc, ucx, ws: the Client's own checks apply
+    host, port = parse_host_port(location)
+    hint = "check the address (host and port of the scheduler, default port 8786) and that the scheduler runs"
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        raise EngineError(f"cannot reach the Dask scheduler at {address!r} ({describe(exc)}): {hint}") from exc
+    with sock:
+        if scheme == "tls":
+            return  # the TLS handshake comes first; the Client checks the rest
+        header = b""
+        try:
+            while len(header) < 8 and (data := sock.recv(8 - len(header))):
+                header += data
+        except OSError:  # a timeout: the server waits for us to speak first, which a scheduler never does
+            pass
+    size = struct.unpack("<Q", header)[0] if len(header) == 8 else None
+    if size is None or not 0 < size < 2**20:
+        got = f"it sent {header[:8]!r}" if header else f"it sent nothing within {CONNECT_TIMEOUT_S:g}s"
+        raise EngineError(f"{address!r} is not a Dask scheduler ({got}): {hint}")
 
 
 def _start_local(n_workers: int, threads_per_worker: int, adapt: tuple[int, int] | None) -> Any:
