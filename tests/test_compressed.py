@@ -405,3 +405,13 @@ def test_compressed_object_on_s3_is_staged_and_read(s3, frame, tmp_path):
     s3.pipe("batchnb-compressed/in/cut.csv.zst", Path(local).read_bytes()[:5_000])
     err = refused("s3://batchnb-compressed/in/cut.csv.zst", tmp_path)
     assert "cut.csv.zst" in str(err) and "truncated or corrupt" in str(err)
+
+
+def test_full_disk_while_staging_says_where_and_what_to_do(tmp_path):
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(bn.SourceError) as err:
+        staging._write(FullDisk(), b"a,b\n", tmp_path / "out" / "_batchnb" / "converted" / "x.csv.tmp")
+    assert "No space left" in str(err.value) and "free space" in str(err.value) and "x.csv.tmp" in str(err.value)

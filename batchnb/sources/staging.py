@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,9 +147,11 @@ def _decoder(raw: IO[bytes], path: str, kind: str, member: str | None) -> IO[byt
 def _decompress(path: str, kind: str, member: str | None, target: Path) -> None:
     """One streaming pass into a temporary name, renamed into place once whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
+    # A fresh name (O_EXCL), never a symlink someone planted; a concurrent plan() writes its own.
+    fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
     try:
-        with _open_stream(path, kind, member) as src, open(tmp, "wb") as dst:
+        with os.fdopen(fd, "wb") as dst, _open_stream(path, kind, member) as src:
             written = 0
             while block := _read(src, path, kind):
                 if not written:
