@@ -118,7 +118,7 @@ def test_late_value_breaking_the_type_names_line_column_and_fix(tmp_path, bad, f
         assert_frame_equal(out, expected.cast({"v": getattr(pl, fix)}))
 
 
-def test_ndjson_late_value_and_broken_line_name_their_lines(tmp_path):
+def test_ndjson_broken_line_fails_its_chunk_naming_the_line(tmp_path):
     n = 3_000
     lines = [f'{{"id": {i}, "v": {i}}}' for i in range(n)]
     src = tmp_path / "events.jsonl"
@@ -159,12 +159,24 @@ def test_latin1_header_says_encoding_and_the_advice_works(tmp_path):
     assert result.status == "succeeded" and "einwohner" in result.read().collect().columns
 
 
-def test_latin1_value_in_a_chunk_says_encoding(tmp_path):
+@pytest.mark.parametrize("every", [1, 700], ids=["every-row", "now-and-then"])
+def test_latin1_values_say_encoding_and_the_advice_works(tmp_path, every):
+    """Every sampled record bad: planning says so; a few: the sample leaves them out and their chunks say so."""
     src = tmp_path / "cities.csv"
-    src.write_bytes(b"id,city\n" + b"".join(f"{i},Z\xfcrich\n".encode("latin-1") for i in range(3_000)))
-    result = run(src, tmp_path / "out", detector=identity)
-    assert result.status == "failed"
-    assert all("utf8-lossy" in e.message and e.type == "DataError" for e in result.errors), result.errors
+    src.write_bytes(
+        b"id,city\n"
+        + b"".join(f"{i},{'Zürich' if i % every == 0 else 'Bern'}\n".encode("latin-1") for i in range(3_000))
+    )
+    if every == 1:
+        with pytest.raises(bn.SourceError) as err:
+            run(src, tmp_path / "out", detector=identity)
+        messages = [str(err.value)]
+    else:
+        result = run(src, tmp_path / "out", detector=identity)
+        assert result.status == "failed" and {e.type for e in result.errors} == {"DataError"}
+        messages = [e.message for e in result.errors]
+        assert any("line 2:" in m for m in messages), messages  # row 0, the first bad one of chunk 0
+    assert all("utf8-lossy" in m and "UTF-8" in m for m in messages), messages
     out = read_back(src, tmp_path / "lossy", read_options={"encoding": "utf8-lossy"})
     assert_frame_equal(out, pl.read_csv(src, encoding="utf8-lossy"))
 
@@ -188,3 +200,11 @@ def test_files_widen_int_to_float_and_refuse_int_and_text(tmp_path):
     with pytest.raises(bn.SourceError) as err:
         run(str(tmp_path / "[ac].csv"), tmp_path / "out2")
     assert "'v'" in str(err.value) and "c.csv" in str(err.value)
+
+
+def test_ndjson_with_no_readable_line_is_source_error(tmp_path):
+    src = tmp_path / "broken.jsonl"
+    src.write_text('{"a": \n')
+    with pytest.raises(bn.SourceError) as err:
+        run(src, tmp_path / "out")
+    assert "broken.jsonl, line 1" in str(err.value) and "JSON" in str(err.value)

@@ -18,8 +18,8 @@ from polars.exceptions import PanicException
 from batchnb import storage
 from batchnb.errors import ConfigError, DataError, SourceError
 from batchnb.plan import DatasetInfo
-from batchnb.sources.record_index import real_newlines
-from batchnb.sources.text import BOOL, READ, SCHEMA, Check, ParseMode, TextFormat, dtypes_option, type_message
+from batchnb.sources.record_index import READ, real_newlines
+from batchnb.sources.text import BOOL, SCHEMA, Check, ParseMode, TextFormat, dtypes_option, type_message
 
 __all__ = ["CSV"]
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from batchnb import storage
 from batchnb.sources.base import parallel_map
 
-__all__ = ["FileIndex", "build_index", "offset_of_row", "real_newlines"]
+__all__ = ["READ", "FileIndex", "build_index", "lines_before", "offset_of_row", "parity_at_start", "real_newlines"]
 
+READ = 16 * 2**20
 BLOCK = 256 * 1024
 BLOCKS_PER_WINDOW = 64  # blocks mapped at a time while indexing
 NEWLINE = 10
@@ -109,3 +111,38 @@ def offset_of_row(path: str, index: FileIndex, row: int, quote: int | None) -> i
         chunk = f.read(2 * BLOCK)
     real = real_newlines(np.frombuffer(chunk, dtype=np.uint8), quote, parity)
     return int(index.offsets[j]) + int(real[wanted - 1]) + 1
+
+
+def parity_at_start(buf: np.ndarray, quote: int, separator: int | None) -> int | None:
+    """Quote parity at the start of `buf`, from the first quote whose role its neighbours show.
+
+    Opening quotes follow a separator or line break and are followed by neither; closing quotes are
+    the mirror image. Doubled (escaped) quotes and empty fields tell nothing and are skipped.
+    """
+    quotes = np.flatnonzero(buf == quote)
+    if quotes.size == 0:
+        return None
+    ends = [NEWLINE, 13] + ([separator] if separator is not None else [])
+    before = np.where(quotes > 0, buf[np.maximum(quotes - 1, 0)], -1)
+    after = np.where(quotes + 1 < buf.size, buf[np.minimum(quotes + 1, buf.size - 1)], -1)
+    is_end_before, is_end_after = np.isin(before, ends), np.isin(after, ends)
+    opening = is_end_before & ~is_end_after & (after != quote) & (after != -1)
+    closing = is_end_after & ~is_end_before & (before != quote) & (before != -1)
+    telling = np.flatnonzero(opening | closing)
+    if telling.size == 0:
+        return None
+    k = int(telling[0])  # quotes before this one: k; parity just before it is 0 if opening, 1 if closing
+    return (k + (0 if opening[k] else 1)) & 1
+
+
+def lines_before(path: str, offset: int) -> int:
+    """Newlines before `offset`: a line number for error messages (quoted newlines count too)."""
+    lines = 0
+    with storage.open_input(path) as f:
+        while offset > 0:
+            block = f.read(min(READ, offset))
+            if not block:
+                break
+            lines += block.count(b"\n")
+            offset -= len(block)
+    return lines

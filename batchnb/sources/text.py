@@ -10,6 +10,13 @@ which starts at a known record, every cut is right when every chunk is balanced.
 `read_options={"exact_rows": True}` plans instead from one vectorized pass over the bytes (memory-
 mapped windows counted in parallel): chunks become exact row ranges, at the cost of reading the
 file once more before the job starts.
+
+Column types are decided once for the dataset, from the header and a fixed stratified sample of
+blocks (at least one per file), each parsed by Polars with full inference: a block where a column is
+all empty says nothing about its type, a file's blocks merge as Polars merges types reading the whole
+file, and files unify only by lossless widening. A chunk holding a value the sample did not see that
+breaks its column's type fails with a DataError naming the line, the column and the override that
+reads it; finding that line costs a bisection over the failed chunk's records, nothing on success.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from batchnb.sources.base import (
     schema_to_text,
     unify_schemas,
 )
-from batchnb.sources.record_index import NEWLINE, build_index, offset_of_row, real_newlines
+from batchnb.sources.record_index import READ, build_index, lines_before, offset_of_row, parity_at_start, real_newlines
 
 __all__ = ["BOOL", "READ", "SCHEMA", "Check", "TextFormat", "as_dtype", "dtypes_option", "type_message"]
 
@@ -81,50 +88,9 @@ def type_message(where: str, column: str, value: str, dtype: pl.DataType) -> str
 BOOL: Check = (lambda v: isinstance(v, bool), "True or False")
 SCHEMA: Check = (_is_schema, 'a dict of column name -> Polars dtype (pl.Float64, or its name "Float64")')
 
-READ = 16 * 2**20
 LOOK = 64 * 1024  # bytes read on each side of a chunk boundary to place it
 INFER_BLOCK = 64 * 1024  # bytes per block of the type-inference sample
-
-
-def first_record_end(path: str, quote: int | None) -> int:
-    """Offset just past the first record (the CSV header)."""
-    with storage.open_input(path) as f:
-        head = f.read(READ)
-        parity, pos = 0, 0
-        while True:
-            arr = np.frombuffer(head, dtype=np.uint8)
-            real = real_newlines(arr[pos:], quote, parity)
-            if real.size:
-                return pos + int(real[0]) + 1
-            if quote is not None:
-                parity = (parity + head.count(bytes([quote]), pos)) & 1
-            pos = len(head)
-            more = f.read(READ)
-            if not more:
-                return len(head)
-            head += more
-
-
-def parity_at_start(buf: np.ndarray, quote: int, separator: int | None) -> int | None:
-    """Quote parity at the start of `buf`, from the first quote whose role its neighbours show.
-
-    Opening quotes follow a separator or line break and are followed by neither; closing quotes are
-    the mirror image. Doubled (escaped) quotes and empty fields tell nothing and are skipped.
-    """
-    quotes = np.flatnonzero(buf == quote)
-    if quotes.size == 0:
-        return None
-    ends = [NEWLINE, 13] + ([separator] if separator is not None else [])
-    before = np.where(quotes > 0, buf[np.maximum(quotes - 1, 0)], -1)
-    after = np.where(quotes + 1 < buf.size, buf[np.minimum(quotes + 1, buf.size - 1)], -1)
-    is_end_before, is_end_after = np.isin(before, ends), np.isin(after, ends)
-    opening = is_end_before & ~is_end_after & (after != quote) & (after != -1)
-    closing = is_end_after & ~is_end_before & (before != quote) & (before != -1)
-    telling = np.flatnonzero(opening | closing)
-    if telling.size == 0:
-        return None
-    k = int(telling[0])  # quotes before this one: k; parity just before it is 0 if opening, 1 if closing
-    return (k + (0 if opening[k] else 1)) & 1
+SKIPPED_PER_BLOCK = 8  # records that do not parse left out of one sample block; a block with more is dropped
 
 
 def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None, separator: int | None) -> int:
@@ -147,19 +113,6 @@ def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None,
         if x + look >= size:
             return size
         look *= 4  # a record longer than the window: look further
-
-
-def lines_before(path: str, offset: int) -> int:
-    """Newlines before `offset`: a line number for error messages (quoted newlines count too)."""
-    lines = 0
-    with storage.open_input(path) as f:
-        while offset > 0:
-            block = f.read(min(READ, offset))
-            if not block:
-                break
-            lines += block.count(b"\n")
-            offset -= len(block)
-    return lines
 
 
 class TextFormat(RowFormat):
@@ -255,6 +208,8 @@ class TextFormat(RowFormat):
         pieces = self._sample_pieces(draft, 20_000) if indexes else self._byte_pieces(draft, INFER_BLOCK, seed=0)
         pieces = self._with_every_file(draft, pieces)
         parsed = [(p, self._parse_sample(p, draft, "infer")) for p in pieces]
+        if parsed and all(f is None or not f.height for _, f in parsed) and not read_options.get("schema"):
+            raise self.unreadable(parsed[0][0], draft)
         pieces, frames = [p for p, f in parsed if f is not None], [f for _, f in parsed if f is not None]
         schema = self.decided_schema(self._unify(pieces, frames, names), names, read_options)
         info = DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema), "dtypes": schema_to_ipc(schema)})
@@ -264,6 +219,20 @@ class TextFormat(RowFormat):
             options["_bytes_per_row"] = per_row
             info = DatasetInfo(**{**info.__dict__, "total_rows": round(draft.total_bytes / per_row)})
         return info
+
+    def unreadable(self, piece: Piece, info: DatasetInfo) -> SourceError:
+        """No sampled block parses: say why the first one does not, rather than plan a dataset of nothing."""
+        data = self.read_bytes(piece)
+        try:
+            self.check_balanced(info, piece.path, piece.start, data)
+        except SourceError as exc:
+            return SourceError(f"no sampled record can be read: {exc}")
+        error = self.parse_error(data, info, "infer")
+        if error is None:
+            return SourceError(f"{piece.path}: cannot read the records at bytes {piece.start}-{piece.stop}")
+        return SourceError(
+            f"no sampled record can be read: {self.located_error(error, data, info, 'infer', piece.path, piece.start)}"
+        )
 
     def sample_header(self, header: bytes, names: list[str] | None, read_options: dict[str, Any]) -> str | None:
         """The header that sample blocks are parsed behind, kept as latin-1 text so any bytes round-trip."""
@@ -384,21 +353,24 @@ class TextFormat(RowFormat):
         return conform([f for f in parallel_map(read, pieces) if f is not None], info, columns)
 
     def _parse_sample(self, piece: Piece, info: DatasetInfo, mode: ParseMode) -> pl.DataFrame | None:
-        """A sample block cut inside a quoted field, or that does not parse, is left out: the chunk
-        holding those records reports why."""
+        """A sample block cut inside a quoted field is left out; a few records that do not parse are left
+        out of their block (the chunk holding them reports them), a block with more is left out."""
         data = self.read_bytes(piece)
         try:
             self.check_balanced(info, piece.path, piece.start, data)
-            return self.parse(data, info, mode=mode)
-        except (SourceError, pl.exceptions.PolarsError, PanicException):
+        except SourceError:
             return None
+        for _ in range(SKIPPED_PER_BLOCK + 1):
+            try:
+                return self.parse(data, info, mode=mode)
+            except (pl.exceptions.PolarsError, PanicException):
+                begin, end, _exc = self.first_bad_record(data, info, mode)
+                data = data[:begin] + data[end:]
+        return None
 
     def sample_all(self, info: DatasetInfo, columns: Sequence[str] | None) -> pl.DataFrame:
-        frames = [
-            self.parse(self.read_bytes(Piece(path=p, start=a, stop=b)), info, mode="lenient")
-            for p, a, b in self._files(info)
-        ]
-        frames = frames if columns is None else [f.select(columns) for f in frames]
+        whole = [self._parse_sample(Piece(path=p, start=a, stop=b), info, "lenient") for p, a, b in self._files(info)]
+        frames = [f if columns is None else f.select(columns) for f in whole if f is not None]
         return conform(frames, info, columns)
 
     def _sample_pieces(self, info: DatasetInfo, n: int, seed: int = 0) -> list[Piece]:
@@ -413,31 +385,39 @@ class TextFormat(RowFormat):
         try:
             return self.parse(data, info, mode="strict")
         except (pl.exceptions.PolarsError, PanicException) as exc:
-            begin, end = self.first_bad_record(data, info)
-            line = lines_before(path, start) + data.count(b"\n", 0, begin) + 1
-            raise self.record_error(exc, info, f"{path}, line {line}", data[begin:end]) from None
+            raise self.located_error(exc, data, info, "strict", path, start) from None
 
-    def parses(self, data: bytes, info: DatasetInfo) -> bool:
+    def located_error(
+        self, exc: BaseException, data: bytes, info: DatasetInfo, mode: ParseMode, path: str, start: int
+    ) -> DataError:
+        """The error of the first record of `data` (read from `path` at `start`) that does not parse."""
+        begin, end, first = self.first_bad_record(data, info, mode)
+        line = lines_before(path, start) + data.count(b"\n", 0, begin) + 1
+        return self.record_error(first or exc, info, f"{path}, line {line}", data[begin:end])
+
+    def parse_error(self, data: bytes, info: DatasetInfo, mode: ParseMode) -> BaseException | None:
         try:
-            self.parse(data, info, mode="strict")
-        except (pl.exceptions.PolarsError, PanicException):
-            return False
-        return True
+            self.parse(data, info, mode=mode)
+        except (pl.exceptions.PolarsError, PanicException) as exc:
+            return exc
+        return None
 
-    def first_bad_record(self, data: bytes, info: DatasetInfo) -> tuple[int, int]:
-        """(start, end) in `data` of the first record whose prefix no longer parses: a bisection over
-        record ends, so a failed chunk costs a few more parses, never one per record."""
+    def first_bad_record(
+        self, data: bytes, info: DatasetInfo, mode: ParseMode
+    ) -> tuple[int, int, BaseException | None]:
+        """(start, end) in `data` of the first record whose prefix no longer parses, and the error: a
+        bisection over record ends, so a failed chunk costs a few more parses, never one per record."""
         ends = (real_newlines(np.frombuffer(data, dtype=np.uint8), self.quote(info.read_options), 0) + 1).tolist()
         if not ends or ends[-1] != len(data):
             ends.append(len(data))
         lo, hi = 0, len(ends) - 1  # data[:ends[hi]] fails
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.parses(data[: ends[mid]], info):
+            if self.parse_error(data[: ends[mid]], info, mode) is None:
                 lo = mid + 1
             else:
                 hi = mid
-        return (ends[lo - 1] if lo else 0), ends[lo]
+        return (ends[lo - 1] if lo else 0), ends[lo], self.parse_error(data[: ends[lo]], info, mode)
 
     def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
         """Why `record` (at `where`, "file, line n") does not parse, and what to do."""
