@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from batchnb.errors import JobStateError
+from batchnb.errors import JobStateError, describe
 
 __all__ = ["JobLock", "driver_gone"]
 
@@ -35,8 +35,13 @@ class JobLock:
         self._fd: int | None = None
 
     def __enter__(self) -> JobLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            output = str(self.path.parent.parent)
+            msg = f"cannot create the driver lock {str(self.path)!r} ({describe(exc)}): check that the output {output!r} is a directory you can write to"
+            raise JobStateError(msg) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

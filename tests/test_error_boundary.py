@@ -414,3 +414,12 @@ def test_dask_address_nobody_listens_on(tmp_path, src):
     engine = bn.engines.DaskEngine(address=f"tcp://127.0.0.1:{port}")
     with pytest.raises(bn.EngineError, match=r"cannot reach the Dask scheduler.*refused.*check the address"):
         run(bn.BatchJob(src, tmp_path / "out", engine=engine, chunk_size=CHUNK))
+
+
+def test_output_that_cannot_hold_a_job(tmp_path, src, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(bn.JobStateError, match=r"driver lock.*NotADirectoryError.*a directory you can write to"):
+        run(bn.BatchJob(src, blocker / "out", engine="sequential", chunk_size=CHUNK))
+    code, err = cli(capsys, "run", src, blocker / "out", "--chunk-size", CHUNK, "--no-progress")
+    assert_one_line(code, err, "driver lock", "a-file")
