@@ -228,3 +228,20 @@ def test_ragged_record_fails_its_chunk_and_the_suggested_option_works(tmp_path):
     assert result.errors[0].type == "DataError"
     out = read_back(src, tmp_path / "out2", chunk_size=1_000, truncate_ragged_lines=True)
     assert_frame_equal(out, pl.read_csv(src, truncate_ragged_lines=True))
+
+
+def test_unknown_option_of_a_format_known_only_from_the_files_is_refused_at_plan(tmp_path):
+    plain(tmp_path / "data.csv")
+    job = bn.BatchJob(str(tmp_path / "data*"), tmp_path / "out", read_options={"n_rows": 10})  # no suffix to go by
+    assert job.config.format is None
+    with pytest.raises(bn.ConfigError) as err:
+        job.plan()
+    assert "n_rows" in str(err.value) and "has_header" in str(err.value)
+
+
+def test_ndjson_options_for_a_json_array_are_refused(tmp_path):
+    src = tmp_path / "data.json"
+    pl.DataFrame({"a": [1, 2]}).write_json(src)
+    job = bn.BatchJob(src, tmp_path / "out", read_options={"schema_overrides": {"a": pl.Float64}})
+    with pytest.raises(bn.ConfigError, match="JSON array"):
+        job.plan()

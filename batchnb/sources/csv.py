@@ -68,9 +68,10 @@ OPTIONS: dict[str, Check] = {
 def _records(path: str, quote: int | None) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) of each record from the start of a file; a quoted newline stays inside its record."""
     with storage.open_input(path) as f:
-        buf, base = b"", 0  # buf always starts at a record start, so its quote parity is 0
+        buf, base, step = b"", 0, 64 * 1024  # buf always starts at a record start, so its quote parity is 0
         while True:
-            more = f.read(READ)
+            more = f.read(step)
+            step = min(READ, 4 * step)  # the header is usually in the first read: keep it small
             buf += more
             pos = 0
             for end in real_newlines(np.frombuffer(buf, dtype=np.uint8), quote, 0).tolist():
@@ -216,7 +217,10 @@ class CSV(TextFormat):
         text = str(exc)
         if "more fields" in text:
             options = {**self._polars_options(info.read_options), "encoding": "utf8-lossy"}
-            fields = pl.read_csv(record, has_header=False, infer_schema=False, **options).width
+            try:
+                fields = str(pl.read_csv(record, has_header=False, infer_schema=False, **options).width)
+            except (pl.exceptions.PolarsError, PanicException):
+                fields = "more"
             return DataError(
                 f"{where}: the record has {fields} fields but the header has {len(info.read_options['_names'])}; fix "
                 "the line, or pass read_options={'truncate_ragged_lines': True} to drop the extra fields"

@@ -37,6 +37,7 @@ from batchnb.sources.base import (
     SAMPLE_BLOCKS,
     RowFormat,
     conform,
+    dtype_from_text,
     parallel_map,
     sample_starts,
     schema_to_ipc,
@@ -61,8 +62,9 @@ def as_dtype(value: Any) -> pl.DataType | None:
 
 
 def dtypes_option(read_options: Mapping[str, Any], key: str) -> dict[str, pl.DataType]:
-    """`read_options[key]` (a column -> dtype mapping) with every dtype as a Polars dtype."""
-    return {name: as_dtype(dtype) for name, dtype in (read_options.get(key) or {}).items()}
+    """`read_options[key]` (a column -> dtype mapping) with every dtype as a Polars dtype; a dtype kept as
+    text in a job's state ("Datetime(time_unit='us', ...)") is read back from that text."""
+    return {name: as_dtype(t) or dtype_from_text(str(t)) for name, t in (read_options.get(key) or {}).items()}
 
 
 def _is_schema(value: Any) -> bool:
@@ -207,7 +209,7 @@ class TextFormat(RowFormat):
         # Types come from a fixed stratified sample of records, independent of chunk size and seed.
         pieces = self._sample_pieces(draft, 20_000) if indexes else self._byte_pieces(draft, INFER_BLOCK, seed=0)
         pieces = self._with_every_file(draft, pieces)
-        parsed = [(p, self._parse_sample(p, draft, "infer")) for p in pieces]
+        parsed = list(zip(pieces, parallel_map(lambda p: self._parse_sample(p, draft, "infer"), pieces), strict=True))
         if parsed and all(f is None or not f.height for _, f in parsed) and not read_options.get("schema"):
             raise self.unreadable(parsed[0][0], draft)
         pieces, frames = [p for p, f in parsed if f is not None], [f for _, f in parsed if f is not None]
