@@ -90,13 +90,14 @@ def describe(exc: BaseException) -> str:
 def fails_again(exc: BaseException | None) -> bool:
     """A chunk error that the same chunk raises again on every attempt, so retrying only delays the job.
 
-    A `ConfigError` or a `SourceError` (`DataError` included: bytes that do not parse) is about the job's
-    options or data, and a `TypeError` means code and data disagree on a type (a detector returning
-    something other than a DataFrame). Engines hand the runner the chunk's own exception type (the processes
-    pool re-raises the pickled original, Dask does too, Ray's engine unwraps `RayTaskError`), so an
-    `isinstance` check sees through them.
+    A `DataError` (bytes that do not parse, a schema mismatch, a Polars panic), a `ConfigError` (the job's
+    options), and a `TypeError`, which means code and data disagree on a type (a detector returning something
+    other than a DataFrame). A plain `SourceError` inside a chunk is retried: sources raise it for an OS error
+    while reading, which may pass (a network file system). Engines hand the runner the chunk's own exception
+    type (the processes pool re-raises the pickled original, Dask does too, Ray's engine unwraps
+    `RayTaskError`), so an `isinstance` check sees through them.
     """
-    return isinstance(exc, ConfigError | SourceError | TypeError)
+    return isinstance(exc, DataError | ConfigError | TypeError)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,10 @@
 """The driver loop: submit chunk tasks, collect them, retry with backoff, commit to state, report.
 
 Which failures are retried: a chunk that raises is retried with backoff up to `retries` times, except
-for an error that the same chunk raises again on every attempt (`errors.fails_again`: a `ConfigError`,
-a `SourceError` or `DataError` such as a parse error or a schema mismatch, a Polars panic, which the
-worker turns into a `DataError`, and a `TypeError` such as a detector returning something other than a
-DataFrame): that one is recorded as failed after one attempt. A full disk (ENOSPC, EDQUOT) is no chunk's
+for an error that the same chunk raises again on every attempt (`errors.fails_again`: a `DataError` such
+as a parse error or a schema mismatch, a Polars panic, which the worker turns into a `DataError`, a
+`ConfigError`, and a `TypeError` such as a detector returning something other than a DataFrame): that one
+is recorded as failed after one attempt. A `SourceError` (an OS error while reading) is retried. A full disk (ENOSPC, EDQUOT) is no chunk's
 fault and every chunk would meet it: the job stops, ends failed with the cause, and resumes when run again.
 """
 

@@ -51,6 +51,14 @@ def pq(tmp_path) -> str:
     return str(path)
 
 
+@pytest.fixture
+def pq4(tmp_path) -> str:
+    """Four chunks of Parquet."""
+    path = tmp_path / "data4.parquet"
+    pl.DataFrame({"a": [float(i) for i in range(4 * CHUNK)]}).write_parquet(path)
+    return str(path)
+
+
 def cli(capsys, *argv) -> tuple[int, str]:
     code = main([str(a) for a in argv])
     return code, capsys.readouterr().err
@@ -221,18 +229,20 @@ def test_full_disk_while_writing_the_state(tmp_path, src, monkeypatch, capsys):
 # --- chunk errors that fail again are not retried ------------------------------------------------------------
 
 
-def test_data_error_is_not_retried_but_os_error_is(tmp_path, pq, engine):
+def test_data_error_is_not_retried_but_os_error_is(tmp_path, pq4, engine):
     def bad_second_chunk(df: pl.DataFrame) -> pl.DataFrame:
         first = df["a"][0]
         if first == float(CHUNK):
             raise bn.DataError(f"row {int(first)}: 'x' is not a float")
         if first == float(2 * CHUNK):
             raise OSError(errno.EIO, "input/output error on the network share")
+        if first == float(3 * CHUNK):
+            raise bn.SourceError("cannot read file 'data.parquet': stale file handle")  # may pass: retried
         return df.with_columns(score=pl.col("a") + 1)
 
     retries = 2
     job = bn.BatchJob(
-        pq, tmp_path / "out", detector=bad_second_chunk, engine=engine, chunk_size=CHUNK, retries=retries,
+        pq4, tmp_path / "out", detector=bad_second_chunk, engine=engine, chunk_size=CHUNK, retries=retries,
         backoff=FAST_BACKOFF,
     )  # fmt: skip
     result = run(job)
@@ -241,7 +251,8 @@ def test_data_error_is_not_retried_but_os_error_is(tmp_path, pq, engine):
     assert (errors[1].type, errors[1].attempts) == ("DataError", 1)
     assert "'x' is not a float" in errors[1].message
     assert (errors[2].type, errors[2].attempts) == ("OSError", 1 + retries)
-    assert result.retries == retries
+    assert (errors[3].type, errors[3].attempts) == ("SourceError", 1 + retries)
+    assert result.retries == 2 * retries
 
 
 def test_type_error_and_panic_are_not_retried(tmp_path, pq, engine):
