@@ -13,7 +13,7 @@ from conftest import run_job
 
 import batchnb as bn
 from batchnb.sources import open_dataset
-from batchnb.sources.base import conform, unify_schemas, widen
+from batchnb.sources.base import conform, exact_range, unify_schemas, widen
 
 FORMATS = ("parquet", "feather", "hdf5", "pickle")
 SUFFIX = {"parquet": ".parquet", "feather": ".feather", "hdf5": ".h5", "pickle": ".pkl"}
@@ -115,7 +115,9 @@ def test_other_columns_are_refused(tmp_path):
         (pl.UInt8, pl.Int8, pl.Int16),
         (pl.UInt32, pl.Int32, pl.Int64),
         (pl.UInt16, pl.UInt64, pl.UInt64),
-        (pl.UInt64, pl.Int64, pl.Float64),
+        (pl.UInt64, pl.Int64, pl.Int64),
+        (pl.UInt64, pl.Int8, pl.Int64),
+        (pl.UInt64, pl.Float64, pl.Float64),
         (pl.Int64, pl.Float32, pl.Float64),
         (pl.Float32, pl.Float64, pl.Float64),
         (pl.Null, pl.String, pl.String),
@@ -140,6 +142,86 @@ def test_a_value_that_does_not_fit_the_dataset_type_is_a_data_error_never_a_null
     with pytest.raises(bn.DataError, match=r"column 'a' of 'elsewhere.parquet' is String.*Int64.*\"x\""):
         conform([pl.DataFrame({"a": ["3", "x"]})], info, paths=["elsewhere.parquet"])
     assert conform([pl.DataFrame({"a": pl.Series([3], dtype=pl.Int8)})], info).schema["a"] == pl.Int64
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_uint64_and_a_signed_int_widen_to_int64_with_every_id_exact(fmt, tmp_path):
+    first = pl.Series([2**60 + 1, 2**63 - 1], dtype=pl.UInt64)
+    second = pl.Series([-5, 2**60 + 2], dtype=pl.Int64)
+    result = run(two_files(tmp_path, fmt, first, second), tmp_path)
+    out = result.read().collect()
+    assert result.status == "succeeded"
+    assert out.schema["a"] == pl.Int64
+    assert out["a"].to_list() == [2**60 + 1, 2**63 - 1, -5, 2**60 + 2]
+
+
+def refused_or_failed(source: str, tmp_path: Path, *words: str) -> None:
+    """The dataset is refused at plan() and run() (a SourceError), or its chunk fails with a DataError; either
+    way the message holds every word and no part holds a value."""
+    try:
+        bn.BatchJob(source, tmp_path / "planned", columns=["x"], allow_pickle=True).plan()
+        result = run(source, tmp_path)
+    except bn.SourceError as exc:
+        message = str(exc)
+        with pytest.raises(bn.SourceError):
+            run(source, tmp_path)
+    else:
+        assert result.status == "failed"
+        assert result.errors[0].type == "DataError"
+        message = result.errors[0].message
+    for word in words:
+        assert word in message, message
+    assert not list((tmp_path / "out").glob("part-*"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_uint64_value_above_int64_is_refused_never_wrapped(fmt, tmp_path):
+    first = pl.Series([1, 2**63 + 5], dtype=pl.UInt64)
+    second = pl.Series([-5, 7], dtype=pl.Int64)
+    refused_or_failed(two_files(tmp_path, fmt, first, second), tmp_path, "'a'", "f1", "9223372036854775813")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_int_beyond_2_53_is_never_rounded_into_float64(fmt, tmp_path):
+    first = pl.Series([1, 2**60 + 1], dtype=pl.Int64)
+    second = pl.Series([0.5, 1.5], dtype=pl.Float64)
+    source = two_files(tmp_path, fmt, first, second)
+    refused_or_failed(source, tmp_path, "'a'", "f1", str(2**60 + 1), "Float64", "one integer type")
+
+
+def test_parquet_statistics_refuse_a_lossy_widening_at_plan(tmp_path):
+    source = two_files(tmp_path, "parquet", pl.Series([1, 2**60 + 1]), pl.Series([0.5, 1.5]))
+    with pytest.raises(bn.SourceError, match=r"column 'a' of '.*f1\.parquet' is Int64.*1152921504606846977"):
+        bn.BatchJob(source, tmp_path / "out", columns=["x"]).plan()
+
+
+def test_parquet_without_statistics_fails_the_chunk_holding_the_value(tmp_path):
+    pl.DataFrame({"a": [1, 2**60 + 1], "x": [1.0, 2.0]}).write_parquet(tmp_path / "f1.parquet", statistics=False)
+    pl.DataFrame({"a": [0.5, 1.5], "x": [1.0, 2.0]}).write_parquet(tmp_path / "f2.parquet")
+    result = run(str(tmp_path / "f*.parquet"), tmp_path)
+    assert result.status == "failed" and result.errors[0].type == "DataError"
+    assert "1152921504606846977" in result.errors[0].message and "f1.parquet" in result.errors[0].message
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ints_up_to_2_53_widen_to_float64_exactly(fmt, tmp_path):
+    first = pl.Series([2**53, -(2**53), 3], dtype=pl.Int64)
+    second = pl.Series([0.5], dtype=pl.Float64)
+    result = run(two_files(tmp_path, fmt, first, second), tmp_path)
+    out = result.read().collect()
+    assert result.status == "succeeded" and out.schema["a"] == pl.Float64
+    assert out["a"].to_list() == [float(2**53), float(-(2**53)), 3.0, 0.5]
+
+
+def test_conform_refuses_an_inexact_integer_and_names_column_file_and_value(tmp_path):
+    path = tmp_path / "f.parquet"
+    pl.DataFrame({"a": [0.5]}).write_parquet(path)
+    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    frame = pl.DataFrame({"a": [-(2**53) - 1, 4]})
+    with pytest.raises(bn.DataError, match=r"column 'a' of 'other.parquet' is Int64.*-9007199254740993"):
+        conform([frame], info, paths=["other.parquet"])
+    assert conform([pl.DataFrame({"a": [2**53]})], info)["a"].to_list() == [float(2**53)]
+    assert exact_range(pl.Int32, pl.Float64) is None and exact_range(pl.UInt64, pl.Int64) == (0, 2**63 - 1)
 
 
 def test_hdf5_without_a_pandas_table_says_what_it_holds_and_what_to_do(tmp_path):

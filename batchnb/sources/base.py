@@ -16,7 +16,7 @@ import polars as pl
 from batchnb import storage
 from batchnb.errors import BatchError, DataError, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
-from batchnb.sources.schema import unify_schemas, widen
+from batchnb.sources.schema import check_exact, exact_range, range_message, unify_schemas, widen
 
 __all__ = [
     "Format",
@@ -258,9 +258,15 @@ class RowFormat:
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         raise NotImplementedError
 
+    def value_range(self, path: str, column: str, read_options: dict[str, Any]) -> tuple[Any, Any] | None:
+        """The least and greatest value of `column` in `path` from metadata alone, or None when unknown."""
+        return None
+
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         counts = self.row_counts(paths, read_options)
-        schema = unify_schemas([(p, self.read_schema(p, read_options)) for p in paths])
+        named = [(p, self.read_schema(p, read_options)) for p in paths]
+        schema = unify_schemas(named)
+        self._check_ranges(named, schema, read_options)
         read_options = {**read_options, "_row_counts": counts}
         return DatasetInfo(
             format=self.name,
@@ -271,6 +277,19 @@ class RowFormat:
             total_rows=sum(counts),
             total_bytes=sum(storage.file_size(p) for p in paths),
         )
+
+    def _check_ranges(self, named: Sequence[tuple[str, pl.Schema]], schema: pl.Schema, read_options) -> None:
+        """Refuse before any chunk runs a file whose statistics show a value its column's dataset type cannot
+        hold exactly (a UInt64 id above 2**63 - 1, an Int64 beyond 2**53 in Float64); files without
+        statistics are checked chunk by chunk (`conform`)."""
+        for path, own in named:
+            for column, dtype in own.items():
+                bounds = exact_range(dtype, schema[column])
+                found = self.value_range(path, column, read_options) if bounds else None
+                if bounds and found:
+                    value = next((v for v in found if not bounds[0] <= v <= bounds[1]), None)
+                    if value is not None:
+                        raise SourceError(range_message(column, path, dtype, schema[column], value, bounds))
 
     def locality(self, info: DatasetInfo, spec: ChunkSpec) -> Hashable | None:
         return None
@@ -340,6 +359,7 @@ def _cast(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> pl.DataFr
         return frame
     if frame.columns != schema.names() and set(frame.columns) == set(schema.names()):
         frame = frame.select(schema.names())  # same columns in another order: no copy
+    check_exact(frame, schema, path)
     try:
         return frame.cast(dict(schema), strict=True)
     except pl.exceptions.PolarsError as exc:

@@ -9,6 +9,7 @@ its own cache, `locality` lets the runner send every chunk of a row group to the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -80,6 +81,24 @@ class Parquet(RowFormat):
             versions.append((storage.info(p) or {}).get("version") if storage.is_url(p) else None)
         options = {**read_options, "_row_groups": groups, "_versions": versions}
         return super().inspect(paths, options, workdir=workdir)
+
+    def value_range(self, path: str, column: str, read_options: dict[str, Any]) -> tuple[Any, Any] | None:
+        """The least and greatest value of `column` over the row groups whose statistics have them."""
+        import pyarrow.parquet as pq
+
+        with (
+            reading(path, "Parquet"),
+            storage.open_input(path) if storage.is_url(path) else contextlib.nullcontext(path) as f,
+        ):
+            meta = pq.ParquetFile(f).metadata
+            found = []
+            for i in range(meta.num_row_groups):
+                group = meta.row_group(i)
+                for j in range(group.num_columns):
+                    stats = group.column(j).statistics
+                    if group.column(j).path_in_schema == column and stats is not None and stats.has_min_max:
+                        found += [stats.min, stats.max]
+        return (min(found), max(found)) if found else None
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
         with reading(path, "Parquet"):

@@ -1,4 +1,15 @@
-"""One schema for the files of one dataset: a column's types widen without loss, or the dataset is refused."""
+"""One schema for the files of one dataset: a column's types widen without loss, or the dataset is refused.
+
+Two widenings hold every value only for some values, so they are checked where the values are known:
+
+- UInt64 with a signed integer of at most 64 bits becomes Int64 (Int128 would hold both, but it does not
+  cross Arrow, which every part and schema goes through). A UInt64 value above 2**63 - 1 does not fit: the
+  strict cast fails its chunk (DataError naming the column, file and value), and where a file's statistics
+  show such a value the dataset is refused before any chunk runs.
+- An integer wider than a float's mantissa (Int64, UInt64, Int128 to Float64) becomes Float64 only while
+  every value is exact in it, |v| <= 2**53: `exact_range` gives the bounds, and the cast (`conform`) and
+  the files' statistics at inspect check them, so no run succeeds with a rounded integer.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +17,9 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from batchnb.errors import SourceError
+from batchnb.errors import DataError, SourceError
 
-__all__ = ["unify_schemas", "widen"]
+__all__ = ["check_exact", "exact_range", "range_message", "unify_schemas", "widen"]
 
 _INT_BITS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.Int128: 128}
 _UINT_BITS = {pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32, pl.UInt64: 64}
@@ -16,24 +27,69 @@ _SIGNED = {8: pl.Int8, 16: pl.Int16, 32: pl.Int32, 64: pl.Int64, 128: pl.Int128}
 _TIME_UNITS = ("ms", "us", "ns")
 
 
+_MANTISSA = {pl.Float32: 24, pl.Float64: 53}
+
+
 def _widen_ints(a: pl.DataType, b: pl.DataType) -> pl.DataType:
-    """The narrowest integer type holding every value of both; Float64 when only Int128 would (UInt64 and a
-    signed type), as other integers widen to floats."""
+    """The narrowest integer type holding every value of both; Int64 for UInt64 and a signed type up to
+    64 bits (Int128 does not cross Arrow), which holds the UInt64 values up to 2**63 - 1 (see the module)."""
     a, b = a.base_type(), b.base_type()
     if a.is_unsigned_integer() and b.is_unsigned_integer():
         return max(a, b, key=_UINT_BITS.__getitem__)
     # a signed type holds an unsigned one of half its width
     bits = max(_INT_BITS[t] if t.is_signed_integer() else 2 * _UINT_BITS[t] for t in (a, b))
     if bits > 64 and pl.Int128 not in (a, b):
-        return pl.Float64
+        return pl.Int64
     return _SIGNED[bits]
+
+
+def exact_range(source: pl.DataType, target: pl.DataType) -> tuple[int, int] | None:
+    """The values of integer type `source` that `target` holds exactly, when it does not hold them all
+    (UInt64 in Int64, a 64-bit integer in Float64); None when every value fits or no integer is cast."""
+    source, target = source.base_type(), target.base_type()
+    if not source.is_integer() or source == target:
+        return None
+    bits = _INT_BITS.get(source) or _UINT_BITS[source]
+    if target in _MANTISSA:
+        limit = 2 ** _MANTISSA[target]
+        return (-limit, limit) if bits > _MANTISSA[target] else None
+    if target.is_integer():
+        width = _INT_BITS.get(target) or _UINT_BITS[target]
+        if target.is_signed_integer() and source.is_unsigned_integer() and bits >= width:
+            return (0, 2 ** (width - 1) - 1)
+    return None
+
+
+def range_message(column: str, path: str | None, dtype, target, value, bounds: tuple[int, int]) -> str:
+    """Why `value` of `column` cannot be read as the dataset's type, and what to do."""
+    where = f" of {path!r}" if path else ""
+    return (
+        f"column {column!r}{where} is {dtype}, which the dataset's files share as {target}, but it holds {value}, "
+        f"which {target} cannot hold exactly (only {bounds[0]} ..= {bounds[1]}): write the files with one integer "
+        "type (e.g. cast the column to Int64 in every file), or read them as separate jobs"
+    )
+
+
+def check_exact(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> None:
+    """An integer cast to a type that holds only some of its values (Int64 -> Float64 beyond 2**53) would
+    round or fail silently: a value outside the exact range fails the chunk instead (never retried)."""
+    for column, dtype in frame.schema.items():
+        bounds = exact_range(dtype, schema[column]) if column in schema else None
+        if bounds is None:
+            continue
+        values = frame.get_column(column)
+        value = next(
+            (v for v in (values.min(), values.max()) if v is not None and not bounds[0] <= v <= bounds[1]), None
+        )
+        if value is not None:
+            raise DataError(range_message(column, path, dtype, schema[column], value, bounds))
 
 
 def widen(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
     """The type both `a` and `b` cast to without losing a value, or None when there is none.
 
-    Null -> anything; integers -> the narrowest integer holding both; any integer or Float32 with a
-    float -> Float64; Datetime of one time zone -> its finer unit (a value out of range fails the cast);
+    Null -> anything; integers -> the narrowest integer holding both (UInt64 with a signed type -> Int64);
+    any integer or Float32 with a float -> Float64 (both checked against `exact_range` where values are read); Datetime of one time zone -> its finer unit (a value out of range fails the cast);
     Categorical/Enum with String -> String. Anything else, String with a number included, has no common type.
     """
     if a == b:
