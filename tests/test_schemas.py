@@ -270,3 +270,28 @@ def test_parquet_pages_that_do_not_decode_fail_their_chunk_with_a_data_error(tmp
     assert result.errors[0].type == "DataError" and str(path) in result.errors[0].message
     with pytest.raises(bn.DataError, match="cannot read Parquet file"):
         run(str(path), tmp_path / "fit")
+
+
+def test_hdf5_categorical_column_reads_in_chunks_as_pandas_reads_it(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "f.h5"
+    n = 2_500
+    frame = pd.DataFrame({"c": pd.Categorical(np.array(["a", "b", "c"])[np.arange(n) % 3]), "x": np.arange(n) * 1.0})
+    frame.to_hdf(path, key="data", format="table")
+    out = run(str(path), tmp_path, chunk_size=1_000).read().collect()
+    expected = pl.from_pandas(pd.read_hdf(path))
+    assert out.select("c", "x").equals(expected)
+    assert out.schema["c"] == expected.schema["c"]
+
+
+def test_hdf5_categorical_metadata_is_not_a_table_to_pick(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "f.h5"
+    pd.DataFrame({"c": pd.Categorical(["a", "b"]), "x": [1.0, 2.0]}).to_hdf(path, key="one", format="table")
+    pd.DataFrame({"x": [3.0]}).to_hdf(path, key="two", format="table")
+    with pytest.raises(bn.SourceError, match=r"holds 2 tables \['/one', '/two'\]"):
+        bn.BatchJob(str(path), tmp_path / "out", allow_pickle=True).plan()
+    out = run(str(path), tmp_path, read_options={"key": "one"}).read().collect()
+    assert out["c"].to_list() == ["a", "b"]

@@ -16,8 +16,15 @@ __all__ = ["HDF5"]
 _WRITE_HINT = "write the data with `DataFrame.to_hdf(path, key=..., format='table')`, or convert it to Parquet"
 
 
-def _key(store, path: str, read_options: dict[str, Any]) -> str:
+def _tables(store) -> list[str]:
+    """The user's tables: pandas keeps a categorical column's categories as a table of its own under
+    `<key>/meta/`, which is part of `<key>`, not a table to pick."""
     keys = store.keys()
+    return [k for k in keys if not any(k.startswith(f"{owner}/meta/") for owner in keys if owner != k)]
+
+
+def _key(store, path: str, read_options: dict[str, Any]) -> str:
+    keys = _tables(store)
     key = read_options.get("key")
     if key is None:
         if not keys:
