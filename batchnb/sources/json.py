@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,34 @@ def _first_byte(path: str) -> bytes:
         return f.read(4096).lstrip()[:1]
 
 
+_PEEK = 64 * 1024
+_NESTED_FIRST = re.compile(rb'\{\s*"(?:[^"\\]|\\.)*"\s*:\s*[\[{]')
+
+
+def _one_document(path: str) -> bool:
+    """Whether the file is one JSON object holding the data (pandas' `to_json` orient "columns", "index",
+    "split" or "table"), not one object per line: a first line that is a lone `{` (indented), or a file of a
+    single line whose values are objects or arrays (checked fully up to 64 KiB, from its first value beyond)."""
+    with storage.open_input(path) as f:
+        head, tail = f.read(_PEEK), b""
+        if len(head) == _PEEK:  # a longer file: its end tells whether it is one line
+            f.seek(-_PEEK, 2)
+            tail = f.read()
+    text = head.lstrip()
+    line, _, rest = text.partition(b"\n")
+    if not text.startswith(b"{") or line.strip() == b"{":
+        return line.strip() == b"{"
+    if rest.strip() or b"\n" in tail.strip():
+        return False  # a second line: newline-delimited JSON
+    if len(head) < _PEEK:
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            return False
+        return bool(document) and all(isinstance(v, (dict, list)) for v in document.values())
+    return _NESTED_FIRST.match(text) is not None
+
+
 def _load_array(path: str) -> pl.DataFrame:
     try:
         return pl.read_json(path)
@@ -36,6 +66,13 @@ class NDJSON(TextFormat):
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         self.check_options(read_options)
+        document = next((p for p in paths if _one_document(p)), None)
+        if document is not None:
+            raise SourceError(
+                f"{document!r} is a single JSON object (such as pandas' `to_json(orient='columns')` writes), but "
+                "batchnb reads newline-delimited JSON (one object per line) or a JSON array of records: write it "
+                "with `df.to_json(path, orient='records', lines=True)`"
+            )
         if any(_first_byte(p) == b"[" for p in paths):
             if set(read_options) - {"exact_rows"}:
                 raise ConfigError(
