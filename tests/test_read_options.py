@@ -92,6 +92,16 @@ def plain(p: Path) -> Path:
     return write(p, ["id,half,tag", *rows()])
 
 
+def unnamed_index(p: Path) -> Path:
+    """What pandas `to_csv` writes with its index: the header's first name is empty."""
+    return write(p, [",half,tag", *rows()])
+
+
+def trailing_separator(p: Path) -> Path:
+    """Every line ends with the separator: an unnamed, empty last column."""
+    return write(p, ["id,half,tag,", *(f"{line}," for line in rows())])
+
+
 OPTIONS = [
     (no_header, {"has_header": False}),
     (junk_then_header, {"skip_rows": 3}),
@@ -109,6 +119,8 @@ OPTIONS = [
     (ragged, {"truncate_ragged_lines": True}),
     (dates, {"try_parse_dates": True}),
     (plain, {}),
+    (unnamed_index, {}),
+    (trailing_separator, {}),
 ]
 
 
@@ -245,3 +257,92 @@ def test_ndjson_options_for_a_json_array_are_refused(tmp_path):
     job = bn.BatchJob(src, tmp_path / "out", read_options={"schema_overrides": {"a": pl.Float64}})
     with pytest.raises(bn.ConfigError, match="JSON array"):
         job.plan()
+
+
+# --- unnamed columns, records wider than the header, compressed inputs -----------------------------------
+
+
+@pytest.mark.parametrize("exact_rows", [False, True], ids=["byte-ranges", "exact-rows"])
+@pytest.mark.parametrize("make", [unnamed_index, trailing_separator])
+def test_unnamed_columns_score_with_polars_names(tmp_path, make, exact_rows):
+    """An empty column name ("" as Polars names it) survives the sample that fits the detector and every chunk."""
+    src = make(tmp_path / "data.csv")
+    job = bn.BatchJob(src, tmp_path / "out", detector="zscore", engine="sequential", chunk_size=1_000,
+                      read_options={"exact_rows": exact_rows})  # fmt: skip
+    got = job.run(progress=None).read().collect()
+    expected = pl.read_csv(src)
+    assert "" in expected.columns
+    assert_frame_equal(got.drop("anomaly_score", "is_anomaly"), expected)
+    assert got["anomaly_score"].null_count() == 0
+
+
+def wine_like(p: Path) -> Path:
+    """sklearn's wine_data.csv: a first line of metadata (5 fields) above records of 7."""
+    return write(p, ["178,13,class_0,class_1,class_2", *(f"{i},{i * 0.5},1,2,3,4,{i % 3}" for i in range(N))])
+
+
+@pytest.mark.parametrize("exact_rows", [False, True], ids=["byte-ranges", "exact-rows"])
+def test_truncate_ragged_lines_cuts_records_wider_than_the_header_in_every_chunk(tmp_path, exact_rows):
+    """Each chunk's first record is wider than the header too: it is cut as Polars cuts it, not an error."""
+    src = wine_like(tmp_path / "data.csv")
+    out = read_back(src, tmp_path / "out", chunk_size=1_000, truncate_ragged_lines=True, exact_rows=exact_rows)
+    assert_frame_equal(out, pl.read_csv(src, truncate_ragged_lines=True))
+
+
+def test_ragged_record_first_in_its_chunk_gets_the_ragged_message(tmp_path):
+    lines = ["id,half,tag", *rows()]
+    lines[1001] += ",extra"  # the first record of the second chunk (exact rows of 1,000)
+    src = write(tmp_path / "data.csv", lines)
+    job = bn.BatchJob(src, tmp_path / "out", detector=identity, engine="sequential", chunk_size=1_000, retries=0,
+                      read_options={"exact_rows": True})  # fmt: skip
+    result = job.run(progress=None)
+    assert result.status == "failed"
+    message = result.errors[0].message
+    assert "line 1002" in message and "4 fields" in message and "truncate_ragged_lines" in message
+
+
+def comment_then_header(p: Path) -> Path:
+    return write(p, ["# Data source: somewhere", "id,half,tag", *rows()])
+
+
+@pytest.mark.parametrize("exact_rows", [False, True], ids=["byte-ranges", "exact-rows"])
+def test_line_before_the_header_is_a_source_error_at_plan_naming_the_remedies(tmp_path, exact_rows):
+    """Polars refuses the file ("more fields"): so does plan(), instead of a one-column dataset of cut records."""
+    src = comment_then_header(tmp_path / "data.csv")
+    job = bn.BatchJob(src, tmp_path / "out", detector="zscore", read_options={"exact_rows": exact_rows})
+    with pytest.raises(bn.SourceError) as err:
+        job.plan()
+    message = str(err.value)
+    assert "data.csv, line 1" in message and "header" in message and "3 fields" in message
+    assert "'skip_rows': 1" in message and "'comment_prefix': '#'" in message
+    for k, option in enumerate(({"skip_rows": 1}, {"comment_prefix": "#"})):
+        out = read_back(src, tmp_path / f"out{k}", chunk_size=1_000, exact_rows=exact_rows, **option)
+        assert_frame_equal(out, pl.read_csv(src, **option))
+
+
+def test_sample_leaves_out_a_few_wide_records_instead_of_cutting_them(tmp_path):
+    """A few wide records are left out of the sample (their chunks fail with the line), never cut to fit."""
+    lines = ["id,half,tag", *rows()]
+    lines[3000] += ",extra"
+    src = write(tmp_path / "data.csv", lines)
+    job = bn.BatchJob(src, tmp_path / "out", detector="zscore", engine="sequential", chunk_size=1_000, retries=0)
+    assert job.plan().dataset.schema == {"id": "Int64", "half": "Float64", "tag": "String"}
+    result = job.run(progress=None)
+    assert result.status == "failed" and "line 3001" in result.errors[0].message
+
+
+@pytest.mark.parametrize("exact_rows", [False, True], ids=["byte-ranges", "exact-rows"])
+def test_bad_line_in_a_compressed_file_names_the_users_file(tmp_path, exact_rows):
+    import gzip
+
+    lines = ["id,half,tag", *rows()]
+    lines[4000] = "4000,not a number,a"
+    src = tmp_path / "data.csv.gz"
+    src.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    options = {"exact_rows": exact_rows, "schema_overrides": {"half": pl.Float64}}
+    job = bn.BatchJob(src, tmp_path / "out", detector="zscore", engine="sequential", chunk_size=1_000, retries=0,
+                      read_options=options)  # fmt: skip
+    result = job.run(progress=None)
+    assert result.status == "failed"
+    message = result.errors[0].message
+    assert f"{src}, line 4001" in message and "not a number" in message and "converted" not in message

@@ -84,7 +84,9 @@ def schema_from_ipc(text: str) -> pl.Schema:
 
     import pyarrow as pa
 
-    return polars_schema_of(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))))
+    arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+    # The names as kept: Polars renames an empty one ("" -> "column_0") when it converts Arrow data.
+    return pl.Schema(zip(arrow.names, polars_schema_of(arrow).dtypes(), strict=True))
 
 
 def schema_of(dtypes: str | None, text: dict[str, str] | None) -> pl.Schema | None:

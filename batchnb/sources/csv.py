@@ -17,8 +17,9 @@ from polars.exceptions import PanicException
 
 from batchnb import storage
 from batchnb.errors import ConfigError, DataError, SourceError
-from batchnb.plan import DatasetInfo
-from batchnb.sources.record_index import READ, real_newlines
+from batchnb.plan import DatasetInfo, Piece
+from batchnb.sources.record_index import READ, lines_before, real_newlines
+from batchnb.sources.staging import origin_of
 from batchnb.sources.text import BOOL, SCHEMA, Check, ParseMode, TextFormat, dtypes_option, type_message
 
 __all__ = ["CSV"]
@@ -134,14 +135,16 @@ class CSV(TextFormat):
                 continue
             return record, offset + len(record) if read_options.get("has_header", True) else offset
         if read_options.get("has_header", True):
-            raise SourceError(f"{path}: no header record (after skip_rows and comment lines): nothing to read")
+            raise SourceError(
+                f"{origin_of(path)}: no header record (after skip_rows and comment lines): nothing to read"
+            )
         return b"", storage.file_size(path)
 
     def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str]:
         has_header = read_options.get("has_header", True)
         if b"\x00" in header:
             raise SourceError(
-                f"{path}: the {'header' if has_header else 'first record'} holds NUL bytes, so this is not a text "
+                f"{origin_of(path)}: the {'header' if has_header else 'first record'} holds NUL bytes, so this is not a text "
                 "CSV file (UTF-16 text, or a binary file?): convert it to UTF-8 text"
             )
         if read_options.get("encoding", "utf8") == "utf8":
@@ -149,7 +152,7 @@ class CSV(TextFormat):
                 header.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise SourceError(
-                    f"{path}: the header is not UTF-8 text (byte {header[exc.start]:#04x} at offset {exc.start}): "
+                    f"{origin_of(path)}: the header is not UTF-8 text (byte {header[exc.start]:#04x} at offset {exc.start}): "
                     "pass read_options={'encoding': 'utf8-lossy'} to read invalid bytes as \ufffd, or the file's "
                     "own encoding, e.g. read_options={'encoding': 'latin-1'}"
                 ) from None
@@ -158,12 +161,14 @@ class CSV(TextFormat):
         except (pl.exceptions.NoDataError, ValueError):
             names = []
         except (pl.exceptions.PolarsError, PanicException) as exc:
-            raise SourceError(f"{path}: cannot read the header: {str(exc).splitlines()[0]}") from None
+            raise SourceError(f"{origin_of(path)}: cannot read the header: {str(exc).splitlines()[0]}") from None
         if "schema" not in read_options:
             return names
         given = list(read_options["schema"])
         if has_header and set(given) != set(names):
-            raise ConfigError(f"`read_options['schema']` has columns {given}, but the header of {path!r} has {names}")
+            raise ConfigError(
+                f"`read_options['schema']` has columns {given}, but the header of {origin_of(path)!r} has {names}"
+            )
         return names if has_header else given
 
     def sample_header(self, header: bytes, names: list[str] | None, read_options: dict[str, Any]) -> str | None:
@@ -193,34 +198,65 @@ class CSV(TextFormat):
         if not data:
             return pl.DataFrame(schema=schema)
         in_file = pl.Schema({n: schema[n] for n in names}) if info.schema else None
+        truncate = ro.get("truncate_ragged_lines", False)
         if mode == "strict":
+            # A chunk has no header: its first record would set the width, so extra fields are cut only on request.
             frame = pl.read_csv(
-                data, has_header=False, schema=in_file, missing_columns="insert",
-                truncate_ragged_lines=ro.get("truncate_ragged_lines", False), **options,
+                data, has_header=False, schema=in_file, missing_columns="insert", truncate_ragged_lines=truncate,
+                extra_columns="ignore" if truncate else "raise", **options,
             )  # fmt: skip
             return frame if frame.columns == schema.names() else frame.select(schema.names())
-        # Samples parse behind the header, so short records get nulls and long ones are cut, not fatal.
+        # Samples parse behind the header: short records get nulls; a long one fails as in a chunk (and is left
+        # out of the sample), never cut to the header's width unless the user asked for that.
         header = ro["_header"].encode("latin-1")
         if mode == "infer":
             overrides = dtypes_option(ro, "schema") or dtypes_option(ro, "schema_overrides")
             return pl.read_csv(
-                header + data, infer_schema_length=None, truncate_ragged_lines=True, schema_overrides=overrides,
+                header + data, infer_schema_length=None, truncate_ragged_lines=truncate, schema_overrides=overrides,
                 try_parse_dates=ro.get("try_parse_dates", False), **options,
             )  # fmt: skip
         frame = pl.read_csv(
-            header + data, schema_overrides=in_file, infer_schema=False, truncate_ragged_lines=True,
+            header + data, schema_overrides=in_file, infer_schema=False, truncate_ragged_lines=truncate,
             ignore_errors=True, **options,
         )  # fmt: skip
         return frame.select(schema.names())
 
+    def _width(self, record: bytes, read_options: dict[str, Any]) -> int | None:
+        """How many fields `record` has, as the file's options split it; None if it does not parse."""
+        options = {**self._polars_options(read_options), "encoding": "utf8-lossy"}
+        try:
+            return pl.read_csv(record, has_header=False, infer_schema=False, **options).width
+        except (pl.exceptions.PolarsError, PanicException):
+            return None
+
+    def unreadable(self, piece: Piece, info: DatasetInfo) -> SourceError:
+        """The sampled records are all wider than the header: the first line is likely no header at all
+        (a title or comment line before it), so say which line was taken as the header and how to skip it."""
+        error, ro = super().unreadable(piece, info), info.read_options
+        data = self.read_bytes(piece)
+        ends = real_newlines(np.frombuffer(data[:READ], dtype=np.uint8), self.quote(ro), 0)
+        width = self._width(data[: int(ends[0]) + 1 if ends.size else len(data)], ro)
+        if not ro.get("has_header", True) or width is None or width <= len(ro["_names"]):
+            return error
+        first = next(start for path, start, _ in self._files(info) if path == piece.path)
+        line, header = lines_before(piece.path, first), ro["_header"].strip("\r\n")
+        shown = header if len(header) <= 60 else header[:57] + "..."
+        hints = [] if "skip_rows" in ro else [f"{{'skip_rows': {line}}}"]
+        if header[:1] in ("#", "%", ";") and "comment_prefix" not in ro:
+            hints.append(f"{{'comment_prefix': {header[:1]!r}}}")
+        skip = f"pass read_options={' or '.join(hints)} to skip the lines before it" if hints else "skip them"
+        return SourceError(
+            f"{origin_of(piece.path)}, line {line}: this line was read as the header ({shown!r}, {len(ro['_names'])} field(s)), "
+            f"but the records after it have {width} fields: if the real header comes later, {skip}; if these "
+            f"records are the data, pass read_options={{'truncate_ragged_lines': True}} to keep the header's "
+            "columns only"
+        )
+
     def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
         text = str(exc)
-        if "more fields" in text:
-            options = {**self._polars_options(info.read_options), "encoding": "utf8-lossy"}
-            try:
-                fields = str(pl.read_csv(record, has_header=False, infer_schema=False, **options).width)
-            except (pl.exceptions.PolarsError, PanicException):
-                fields = "more"
+        if "more fields" in text or "not specified in schema" in text:
+            width = self._width(record, info.read_options)
+            fields = "more" if width is None else str(width)
             return DataError(
                 f"{where}: the record has {fields} fields but the header has {len(info.read_options['_names'])}; fix "
                 "the line, or pass read_options={'truncate_ragged_lines': True} to drop the extra fields"

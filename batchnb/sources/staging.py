@@ -31,11 +31,12 @@ from batchnb.config import COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
 from batchnb.sources.sniff import COMPRESSIONS, check_content, describe, sniff, sniff_bytes
 
-__all__ = ["stage"]
+__all__ = ["origin_of", "stage"]
 
 BLOCK = 4 * 2**20
 _ARROW_CODECS = {"gzip": "gzip", "bzip2": "bz2", "zstd": "zstd"}
 _REMOTE_MTIME_NS = 946_684_800 * 10**9  # 2000-01-01: a staged copy of an object, until someone touches it
+_ORIGINS = "origins"  # a folder beside the staged copies: per copy, the path of the file it was decompressed from
 
 
 def stage(paths: tuple[str, ...], fmt: str, workdir: Path) -> tuple[str, ...]:
@@ -80,14 +81,30 @@ def _staged(path: str, kind: str, workdir: Path) -> str:
     path_tag = hashlib.sha256((path if storage.is_url(path) else os.path.abspath(path)).encode()).hexdigest()[:8]
     prefix = f"{inner.stem}-{path_tag}-"
     target = workdir / f"{prefix}{tag[:12]}{inner.suffix}"
-    if target.is_file() and target.stat().st_mtime_ns == mtime_ns:
+    origin = workdir / _ORIGINS / target.name
+    if target.is_file() and target.stat().st_mtime_ns == mtime_ns and origin.is_file():
         return str(target)
     _decompress(path, kind, member, target)
     os.utime(target, ns=(mtime_ns, mtime_ns))
+    origin.parent.mkdir(exist_ok=True)
+    origin.write_text(path, encoding="utf-8")
     for old in glob.glob(glob.escape(str(workdir / prefix)) + "*" + glob.escape(inner.suffix)):
         if old != str(target):  # a copy of an earlier version of the same file
             Path(old).unlink(missing_ok=True)
+            (workdir / _ORIGINS / Path(old).name).unlink(missing_ok=True)
     return str(target)
+
+
+def origin_of(path: str) -> str:
+    """The user's file that a staged copy was decompressed from, for messages (a line number in the
+    copy is the same line in the original's text); any other path as it is."""
+    parent = Path(path).parent
+    if parent.name != "converted" or parent.parent.name != "_batchnb":
+        return path
+    try:
+        return (parent / _ORIGINS / Path(path).name).read_text(encoding="utf-8")
+    except OSError:
+        return path
 
 
 def _only_member(path: str) -> str:

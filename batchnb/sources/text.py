@@ -45,6 +45,7 @@ from batchnb.sources.base import (
     unify_schemas,
 )
 from batchnb.sources.record_index import READ, build_index, lines_before, offset_of_row, parity_at_start, real_newlines
+from batchnb.sources.staging import origin_of
 
 __all__ = ["BOOL", "READ", "SCHEMA", "Check", "TextFormat", "as_dtype", "dtypes_option", "type_message"]
 
@@ -185,7 +186,9 @@ class TextFormat(RowFormat):
         for p, (file_header, _) in zip(paths, layouts, strict=True):
             file_names = self.header_names(p, file_header, read_options)
             if names is not None and file_names != names:
-                raise SourceError(f"file {p!r} has columns {file_names}, but {paths[0]!r} has {names}")
+                raise SourceError(
+                    f"file {origin_of(p)!r} has columns {file_names}, but {origin_of(paths[0])!r} has {names}"
+                )
             names, header = file_names, header or file_header
         starts = [start for _, start in layouts]
         sizes = [storage.file_size(p) for p in paths]
@@ -231,7 +234,7 @@ class TextFormat(RowFormat):
             return SourceError(f"no sampled record can be read: {exc}")
         error = self.parse_error(data, info, "infer")
         if error is None:
-            return SourceError(f"{piece.path}: cannot read the records at bytes {piece.start}-{piece.stop}")
+            return SourceError(f"{origin_of(piece.path)}: cannot read the records at bytes {piece.start}-{piece.stop}")
         return SourceError(
             f"no sampled record can be read: {self.located_error(error, data, info, 'infer', piece.path, piece.start)}"
         )
@@ -395,7 +398,7 @@ class TextFormat(RowFormat):
         """The error of the first record of `data` (read from `path` at `start`) that does not parse."""
         begin, end, first = self.first_bad_record(data, info, mode)
         line = lines_before(path, start) + data.count(b"\n", 0, begin) + 1
-        return self.record_error(first or exc, info, f"{path}, line {line}", data[begin:end])
+        return self.record_error(first or exc, info, f"{origin_of(path)}, line {line}", data[begin:end])
 
     def parse_error(self, data: bytes, info: DatasetInfo, mode: ParseMode) -> BaseException | None:
         try:
@@ -432,7 +435,7 @@ class TextFormat(RowFormat):
             return
         if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == quote) % 2:
             raise DataError(
-                f"{path}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} characters, so a "
+                f"{origin_of(path)}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} characters, so a "
                 "chunk boundary fell inside a quoted field (or a field has an unmatched quote); pass "
                 "read_options={'exact_rows': True} to plan from a full pass over the file instead"
             )
