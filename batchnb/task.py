@@ -62,21 +62,47 @@ def apply_scorer(scorer: FittedDetector | Callable, frame: pl.DataFrame, keep: t
 def run_chunk(task: ChunkTask) -> ChunkOutcome:
     """The worker-side boundary: a Polars panic (a BaseException) leaves as a DataError that pickles.
 
-    Any `Exception` leaves as it is (the runner records its type and message); only a panic is converted,
-    because `except Exception` in the engines and the runner would let it through, and its class
-    (`pyo3_runtime.PanicException`) cannot be unpickled in another process. The same bytes panic again,
-    so the chunk is not retried.
+    Any `Exception` leaves as it is (the runner records its type and message) unless a panic hangs in its
+    chain: Dask and Ray install tblib, which pickles an exception with its `__cause__` and `__context__`,
+    and a panic's class (`pyo3_runtime.PanicException`) cannot be pickled, so the error could not travel
+    back. The same bytes panic again, so the chunk is not retried.
     """
     try:
         return _run_chunk(task)
-    except (Exception, *PASS_THROUGH):
+    except PASS_THROUGH:
         raise
-    except BaseException as exc:  # a panic; see above
-        msg = (
-            f"chunk {task.spec.index} made Polars panic ({describe(exc)}): the same bytes panic again; "
+    except BaseException as exc:  # noqa: BLE001 - the boundary; a panic too, see above
+        error = exc
+    if not any(_is_panic(e) for e in _chain(error)):
+        raise error
+    if _is_panic(error):
+        portable: BaseException = DataError(
+            f"chunk {task.spec.index} made Polars panic ({describe(error)}): the same bytes panic again; "
             "check that the input is the format and encoding it claims to be"
         )
-        raise DataError(msg) from exc
+    else:
+        try:
+            portable = type(error)(*error.args)
+        except Exception:  # noqa: BLE001 - a constructor that does not take its own args back
+            portable = DataError(describe(error))
+    raise portable.with_traceback(error.__traceback__)  # raised outside `except`: no panic as its context
+
+
+def _is_panic(exc: BaseException) -> bool:
+    return not isinstance(exc, Exception)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and every cause and context behind it (each once)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return seen
 
 
 def _run_chunk(task: ChunkTask) -> ChunkOutcome:

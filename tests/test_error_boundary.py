@@ -310,6 +310,32 @@ def test_data_error_and_converted_panic_pickle(tmp_path, src, monkeypatch, dumps
     assert type(back) is bn.DataError and "PanicException: boom" in str(back)
 
 
+@pytest.mark.parametrize("where", ["raised", "cause"])
+def test_chunk_error_after_a_panic_pickles_where_tblib_keeps_causes(tmp_path, src, monkeypatch, where):
+    """Dask and Ray install tblib, which pickles an exception's cause and context: a panic among them (its class
+    cannot be pickled) would stop the chunk's error from reaching the driver."""
+    from tblib import pickling_support
+
+    from batchnb.task import run_chunk
+
+    pickling_support.install()
+
+    def read(info, spec):
+        if where == "raised":
+            raise PanicException("boom")
+        try:
+            raise PanicException("boom")
+        except BaseException as exc:
+            raise bn.DataError("cannot read csv file: boom") from exc
+
+    job = bn.BatchJob(src, tmp_path / "out", engine="sequential", chunk_size=CHUNK)
+    monkeypatch.setattr(sources, "read_chunk", read)
+    with pytest.raises(bn.DataError) as info:
+        run_chunk(_task(job, job.plan().chunks[0]))
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is bn.DataError and "boom" in str(back)
+
+
 def _task(job: bn.BatchJob, spec):
     from batchnb.task import ChunkTask
 
