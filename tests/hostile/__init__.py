@@ -24,10 +24,10 @@ import batchnb as bn
 from batchnb.checksum import file_checksum
 
 __all__ = [
+    "SUFFIX",
     "CliResult",
     "Outcome",
     "Payload",
-    "SUFFIX",
     "cli",
     "fix_part_checksum",
     "hdf5_with_pickled_attribute",
@@ -41,7 +41,14 @@ __all__ = [
 
 N_ROWS = 3_000
 CHUNK = 1_000
-SUFFIX = {"parquet": ".parquet", "csv": ".csv", "json": ".jsonl", "feather": ".feather", "hdf5": ".h5", "pickle": ".pkl"}
+SUFFIX = {
+    "parquet": ".parquet",
+    "csv": ".csv",
+    "json": ".jsonl",
+    "feather": ".feather",
+    "hdf5": ".h5",
+    "pickle": ".pkl",
+}
 
 
 class Payload:
@@ -60,7 +67,9 @@ def payload_bytes(marker: Path) -> bytes:
 
 def source_frame(n: int = N_ROWS) -> pl.DataFrame:
     """Row i has id == i and a == i; b repeats, so every detector has a spread to fit."""
-    return pl.DataFrame({"id": list(range(n)), "a": [float(i) for i in range(n)], "b": [float(i % 13) for i in range(n)]})
+    return pl.DataFrame(
+        {"id": list(range(n)), "a": [float(i) for i in range(n)], "b": [float(i % 13) for i in range(n)]}
+    )
 
 
 def make_output(source: str | Path, output: str | Path, **options) -> bn.BatchJob:
@@ -146,7 +155,7 @@ def outcome(call: Callable[[], object]) -> Outcome:
         return Outcome(value=call())
     except bn.BatchError as exc:
         return Outcome(error=exc)
-    except BaseException as exc:  # noqa: BLE001 - a panic or a raw library error is exactly what is reported
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise AssertionError(f"not a clear error: {type(exc).__module__}.{type(exc).__name__}: {exc}") from exc
