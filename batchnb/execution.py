@@ -8,9 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import cloudpickle
+from typing import TYPE_CHECKING, Any
 
 from batchnb import engines, sources
 from batchnb.checksum import file_checksum
@@ -19,7 +17,14 @@ from batchnb.memory import MemoryGuard
 from batchnb.plan import DatasetInfo, decoded_bytes_per_row
 from batchnb.progress import Progress
 from batchnb.runner import Runner
-from batchnb.scoring import callable_detector, check_picklable, fit_detector, resolve_columns
+from batchnb.scoring import (
+    callable_detector,
+    check_picklable,
+    fit_detector,
+    fit_to_json,
+    fitted_from_json,
+    resolve_columns,
+)
 from batchnb.sources.base import schema_to_ipc
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus, JobStatus
@@ -46,8 +51,15 @@ def discard(output: str) -> None:
 def _check_identity(job: BatchJob, state: JobState, fingerprint: list) -> None:
     config = job.config
     stored = state.get("identity")
-    if stored is None:
-        return
+    if stored is None and state.get("fingerprint") is None and not state.has_plan() and not state.chunks():
+        return  # a new state, or planning was interrupted before anything was stored: plan from scratch
+    missing = [k for k in ("identity", "fingerprint") if state.get(k) is None]
+    if missing:
+        msg = (
+            f"output {config.output!r} holds a job state without its {' and '.join(missing)}, so it cannot be "
+            "this job's: use another output directory, or run(restart=True) to discard it"
+        )
+        raise JobStateError(msg)
     if stored != config.identity_hash():
         before = state.get("identity_fields", {})
         changed = sorted(
@@ -66,8 +78,8 @@ def _check_identity(job: BatchJob, state: JobState, fingerprint: list) -> None:
         raise JobStateError(msg)
 
 
-def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
-    """Plan and fit once; everything a resume needs is stored."""
+def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> Any:
+    """Plan and fit once; everything a resume needs is stored. Returns the fitted scorer for this run."""
     config = job.config
     state.set_status(JobStatus.PLANNING, started_at=time.time())
     t0 = time.perf_counter()
@@ -109,8 +121,35 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> None:
         prepare_s=prepare_s,
     )
     if not callable_detector(config):
-        state.set_blob("scorer", cloudpickle.dumps(scorer))
+        state.set(detector_fit=fit_to_json(scorer))  # JSON data: a state never holds a pickle
     state.save_plan(specs)
+    return scorer
+
+
+def _resumed_scorer(job: BatchJob, state: JobState) -> Any:
+    """What a resumed run scores with: the callable from the user's code, the fit stored as JSON, or a refit.
+
+    A fit whose state is not plain data (IsolationForest, a third-party detector's objects) is refitted: the
+    same source and seed give the same sample, hence the same model. A pickled scorer left by an older
+    version is never loaded.
+    """
+    config = job.config
+    if callable_detector(config):
+        return config.detector
+    features = tuple(state.get("features") or ())
+    scorer = fitted_from_json(config, state.get("detector_fit"), features)
+    if scorer is not None:
+        return scorer
+    source = f"cannot read the source {config.source!r}"
+    with converted(SourceError, source):
+        info = job._open_dataset()
+    with converted(SourceError, f"{source} (sampling {config.fit_sample:_} rows to fit the detector)"):
+        sample = sources.get(info.format).sample(info, config.fit_sample, config.seed, features)
+    what = f"the detector could not be fitted on the sample of columns {list(features)}; check `detector` and `columns`"
+    with converted(ConfigError, what):
+        scorer = fit_detector(config, sample, features)
+    state.set(detector_fit=fit_to_json(scorer))
+    return scorer
 
 
 def _round_trips(config) -> bool:
@@ -171,12 +210,15 @@ def execute(
     with JobState.open(config.output, create=True) as state:
         _check_identity(job, state, fingerprint)
         try:
+            scorer = None
             if not state.has_plan():
-                _prepare(job, state, fingerprint)
+                scorer = _prepare(job, state, fingerprint)
             else:  # the stored plan reads the staged copies of compressed inputs: stage again one that is gone
                 sources.restage(config.source, config.format, workdir=Path(config.output, "_batchnb", "converted"))
             dataset = _load_dataset(state)
-            scorer = cloudpickle.loads(state.get_blob("scorer")) if not callable_detector(config) else config.detector
+            sources.check_trusted(dataset.format, dataset.paths, allow_pickle=config.allow_pickle)  # a stored format
+            if scorer is None:
+                scorer = _resumed_scorer(job, state)
             engine = engines.create(config.engine)
             if engine.needs_pickle:
                 check_picklable(scorer, engine.name)

@@ -221,15 +221,10 @@ def _split_timings(chunks: pl.DataFrame) -> pl.DataFrame:
 
 
 def _cutoff(state: JobState) -> float | None:
-    blob = state.get_blob("scorer")
-    if blob is None:
-        return None
-    import cloudpickle
+    """The stored JSON number; None for a callable detector, or a state without one (nothing is unpickled)."""
+    from batchnb.scoring import stored_cutoff
 
-    try:
-        return float(cloudpickle.loads(blob).cutoff)
-    except Exception:  # noqa: BLE001 - a detector that cannot be loaded here still gets a report
-        return None
+    return stored_cutoff(state.get("detector_fit"))
 
 
 def load(output: str | Path) -> ReportData:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -9,12 +11,12 @@ import numpy as np
 import polars as pl
 
 from batchnb.config import JobConfig
-from batchnb.detectors import Detector, FittedDetector, flag_cutoff
+from batchnb.detectors import IQR, MAD, Detector, FittedDetector, ZScore, flag_cutoff
 from batchnb.detectors import get as get_detector
 from batchnb.errors import ConfigError
 from batchnb.plan import DatasetInfo
 
-__all__ = ["check_picklable", "fit_detector", "resolve_columns"]
+__all__ = ["check_picklable", "fit_detector", "fit_to_json", "fitted_from_json", "resolve_columns", "stored_cutoff"]
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
@@ -62,7 +64,7 @@ def fit_detector(
     """The fitted scorer: depends only on the sample (hence only on source and seed)."""
     if callable_detector(config):
         return config.detector
-    detector: Detector = get_detector(config.detector) if isinstance(config.detector, str) else config.detector
+    detector = _detector(config)
     state = detector.fit(sample, features, seed=config.seed)
     needs_scores = config.threshold is None and (config.contamination is not None or detector.default_threshold is None)
     scores = detector.score(sample, features, state).to_numpy() if needs_scores else np.empty(0)
@@ -70,6 +72,58 @@ def fit_detector(
         scores.astype(np.float64), threshold=config.threshold, contamination=config.contamination, detector=detector
     )
     return FittedDetector(detector=detector, columns=features, state=state, cutoff=cutoff)
+
+
+def _detector(config: JobConfig) -> Detector:
+    return get_detector(config.detector) if isinstance(config.detector, str) else config.detector
+
+
+def fit_to_json(scorer: FittedDetector) -> dict[str, Any]:
+    """What the job state keeps of a fit: plain JSON data, never a pickle (a state may come from anyone).
+
+    The cutoff is always kept (reports show it); the detector's state only when JSON gives it back equal,
+    as for the statistics of zscore, mad and iqr. Any other state (a fitted IsolationForest, a third-party
+    detector's objects) is refitted from the deterministic sample when the job resumes.
+    """
+    data: dict[str, Any] = {"cutoff": scorer.cutoff}
+    try:
+        exact = json.loads(json.dumps(scorer.state)) == scorer.state
+    except (TypeError, ValueError, RecursionError):
+        exact = False
+    if exact:
+        data["state"] = scorer.state
+    return data
+
+
+def stored_cutoff(data: Any) -> float | None:
+    """The cutoff of a stored fit when it is a number (a state made elsewhere may hold anything)."""
+    cutoff = data.get("cutoff") if isinstance(data, dict) else None
+    if isinstance(cutoff, bool) or not isinstance(cutoff, int | float) or math.isnan(cutoff):
+        return None
+    return float(cutoff)
+
+
+def fitted_from_json(config: JobConfig, data: Any, features: tuple[str, ...]) -> FittedDetector | None:
+    """The stored fit of this job's detector, or None when it must be refitted from the sample."""
+    cutoff = stored_cutoff(data)
+    if cutoff is None or "state" not in data:
+        return None
+    detector = _detector(config)
+    state = data["state"]
+    if isinstance(detector, ZScore | MAD | IQR) and not _valid_stats(state, features):
+        return None
+    return FittedDetector(detector=detector, columns=features, state=state, cutoff=cutoff)
+
+
+def _valid_stats(state: Any, features: tuple[str, ...]) -> bool:
+    """Two numbers (or null) per feature: what the built-in distance detectors fit."""
+    if not isinstance(state, dict) or set(state) != set(features):
+        return False
+    return all(
+        v is None
+        or (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v))
+        for v in state.values()
+    )
 
 
 def check_picklable(scorer: Any, engine_name: str) -> None:

@@ -18,8 +18,12 @@ INF = float("inf")
 class Detector(Protocol):
     """Fit on a sample on the driver, score chunks on the workers.
 
-    ``fit`` returns small picklable state; ``score`` must be a pure function of one row and
-    that state, so results do not depend on chunking or engine.
+    ``fit`` returns small state; ``score`` must be a pure function of one row and that state, so
+    results do not depend on chunking or engine. Make the state JSON data (dicts with string keys,
+    lists, numbers, strings, None): the job state then keeps it and a resumed job scores with it.
+    Any other state (tuples included) is kept only in memory for the run and fitted again from the
+    same sample when the job resumes, since a job state never holds a pickle. Engines that cross a
+    process boundary ship the state to workers with cloudpickle, so it must pickle.
     """
 
     name: str

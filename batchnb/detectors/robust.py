@@ -12,8 +12,9 @@ from batchnb.detectors.base import INF, feature, sample_values
 
 __all__ = ["IQR", "MAD", "ZScore"]
 
-# Per feature: (center, spread) for zscore/mad, (q1, q3) for iqr; None when the sample had no values.
-Stats = dict[str, tuple[float, float] | None]
+# Per feature: [center, spread] for zscore/mad, [q1, q3] for iqr; None when the sample had no values.
+# Lists of floats, so the job state stores them as JSON and gives them back equal.
+Stats = dict[str, list[float] | None]
 
 
 def _distance(column: str, center: float, spread: float) -> pl.Expr:
@@ -63,7 +64,7 @@ class ZScore:
         stats: Stats = {}
         for c in columns:
             v = sample_values(sample, c)
-            stats[c] = (float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0) if v.size else None
+            stats[c] = [float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0] if v.size else None
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
@@ -88,7 +89,7 @@ class MAD:
                 stats[c] = None
                 continue
             median = float(np.median(v))
-            stats[c] = (median, 1.4826 * float(np.median(np.abs(v - median))))
+            stats[c] = [median, 1.4826 * float(np.median(np.abs(v - median)))]
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:
@@ -109,7 +110,7 @@ class IQR:
         stats: Stats = {}
         for c in columns:
             v = sample_values(sample, c)
-            stats[c] = (float(np.quantile(v, 0.25)), float(np.quantile(v, 0.75))) if v.size else None
+            stats[c] = [float(np.quantile(v, 0.25)), float(np.quantile(v, 0.75))] if v.size else None
         return stats
 
     def score(self, frame: pl.DataFrame, columns: Sequence[str], state: Stats) -> pl.Series:

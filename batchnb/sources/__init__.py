@@ -20,6 +20,7 @@ from batchnb.sources.staging import stage
 
 __all__ = [
     "Format",
+    "check_trusted",
     "fingerprint",
     "get",
     "names",
@@ -69,12 +70,7 @@ def open_dataset(
     """Resolve the files and read their metadata (never their data, except pickle and JSON arrays)."""
     paths = resolve_paths(source)
     fmt = fmt or detect_format(paths)
-    if fmt == "pickle" and not allow_pickle:
-        msg = (
-            f"source {paths[0]!r} is a pickle, and loading a pickle runs arbitrary code: pass `allow_pickle=True` "
-            "if you trust it, or convert it to Parquet"
-        )
-        raise SourceError(msg)
+    check_trusted(fmt, paths, allow_pickle=allow_pickle)
     remote = [p for p in paths if storage.is_url(p)]
     if remote and fmt not in ("parquet", "csv", "json"):
         raise SourceError(
@@ -84,6 +80,23 @@ def open_dataset(
     paths = stage(paths, fmt, workdir)  # compressed CSV/NDJSON -> staged plain copies; bytes checked against fmt
     with panics_as_source_errors(f"{paths[0]!r} as {fmt}"):
         return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
+
+
+_CODE_RUNNING = {
+    "pickle": "a pickle, and loading a pickle runs arbitrary code",
+    "hdf5": "HDF5, and opening HDF5 with pandas (PyTables) unpickles attributes stored in the file, which runs "
+    "arbitrary code",
+}
+
+
+def check_trusted(fmt: str, paths: tuple[str, ...], *, allow_pickle: bool) -> None:
+    """Refuse, before a file is opened, a format whose reader can run code unless the user allowed it."""
+    if fmt in _CODE_RUNNING and not allow_pickle:
+        msg = (
+            f"source {paths[0]!r} is {_CODE_RUNNING[fmt]}: pass `allow_pickle=True` (`--allow-pickle`) if you "
+            "trust whoever wrote it, or convert it to Parquet"
+        )
+        raise SourceError(msg)
 
 
 def restage(source: str | tuple[str, ...], fmt: str | None, *, workdir: Path) -> None:
