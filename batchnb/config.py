@@ -259,6 +259,7 @@ class JobConfig:
         self._check_int("retries", 0, 1000)
         self._check_engine()
         self._check_formats()
+        self._check_output()
         self._check_flag_rule()
         for name, kind in (("backoff", Backoff), ("resources", Resources)):
             value = getattr(self, name)
@@ -278,6 +279,31 @@ class JobConfig:
             raise ConfigError("`allow_pickle` must be True or False")
         if self.name is None:
             setter(self, "name", Path(self.output).name or "batchnb-job")
+
+    def _check_output(self) -> None:
+        """A local directory apart from the source: an URL would become a local folder named `s3:`, and an
+        output among the source's files would overwrite, or later re-read, what the job reads."""
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", self.output):
+            msg = (
+                f"`output` {self.output!r} is a URL: object-store outputs are not supported yet; write to a local "
+                "path (a shared disk for a cluster) and copy the parts to the store afterwards"
+            )
+            raise ConfigError(msg)
+        from batchnb import sinks
+
+        out = os.path.realpath(self.output)
+        part = os.path.join(out, sinks.part_name(0, sinks.get(self.output_format)))
+        for item in (self.source,) if isinstance(self.source, str) else self.source:
+            if "://" in item:
+                continue
+            real = os.path.realpath(item)
+            inside = real == out or real.startswith(out + os.sep) or out.startswith(real + os.sep)
+            if inside or (set("*?[") & set(item) and Path(part).match(real)):
+                msg = (
+                    f"`output` {self.output!r} overlaps the source {item!r}: a job would overwrite or delete "
+                    "what it reads, or read its own parts on the next run; write the output outside the source"
+                )
+                raise ConfigError(msg)
 
     def _check_int(self, name: str, low: int, high: int) -> None:
         value = getattr(self, name)

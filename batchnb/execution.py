@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from batchnb import engines, sources
 from batchnb.checksum import file_checksum
 from batchnb.errors import BatchError, ConfigError, EngineError, JobStateError, SourceError, converted
+from batchnb.lock import discard, remove_temp_files
 from batchnb.memory import MemoryGuard
 from batchnb.plan import DatasetInfo, decoded_bytes_per_row
 from batchnb.progress import Progress
@@ -34,18 +34,6 @@ if TYPE_CHECKING:
     from batchnb.job import BatchJob
 
 __all__ = ["execute"]
-
-
-def discard(output: str) -> None:
-    """Remove a job's state and parts, keeping the driver lock that the caller holds."""
-    root = Path(output, "_batchnb")
-    if root.exists():
-        for entry in root.iterdir():
-            if entry.name == "driver.lock":
-                continue
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    for part in Path(output).glob("part-*"):
-        part.unlink()
 
 
 def _check_identity(job: BatchJob, state: JobState, fingerprint: list) -> None:
@@ -206,7 +194,7 @@ def execute(
     fingerprint = sources.fingerprint(sources.resolve_paths(config.source))
     if restart:
         discard(config.output)
-    shutil.rmtree(Path(config.output, "_batchnb", "tmp"), ignore_errors=True)  # writes a crash left half done
+    remove_temp_files(config.output)  # writes a crash left half done: only the names batchnb gives them
     with JobState.open(config.output, create=True) as state:
         _check_identity(job, state, fingerprint)
         try:

@@ -118,10 +118,20 @@ class BatchJob:
             allow_pickle=self.config.allow_pickle,
         )
 
+    def _check_output(self) -> None:
+        """The output overlaps no source file or directory, and is new, empty or a batchnb output."""
+        from batchnb.lock import check_output
+
+        items = (self.config.source,) if isinstance(self.config.source, str) else self.config.source
+        local = [i for i in items if "://" not in i]
+        paths = sources.resolve_paths(self.config.source) if local else ()
+        check_output(self.output, (*paths, *(i for i in local if os.path.isdir(i))))
+
     def plan(self) -> Plan:
         """The chunk plan, its memory estimates, recommendations and warnings, without running anything."""
         from batchnb.scoring import callable_detector, check_picklable, resolve_columns
 
+        self._check_output()  # planning may stage copies of compressed inputs in the output
         with converted(SourceError, f"cannot read the source {self.config.source!r}"):
             info = self._open_dataset()
             resolve_columns(self.config, info)
@@ -215,6 +225,7 @@ class BatchJob:
 
         result, error = None, None
         try:
+            self._check_output()
             with JobLock(self.output):
                 execute(self, restart=restart, cancel=self._cancel, on_progress=view.update if view else None,
                         only_failed=only_failed)  # fmt: skip
@@ -267,7 +278,10 @@ class BatchJob:
 
     def skip(self, chunk_ids: Iterable[int]) -> None:
         """Mark chunks skipped so the job can succeed without them."""
+        from batchnb.lock import check_owned
+
         ids = sorted({int(i) for i in chunk_ids})
+        check_owned(self.output)
         with JobLock(self.output), JobState.open(self.output, create=True) as state:
             known = {c.index for c in state.chunks()}
             unknown = [i for i in ids if i not in known]

@@ -1,15 +1,52 @@
-"""One driver per output directory: a second concurrent run gets a clear error, not a corrupt state."""
+"""One driver per output directory, and what batchnb may create or delete in it.
+
+A second concurrent run gets a clear error, not a corrupt state. An output may come from someone else:
+batchnb writes only below it, never through a link it did not make, and deletes only what its state records.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import socket
+import stat
 from pathlib import Path
 
-from batchnb.errors import JobStateError, describe
+from batchnb.errors import ConfigError, JobStateError, describe
 
-__all__ = ["JobLock", "driver_gone"]
+__all__ = ["JobLock", "check_output", "discard", "driver_gone", "private_dir", "remove_temp_files"]
+
+_TEMP_NAME = re.compile(r"tmp-\d{6,}-[0-9a-f]{8}\.\w+")  # sinks.write_atomic's temporary names
+
+
+def private_dir(output: str | os.PathLike, *names: str) -> Path:
+    """`output/_batchnb[/names...]` as real directories, made here if missing: never a symlink someone planted.
+
+    Everything batchnb writes besides the parts lives below it, so a link to elsewhere would send the lock,
+    the state or temporary files out of the output.
+    """
+    path = Path(output)
+    try:
+        path.mkdir(parents=True, exist_ok=True)  # the output itself may be the user's link to a bigger disk
+        for name in ("_batchnb", *names):
+            path = path / name
+            try:
+                os.mkdir(path, 0o755)  # does not follow a link at `path`: it fails with EEXIST
+            except FileExistsError:
+                pass
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+                msg = (
+                    f"{str(path)!r} is {what}: batchnb writes only inside the output and never through a link it "
+                    f"did not create; remove it or use another output directory than {os.fspath(output)!r}"
+                )
+                raise JobStateError(msg)
+    except OSError as exc:
+        msg = f"cannot create {str(path)!r} ({describe(exc)}): check that the output {os.fspath(output)!r} is a directory you can write to"
+        raise JobStateError(msg) from exc
+    return path
 
 
 def driver_gone(output: str | os.PathLike) -> bool:
@@ -20,7 +57,11 @@ def driver_gone(output: str | os.PathLike) -> bool:
     import psutil
 
     try:
-        text = Path(output, "_batchnb", "driver.lock").read_text()
+        fd = os.open(Path(output, "_batchnb", "driver.lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            text = os.pread(fd, 256, 0).decode(errors="replace")
+        finally:
+            os.close(fd)
     except OSError:
         return False
     parts = text.split()
@@ -35,13 +76,21 @@ class JobLock:
         self._fd: int | None = None
 
     def __enter__(self) -> JobLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        output = str(self.path.parent.parent)
+        private_dir(output, "tmp")  # checked once here, before any chunk writes its temporary part there
+        try:  # O_NOFOLLOW: a planted link is refused, never truncated through
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
-            output = str(self.path.parent.parent)
-            msg = f"cannot create the driver lock {str(self.path)!r} ({describe(exc)}): check that the output {output!r} is a directory you can write to"
+            hint = (
+                "it is a symbolic link batchnb did not create: remove it or use another output directory"
+                if self.path.is_symlink()
+                else f"check that the output {output!r} is a directory you can write to"
+            )
+            msg = f"cannot create the driver lock {str(self.path)!r} ({describe(exc)}): {hint}"
             raise JobStateError(msg) from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise JobStateError(f"the driver lock {str(self.path)!r} is not a regular file: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -59,3 +108,68 @@ class JobLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def check_output(output: str, paths: tuple[str, ...] = ()) -> None:
+    """Refuse an output batchnb must not write into: one that holds the source's files or lies inside a
+    source directory (ConfigError), or a non-empty directory that holds no batchnb job (JobStateError)."""
+    out = os.path.realpath(output)
+    for path in paths:
+        if "://" in path:
+            continue
+        real = os.path.realpath(path)
+        if real == out or real.startswith(out + os.sep) or out.startswith(real + os.sep):
+            msg = (
+                f"the output {output!r} overlaps the source ({path!r} is {'inside it' if real != out else 'it'}): "
+                "a job would overwrite or delete what it reads; write the output to a directory outside the source"
+            )
+            raise ConfigError(msg)
+    check_owned(output)
+
+
+def check_owned(output: str) -> None:
+    """An existing directory is an output when it is empty or holds a batchnb job; never someone's files."""
+    from batchnb.state import state_path
+
+    if not os.path.isdir(output) or os.path.lexists(state_path(output)):
+        return
+    foreign = sorted(name for name in os.listdir(output) if name != "_batchnb")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 5 else "")
+        msg = (
+            f"the output {output!r} is not empty and holds no batchnb job ({shown}): batchnb writes only into a "
+            "new or empty directory or its own output, so it never overwrites files it did not write; "
+            "use another output directory"
+        )
+        raise JobStateError(msg)
+
+
+def discard(output: str) -> None:
+    """Remove exactly the parts the old state recorded and the state itself, keeping the driver lock that the
+    caller holds. A file the state does not name is never deleted, whoever wrote it; a damaged state names
+    nothing, so its parts stay until the new run writes its own over them."""
+    from batchnb.state import JobState, confined_part, state_path
+
+    recorded: list[tuple[int, str]] = []
+    if state_path(output).exists():
+        try:
+            with JobState.open(output) as old:
+                recorded = old.rows("SELECT idx, part FROM chunks WHERE part IS NOT NULL")
+        except JobStateError:  # damaged: it names nothing that can be trusted
+            recorded = []
+    for idx, name in recorded:
+        part = confined_part(state_path(output), idx, name)  # a name outside the output is refused
+        Path(output, part).unlink(missing_ok=True)  # a link is removed itself, never what it points to
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(output, "_batchnb", "state.sqlite" + suffix).unlink(missing_ok=True)
+    remove_temp_files(output)
+
+
+def remove_temp_files(output: str) -> None:
+    """Temporary parts a crash left half written: only names batchnb gives them, in its own directory."""
+    tmp = Path(output, "_batchnb", "tmp")
+    if tmp.is_symlink() or not tmp.is_dir():
+        return
+    for entry in os.scandir(tmp):
+        if _TEMP_NAME.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from typing import Any
 from batchnb.errors import JobStateError
 from batchnb.lock import driver_gone
 from batchnb.progress import Progress
-from batchnb.state import JobState, state_path
+from batchnb.state import JobState, connect, state_path
 
 __all__ = ["ChunkBoard", "ChunkMonitor", "status"]
 
@@ -87,7 +87,7 @@ class ChunkMonitor:
             path = state_path(self.output)
             if not path.exists():
                 return None
-            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+            self._conn = connect(self.output)
         return self._conn
 
     def board(self) -> ChunkBoard:
@@ -117,8 +117,12 @@ class ChunkMonitor:
             errors = conn.execute(
                 f"SELECT {', '.join(cols)} FROM attempts ORDER BY rowid DESC LIMIT ?", (self.max_errors,)
             ).fetchall()
-        except sqlite3.Error:  # the writer is creating the tables: next refresh
-            return ChunkBoard()
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith("no such table"):  # the writer is creating the tables: next refresh
+                return ChunkBoard()
+            raise JobStateError(f"cannot read the job state of {str(self.output)!r} (sqlite: {exc})") from exc
+        except sqlite3.Error as exc:
+            raise JobStateError(f"cannot read the job state of {str(self.output)!r} (sqlite: {exc})") from exc
         return ChunkBoard(
             chunks_total=total,
             group=group,

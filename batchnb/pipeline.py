@@ -74,6 +74,17 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
+def _file_name(name: Any, what: str) -> str:
+    """A name that becomes one file name in the state directory: one path component, never `..` or a path."""
+    if not isinstance(name, str) or name in ("", ".", "..") or set(name) & {"/", "\\", "\0"}:
+        msg = (
+            f"{what} {name!r} must be a plain name (it names a file in the pipeline's state directory): no '/', "
+            "'\\', '..' or empty name; e.g. 'nightly-scores'"
+        )
+        raise ConfigError(msg)
+    return name
+
+
 class Pipeline:
     def __init__(
         self,
@@ -83,7 +94,7 @@ class Pipeline:
         memory_limit: float | int | str | None = None,
         state_dir: str | os.PathLike | None = None,
     ) -> None:
-        self.name = name
+        self.name = _file_name(name, "pipeline name")
         self.max_workers, self.memory_limit = max_workers, memory_limit
         self.state_dir = Path(state_dir) if state_dir else Path(".batchnb-pipelines")
         self._steps: dict[str, _Step] = {}
@@ -118,6 +129,8 @@ class Pipeline:
     ) -> str:
         """Add a papermill notebook step; the executed copy goes to `output` (default: the state dir)."""
         step_name = name or Path(path).stem
+        if output is None:  # the executed copy is named after the pipeline and the step
+            _file_name(step_name, "step name")
         return self._add(_Step(name=step_name, after=tuple(after), notebook=os.fspath(path),
                                parameters=dict(parameters or {}), output=os.fspath(output) if output else None,
                                kernel_name=kernel_name))  # fmt: skip

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 import json
-import sqlite3
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,11 @@ def make_report(
     except ImportError as exc:
         raise ConfigError("reports need papermill and nbconvert: pip install 'batchnb[notebook]'") from exc
     _check_kernel(kernel_name or "python3")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fresh_file(path, where="into the output" if path == output / "report.ipynb" else "to `path`")
     try:
         papermill.execute_notebook(
             str(template),
-            str(path),
+            str(tmp),
             parameters={"output_dir": str(output.resolve()), **(parameters or {})},
             kernel_name=kernel_name,
             progress_bar=False,
@@ -96,9 +97,28 @@ def make_report(
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     finally:
-        if html and path.exists():  # a failed cell is exported too: the HTML then shows where and why
-            export_html(path)
+        if tmp.stat().st_size:  # a failed cell is kept and exported too: the HTML then shows where and why
+            os.replace(tmp, path)  # replaces a link at `path` itself, never the file it points to
+            if html:
+                export_html(path)
+        else:
+            tmp.unlink()
     return path
+
+
+def _fresh_file(path: Path, *, where: str) -> Path:
+    """A new empty file beside `path` (O_EXCL: never a link someone planted), renamed onto `path` when whole."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        msg = (
+            f"cannot write the report {where} {str(path)!r} ({type(exc).__name__}: {exc}): pass `path=` "
+            "(batchnb report --path) a place you can write to, such as a notebook in your home directory"
+        )
+        raise ConfigError(msg) from exc
+    os.close(fd)
+    return Path(name)
 
 
 def _check_kernel(name: str) -> None:
@@ -125,9 +145,12 @@ def export_html(notebook: str | Path) -> Path:
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
     ).from_notebook_node(nb)
     target = notebook.with_suffix(".html")
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(target)
+    tmp = _fresh_file(target, where="to")
+    try:
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -204,12 +227,9 @@ class ReportData:
         return rows
 
 
-def _rows(conn: sqlite3.Connection, sql: str, columns: dict[str, pl.DataType]) -> pl.DataFrame:
-    try:
-        rows = conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet: a job that is just starting
-        rows = []
-    return pl.DataFrame(rows, schema=columns, orient="row")
+def _rows(state: JobState, sql: str, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A table of the record; empty while a job that is just starting has not created it."""
+    return pl.DataFrame(state.rows(sql), schema=columns, orient="row")
 
 
 def _split_timings(chunks: pl.DataFrame) -> pl.DataFrame:
@@ -237,22 +257,18 @@ def load(output: str | Path) -> ReportData:
     with JobState.open(output) as state:
         config = state.get("config", {}) or {}
         cutoff = _cutoff(state)
-    conn = sqlite3.connect(f"file:{state_path(output)}?mode=ro", uri=True, timeout=30)
-    try:
         chunks = _rows(
-            conn,
+            state,
             "SELECT idx, status, attempts, row_start, row_stop, rows_in, rows_out, anomalies, started, finished,"
             " seconds, timings, worker FROM chunks ORDER BY idx",
             _CHUNK_COLUMNS,
         )
-        timeline = _rows(conn, "SELECT * FROM timeline ORDER BY at", _TIMELINE_COLUMNS)
+        timeline = _rows(state, "SELECT * FROM timeline ORDER BY at", _TIMELINE_COLUMNS)
         attempts = _rows(
-            conn,
+            state,
             "SELECT chunk, attempt, at, type, message, traceback, delay FROM attempts ORDER BY at",
             _ATTEMPT_COLUMNS,
         )
-    finally:
-        conn.close()
     return ReportData(
         output=output, status=progress.status, progress=progress,
         result=result, config=config, chunks=_split_timings(chunks), timeline=timeline, attempts=attempts,

@@ -6,6 +6,8 @@ Only the driver writes (one connection, WAL); any process may read while a job r
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -17,7 +19,7 @@ from batchnb.errors import ChunkError, JobStateError
 from batchnb.plan import ChunkSpec
 from batchnb.status import ChunkStatus, JobStatus
 
-__all__ = ["ChunkRecord", "JobState", "state_path"]
+__all__ = ["ChunkRecord", "JobState", "confined_part", "connect", "state_path"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 5.0  # only the driver writes, under its lock: a write lock held longer is another process's
@@ -37,13 +39,94 @@ CREATE TABLE IF NOT EXISTS timeline(
 """
 
 
+# The only part names batchnb writes (sinks.part_name): a state naming anything else was not written by it.
+_PART_NAME = re.compile(r"part-(\d{6,})\.(parquet|csv|jsonl|feather|h5|pkl)")
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def state_path(output: str | Path) -> Path:
     return Path(output, "_batchnb", "state.sqlite")
+
+
+def _refuse_links(path: Path) -> None:
+    """sqlite follows a symlinked database or side file and writes through it (a reader too: it maps -shm)."""
+    for link in (path.parent, path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
+        if link.is_symlink():
+            msg = (
+                f"{str(link)!r} is a symbolic link: batchnb never writes through a link it did not create; "
+                f"remove it or use another output directory (the output {str(path.parent.parent)!r} was not "
+                "written by batchnb alone)"
+            )
+            raise JobStateError(msg)
+        if link == path.parent and link.exists() and not link.is_dir():
+            raise JobStateError(
+                f"{str(link)!r} is not a directory: {str(path.parent.parent)!r} is not a batchnb output"
+            )
+
+
+def confined_part(path: Path, index: int, name: str | None) -> str | None:
+    """A part name from the state at `path`, confined to its output: exactly `part-<index>.<ext>`."""
+    match = _PART_NAME.fullmatch(name) if isinstance(name, str) else None
+    if name is None or (match and int(match.group(1)) == index):
+        return name
+    msg = (
+        f"the job state {str(path)!r} names {name!r} as the part of chunk {index}; batchnb writes "
+        f"part-{index:06d}.<ext> inside the output only: this state was not written by batchnb, so nothing "
+        "is read or deleted through it; use another output directory"
+    )
+    raise JobStateError(msg)
+
+
+def _open(uri: str, timeout: float) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # random bytes or no access fail here
+
+
+def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """The one way every reader and writer opens a job's state.
+
+    The path goes into a file: URI escaped (`#`, `?`, `%` and spaces are parts of the name, not URI syntax).
+    Readers open it read-only; on read-only storage, where sqlite cannot create the -shm file that a WAL
+    database needs, a state with no -wal beside it (no writer, nothing uncommitted) is opened immutable.
+    Every failure is a JobStateError naming the file, with the sqlite error as its cause.
+    """
+    path = state_path(output)
+    _refuse_links(path)
+    uri = Path(os.path.abspath(path)).as_uri()
+    conn = None
+    try:
+        conn = _open(uri + ("?mode=rwc" if create else "?mode=ro"), timeout)
+        _probe(conn)
+        return conn
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        wal = path.with_name(path.name + "-wal")
+        if create or not isinstance(exc, sqlite3.OperationalError) or (wal.exists() and wal.stat().st_size):
+            raise _state_error(exc, path) from exc
+        first = exc
+    try:  # read-only storage: nothing can be writing this state
+        conn = _open(uri + "?mode=ro&immutable=1", timeout)
+        _probe(conn)
+        return conn
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise _state_error(first, path) from exc
 
 
 def _state_error(exc: sqlite3.Error, path: Path) -> JobStateError:
     """What a sqlite error means for the user: a lock someone else holds, a full disk, or a damaged file."""
     text, output = str(exc), str(path.parent.parent)
+    if "unable to open" in text or "readonly" in text:
+        return JobStateError(
+            f"cannot open the job state {str(path)!r} (sqlite: {text}): check that {output!r} and its _batchnb "
+            "directory can be read (and written, to run the job); a state on read-only storage that still has a "
+            "-wal file beside it must be copied to writable storage first"
+        )
     if "locked" in text or "busy" in text:
         return JobStateError(
             f"the job state {str(path)!r} is locked by another process (sqlite: {text}): another run may be "
@@ -134,17 +217,14 @@ class JobState:
     def open(cls, output: str | Path, *, create: bool = False) -> JobState:
         path = state_path(output)
         if not path.exists() and not create:
+            _refuse_links(path)  # a dangling link says more than "no job"
             raise JobStateError(f"{str(output)!r} holds no batchnb job (no {path}): check the output directory")
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{path}" + ("" if create else "?mode=ro")
+            from batchnb.lock import private_dir
+
+            private_dir(output)
+        state = cls(connect(output, create=create), path)
         try:
-            raw = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise _state_error(exc, path) from exc
-        state = cls(raw, path)
-        try:
-            state._conn.execute("SELECT COUNT(*) FROM sqlite_master")  # random bytes fail here, not mid-job
             if create:
                 state._conn.execute("PRAGMA journal_mode=WAL")
                 state._conn.execute("PRAGMA synchronous=NORMAL")
@@ -224,11 +304,19 @@ class JobState:
         return [
             ChunkRecord(
                 index=r[0], status=ChunkStatus(r[1]), attempts=r[2], rows=(r[3], r[4]), rows_in=r[5],
-                rows_out=r[6], anomalies=r[7], part=r[8], nbytes=r[9], checksum=r[10], seconds=r[11],
+                rows_out=r[6], anomalies=r[7], part=self.confined_part(r[0], r[8]), nbytes=r[9], checksum=r[10],
+                seconds=r[11],
                 error=ChunkError.from_dict(json.loads(r[12])) if r[12] else None,
             )
             for r in rows
         ]  # fmt: skip
+
+    def confined_part(self, index: int, name: str | None) -> str | None:
+        return confined_part(self.path, index, name)
+
+    def rows(self, sql: str) -> list[tuple]:
+        """Rows of a read-only query; none while the writer has not created the tables yet."""
+        return list(self._conn.lookup(sql) or [])
 
     def timings(self) -> list[dict[str, float]]:
         """Per-chunk seconds spent reading, scoring and writing, for reports and the overhead breakdown."""

@@ -134,11 +134,14 @@ def write_atomic(
     Returns (part file name, size in bytes, checksum, seconds spent writing and hashing).
     """
     from batchnb.checksum import file_checksum
+    from batchnb.lock import private_dir
 
-    tmp_dir = Path(output, "_batchnb", "tmp")
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = private_dir(output, "tmp")
     name = part_name(index, sink)
     tmp = tmp_dir / f"tmp-{index:06d}-{uuid.uuid4().hex[:8]}{sink.extension}"  # never matches part-*
+    # A fresh file (O_EXCL, O_NOFOLLOW) that the writer then fills: never a link someone planted. The rename
+    # replaces whatever is at the part's name, a link included, never the file a link points to.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
     try:
         t0 = time.perf_counter()
         if isinstance(frame, pl.LazyFrame):
@@ -150,8 +153,7 @@ def write_atomic(
         t2 = time.perf_counter()
         os.replace(tmp, Path(output, name))
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
 
 
