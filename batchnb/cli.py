@@ -51,14 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
     status.add_argument("--json", action="store_true")
 
+    trusted = "read pickle/HDF5 parts back, which can run code: only for an output you trust"
     verify = sub.add_parser("verify", help="recompute part checksums and row counts")
     verify.add_argument("output")
+    verify.add_argument("--allow-pickle", action="store_true", help=trusted)
 
     report = sub.add_parser("report", help="execute the report notebook over a job and export it to HTML")
     report.add_argument("output")
     report.add_argument("--path", help="executed notebook to write (default OUTPUT/report.ipynb); HTML beside it")
     report.add_argument("--no-html", action="store_true", help="write the notebook only")
     report.add_argument("--kernel", help="Jupyter kernel that runs the report (default: python3)")
+    report.add_argument("--allow-pickle", action="store_true", help=trusted)
 
     demo = sub.add_parser("demo", help="make a sample dataset and run a job on it")
     demo.add_argument("--rows", type=int, default=2_000_000)
@@ -139,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     job = bn.BatchJob.from_config(options)
     result = job.run(progress=None if args.no_progress else "auto", restart=args.restart)
     print(result.summary())
-    reported = _print_report(job.output) if args.report else True
+    reported = _print_report(job.output, allow_pickle=job.config.allow_pickle) if args.report else True
     return 0 if result.ok and reported else 1
 
 
@@ -165,7 +168,7 @@ def _status(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from batchnb.verify import verify
 
-    report = verify(args.output)
+    report = verify(args.output, allow_pickle=args.allow_pickle)
     print(report)
     return 0 if report.ok else 1
 
@@ -192,7 +195,10 @@ def _print_report(output: str, **options) -> bool:
 
 
 def _report(args: argparse.Namespace) -> int:
-    return 0 if _print_report(args.output, path=args.path, html=not args.no_html, kernel_name=args.kernel) else 1
+    made = _print_report(
+        args.output, path=args.path, html=not args.no_html, kernel_name=args.kernel, allow_pickle=args.allow_pickle
+    )
+    return 0 if made else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

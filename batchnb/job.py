@@ -229,7 +229,7 @@ class BatchJob:
             with JobLock(self.output):
                 execute(self, restart=restart, cancel=self._cancel, on_progress=view.update if view else None,
                         only_failed=only_failed)  # fmt: skip
-            result = self._result = JobResult.from_state(self.output)
+            result = self._result = JobResult.from_state(self.output, allow_pickle=self.config.allow_pickle)
             return result
         except BaseException as exc:
             error = exc
@@ -297,7 +297,7 @@ class BatchJob:
         return status(self.output, missing_ok=True)
 
     def result(self) -> JobResult:
-        return JobResult.from_state(self.output)
+        return JobResult.from_state(self.output, allow_pickle=self.config.allow_pickle)
 
     def read(self):
         return self.result().read()
@@ -305,7 +305,7 @@ class BatchJob:
     def verify(self) -> VerifyReport:
         from batchnb.verify import verify
 
-        return verify(self.output)
+        return verify(self.output, allow_pickle=self.config.allow_pickle)
 
     def report(
         self, path: str | os.PathLike | None = None, html: bool = True, *, kernel_name: str | None = None
@@ -316,4 +316,4 @@ class BatchJob:
         """
         from batchnb.reports import make_report
 
-        return make_report(self.output, path, html=html, kernel_name=kernel_name)
+        return make_report(self.output, path, html=html, kernel_name=kernel_name, allow_pickle=self.config.allow_pickle)

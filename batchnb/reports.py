@@ -60,12 +60,14 @@ def make_report(
     parameters: dict[str, Any] | None = None,
     template: str | Path | None = None,
     timeout: float | None = 900,
+    allow_pickle: bool = False,
 ) -> Path:
     """Execute the report template over the job in `output`; return the executed notebook's path.
 
     `path` defaults to `output/report.ipynb`; with `html=True` the HTML export lies beside it with the same
     name. `kernel_name` is the Jupyter kernel that runs the template (the notebook's own, "python3", when
     None: it must have batchnb installed). `parameters` override the template's parameter cell.
+    Pickle and HDF5 parts are read (scores, top rows, row counts) only with `allow_pickle=True`.
     Raises JobStateError when `output` holds no job, and papermill's PapermillExecutionError when a cell fails
     (the partly executed notebook is at `path` then).
     """
@@ -76,6 +78,7 @@ def make_report(
     path = Path(path) if path is not None else output / "report.ipynb"
     if path.suffix != ".ipynb":
         raise ConfigError(f"`path` {str(path)!r} must end in .ipynb (the HTML is written beside it)")
+    _check_parts_readable(output, allow_pickle)
     template = Path(template) if template is not None else template_path()
     try:
         import papermill
@@ -87,7 +90,7 @@ def make_report(
         papermill.execute_notebook(
             str(template),
             str(tmp),
-            parameters={"output_dir": str(output.resolve()), **(parameters or {})},
+            parameters={"output_dir": str(output.resolve()), "allow_pickle": allow_pickle, **(parameters or {})},
             kernel_name=kernel_name,
             progress_bar=False,
             cwd=str(path.parent),
@@ -119,6 +122,15 @@ def _fresh_file(path: Path, *, where: str) -> Path:
         raise ConfigError(msg) from exc
     os.close(fd)
     return Path(name)
+
+
+def _check_parts_readable(output: Path, allow_pickle: bool) -> None:
+    """Before any file is written: a report of pickle/HDF5 parts needs the reader's allow_pickle."""
+    from batchnb import sinks
+
+    with JobState.open(output) as state:
+        output_format = (state.get("config", {}) or {}).get("output_format", "parquet")
+    sinks.check_readable(sinks.get(output_format), allow_pickle=allow_pickle, output=output)
 
 
 def _check_kernel(name: str) -> None:
@@ -276,8 +288,8 @@ def load(output: str | Path) -> ReportData:
     )  # fmt: skip
 
 
-def _scores(output: str | Path) -> pl.LazyFrame | None:
-    frame = read_output(output)
+def _scores(output: str | Path, allow_pickle: bool) -> pl.LazyFrame | None:
+    frame = read_output(output, allow_pickle=allow_pickle)
     if "anomaly_score" not in frame.collect_schema().names():
         return None
     score = pl.col("score")
@@ -287,7 +299,7 @@ def _scores(output: str | Path) -> pl.LazyFrame | None:
 
 
 def score_histogram(
-    output: str | Path, *, bins: int = 60, cutoff: float | None = None
+    output: str | Path, *, bins: int = 60, cutoff: float | None = None, allow_pickle: bool = False
 ) -> tuple[list[float], list[int], int] | None:
     """(bin edges, counts, rows above the last edge) of `anomaly_score` over every done part, or None.
 
@@ -295,7 +307,7 @@ def score_histogram(
     percentile (or just past the cutoff) so the bulk of the scores is not squeezed into one bin by a few
     extreme ones; the rest is counted as overflow.
     """
-    scores = _scores(output)
+    scores = _scores(output, allow_pickle)
     if scores is None:
         return None
     stats = scores.select(
@@ -324,13 +336,15 @@ def score_histogram(
     return edges, dense, int(stats["n"] - sum(dense))
 
 
-def top_anomalies(output: str | Path, n: int = 20, chunks: pl.DataFrame | None = None) -> pl.DataFrame | None:
+def top_anomalies(
+    output: str | Path, n: int = 20, chunks: pl.DataFrame | None = None, *, allow_pickle: bool = False
+) -> pl.DataFrame | None:
     """The `n` rows with the highest `anomaly_score`, or None when the output has no scores.
 
     With `chunks` (ReportData.chunks) each row is named by its chunk and, when the detector writes one
     output row per input row, its input row number.
     """
-    frame = read_output(output)
+    frame = read_output(output, allow_pickle=allow_pickle)
     if "anomaly_score" not in frame.collect_schema().names():
         return None
     top = (
@@ -359,7 +373,7 @@ def top_anomalies(output: str | Path, n: int = 20, chunks: pl.DataFrame | None =
     return pl.concat([names, top.drop("_pos")], how="horizontal")
 
 
-def verify_report(output: str | Path) -> VerifyReport:
+def verify_report(output: str | Path, *, allow_pickle: bool = False) -> VerifyReport:
     from batchnb.verify import verify
 
-    return verify(output)
+    return verify(output, allow_pickle=allow_pickle)

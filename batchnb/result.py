@@ -16,16 +16,22 @@ from batchnb.status import ChunkStatus
 __all__ = ["JobResult", "VerifyReport", "read_output"]
 
 
-def read_output(output: str | Path) -> pl.LazyFrame:
-    """The done parts of a job as one LazyFrame, in input row order."""
+def read_output(output: str | Path, *, allow_pickle: bool = False) -> pl.LazyFrame:
+    """The done parts of a job as one LazyFrame, in input row order.
+
+    Pickle and HDF5 parts can run code when read: they are read only with `allow_pickle=True`, the reader's
+    own consent, whatever the output's state says.
+    """
     with JobState.open(output) as state:
         parts = [str(Path(output, c.part)) for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
         schema, dtypes = state.get("output_schema"), state.get("output_dtypes")
         output_format = state.get("config", {}).get("output_format", "parquet")
+    sink = sinks.get(output_format)
+    sinks.check_readable(sink, allow_pickle=allow_pickle, output=output)
     polars_schema = schema_of(dtypes, schema)
     if not parts:
         return pl.LazyFrame(schema=polars_schema or {})
-    return sinks.scan_parts(parts, sinks.get(output_format), polars_schema)
+    return sinks.scan_parts(parts, sink, polars_schema, allow_pickle=allow_pickle)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,9 +50,12 @@ class JobResult:
     rows_per_s: float
     errors: list[ChunkError] = field(default_factory=list)
     reason: str | None = None
+    # Whether read() may load pickle/HDF5 parts: the job's own option when the result comes from its run.
+    allow_pickle: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
-    def from_state(cls, output: str | Path) -> JobResult:
+    def from_state(cls, output: str | Path, *, allow_pickle: bool = False) -> JobResult:
+        """The result recorded in `output`; `allow_pickle=True` lets read() load pickle/HDF5 parts."""
         with JobState.open(output) as state:
             counts, totals = state.counts(), state.totals()
             elapsed = float(state.get("elapsed_s", 0.0))
@@ -65,17 +74,19 @@ class JobResult:
                 rows_per_s=totals["rows_in"] / elapsed if elapsed > 0 else 0.0,
                 errors=state.errors(),
                 reason=state.get("reason"),
+                allow_pickle=allow_pickle,
             )
 
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
 
-    def read(self) -> pl.LazyFrame:
-        return read_output(self.output)
+    def read(self, *, allow_pickle: bool | None = None) -> pl.LazyFrame:
+        """The output in input row order; pickle/HDF5 parts need `allow_pickle` (default: the result's own)."""
+        return read_output(self.output, allow_pickle=self.allow_pickle if allow_pickle is None else allow_pickle)
 
-    def to_pandas(self):
-        return self.read().collect().to_pandas()
+    def to_pandas(self, *, allow_pickle: bool | None = None):
+        return self.read(allow_pickle=allow_pickle).collect().to_pandas()
 
     def summary(self) -> str:
         lines = [
@@ -106,12 +117,23 @@ class VerifyReport:
 
     parts_checked: int
     problems: list[str]
+    # Parts whose row count was not checked: pickle/HDF5 parts, read only with allow_pickle=True.
+    rows_unchecked: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def __str__(self) -> str:
-        if self.ok:
+        if self.ok and not self.rows_unchecked:
             return f"verify: ok, {self.parts_checked} parts match their checksums and row counts"
-        return "\n".join([f"verify: {len(self.problems)} problem(s) in {self.parts_checked} parts", *self.problems])
+        if self.ok:
+            lines = [f"verify: ok, {self.parts_checked} parts match their checksums"]
+        else:
+            lines = [f"verify: {len(self.problems)} problem(s) in {self.parts_checked} parts", *self.problems]
+        if self.rows_unchecked:
+            lines.append(
+                f"row counts of {self.rows_unchecked} pickle/HDF5 parts not checked: reading them can run code; "
+                "pass allow_pickle=True (batchnb verify --allow-pickle) if you trust the output"
+            )
+        return "\n".join(lines)

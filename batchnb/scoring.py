@@ -95,12 +95,17 @@ def fit_to_json(scorer: FittedDetector) -> dict[str, Any]:
     return data
 
 
+def _number(x: Any) -> bool:
+    """A JSON number a float holds (not NaN, not bool, not an int too large for a float)."""
+    if isinstance(x, float):
+        return not math.isnan(x)
+    return isinstance(x, int) and not isinstance(x, bool) and abs(x) < 2**63
+
+
 def stored_cutoff(data: Any) -> float | None:
     """The cutoff of a stored fit when it is a number (a state made elsewhere may hold anything)."""
     cutoff = data.get("cutoff") if isinstance(data, dict) else None
-    if isinstance(cutoff, bool) or not isinstance(cutoff, int | float) or math.isnan(cutoff):
-        return None
-    return float(cutoff)
+    return float(cutoff) if _number(cutoff) else None
 
 
 def fitted_from_json(config: JobConfig, data: Any, features: tuple[str, ...]) -> FittedDetector | None:
@@ -119,11 +124,7 @@ def _valid_stats(state: Any, features: tuple[str, ...]) -> bool:
     """Two numbers (or null) per feature: what the built-in distance detectors fit."""
     if not isinstance(state, dict) or set(state) != set(features):
         return False
-    return all(
-        v is None
-        or (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v))
-        for v in state.values()
-    )
+    return all(v is None or (isinstance(v, list) and len(v) == 2 and all(map(_number, v))) for v in state.values())
 
 
 def check_picklable(scorer: Any, engine_name: str) -> None:

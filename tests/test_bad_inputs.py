@@ -423,11 +423,12 @@ def test_hdf5_with_two_tables_needs_key(tmp_path):
     pdf.to_hdf(src, key="train", format="table")
     pdf.iloc[:100].to_hdf(src, key="holdout", format="table")
     with pytest.raises(bn.SourceError) as err:
-        run(bn.BatchJob(src, tmp_path / "out", engine="sequential"))
+        run(bn.BatchJob(src, tmp_path / "out", engine="sequential", allow_pickle=True))
     assert type(err.value) is bn.SourceError
     check_message(err.value, names=("store.h5", "train", "holdout", "key"))
     result = run(
-        bn.BatchJob(src, tmp_path / "out2", engine="sequential", chunk_size=CHUNK, read_options={"key": "holdout"})
+        bn.BatchJob(src, tmp_path / "out2", engine="sequential", chunk_size=CHUNK, read_options={"key": "holdout"},
+                    allow_pickle=True)
     )
     assert result.status == "succeeded"
     assert result.rows_out == 100
@@ -437,7 +438,7 @@ def test_hdf5_unknown_key(tmp_path):
     src = tmp_path / "store.h5"
     frame().to_pandas().to_hdf(src, key="train", format="table")
     with pytest.raises(bn.SourceError) as err:
-        run(bn.BatchJob(src, tmp_path / "out", engine="sequential", read_options={"key": "test"}))
+        run(bn.BatchJob(src, tmp_path / "out", engine="sequential", read_options={"key": "test"}, allow_pickle=True))
     check_message(err.value, names=("store.h5", "test", "train"))
 
 

@@ -86,9 +86,9 @@ def test_hdf5_key_picks_one_of_several_tables(frame, tmp_path, reference):
     frame.to_pandas().to_hdf(path, key="scores", format="table", index=False)
     frame.head(10).to_pandas().to_hdf(path, key="other", format="table", index=False)
     with pytest.raises(bn.SourceError, match="key"):
-        run_job(str(path), tmp_path / "bad", engine="sequential")
+        run_job(str(path), tmp_path / "bad", engine="sequential", allow_pickle=True)
     result = run_job(str(path), tmp_path / "out", read_options={"key": "scores"}, chunk_size=1_000,
-                     engine="sequential")  # fmt: skip
+                     engine="sequential", allow_pickle=True)  # fmt: skip
     assert as_read(result.read().collect()).equals(as_read(reference))
 
 
@@ -100,7 +100,8 @@ def test_output_format_read_and_to_pandas(output_format, sources, reference, tmp
     outputs = {}
     for engine in ("sequential", "threads", "processes"):
         output = tmp_path / engine
-        result = run_job(sources["parquet"], output, chunk_size=1_000, engine=engine, output_format=output_format)
+        result = run_job(sources["parquet"], output, chunk_size=1_000, engine=engine, output_format=output_format,
+                         allow_pickle=True)  # fmt: skip
         assert result.status == "succeeded", result.errors
         # Six parts with the format's extension, and nothing else matching part-*.
         assert [p.name for p in part_files(output)] == [
@@ -159,7 +160,7 @@ def test_output_format_keeps_column_types_and_values(kind, output_format, reques
     )
     source = write_source(frame, "parquet", tmp_path / "src.parquet")
     result = run_job(source, tmp_path / "out", columns=["x"], chunk_size=1_000, engine="sequential",
-                     output_format=output_format, retries=0)  # fmt: skip
+                     output_format=output_format, retries=0, allow_pickle=True)  # fmt: skip
     assert result.status == "succeeded", result.errors
     out = result.read().collect()
     assert out.schema[kind] == frame.schema[kind]

@@ -13,7 +13,7 @@ import polars as pl
 
 from batchnb.errors import ConfigError
 
-__all__ = ["Sink", "get", "part_name", "scan_parts", "write_atomic"]
+__all__ = ["Sink", "check_readable", "get", "part_name", "runs_code", "scan_parts", "write_atomic"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,31 @@ def write_atomic(
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
 
 
-def scan_parts(paths: Sequence[str], sink: Sink, schema: pl.Schema | None = None) -> pl.LazyFrame:
-    """All parts as one LazyFrame with the job's output schema (text formats would re-guess types)."""
+# Reading these back runs whatever the file says: pickle by design, HDF5 because PyTables unpickles attributes.
+_RUNS_CODE = {"pickle": "pickle files", "hdf5": "HDF5 files (PyTables unpickles attributes stored in them)"}
+
+
+def runs_code(sink: Sink) -> bool:
+    return sink.name in _RUNS_CODE
+
+
+def check_readable(sink: Sink, *, allow_pickle: bool, output: str | os.PathLike) -> None:
+    """Refuse to read pickle/HDF5 parts back unless the reader allowed it, whatever the job state says."""
+    if runs_code(sink) and not allow_pickle:
+        msg = (
+            f"the parts of {str(output)!r} are {_RUNS_CODE[sink.name]}, and reading them can run code written "
+            "by whoever made the output: pass allow_pickle=True (batchnb --allow-pickle) if you trust the output"
+        )
+        raise ConfigError(msg)
+
+
+def scan_parts(
+    paths: Sequence[str], sink: Sink, schema: pl.Schema | None = None, *, allow_pickle: bool = False
+) -> pl.LazyFrame:
+    """All parts as one LazyFrame with the job's output schema (text formats would re-guess types).
+
+    Pickle and HDF5 parts are read only with `allow_pickle=True` from the caller.
+    """
+    if paths:
+        check_readable(sink, allow_pickle=allow_pickle, output=Path(paths[0]).parent)
     return sink.scan(list(paths), schema)
