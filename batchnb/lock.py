@@ -20,7 +20,7 @@ __all__ = ["JobLock", "check_output", "discard", "driver_gone", "private_dir", "
 _TEMP_NAME = re.compile(r"tmp-\d{6,}-[0-9a-f]{8}\.\w+")  # sinks.write_atomic's temporary names
 
 
-def private_dir(output: str | os.PathLike, *names: str) -> Path:
+def private_dir(output: str | os.PathLike, *names: str, purpose: str = "batchnb's directory") -> Path:
     """`output/_batchnb[/names...]` as real directories, made here if missing: never a symlink someone planted.
 
     Everything batchnb writes besides the parts lives below it, so a link to elsewhere would send the lock,
@@ -44,7 +44,7 @@ def private_dir(output: str | os.PathLike, *names: str) -> Path:
                 )
                 raise JobStateError(msg)
     except OSError as exc:
-        msg = f"cannot create {str(path)!r} ({describe(exc)}): check that the output {os.fspath(output)!r} is a directory you can write to"
+        msg = f"cannot create {purpose} in {str(path)!r} ({describe(exc)}): check that the output {os.fspath(output)!r} is a directory you can write to"
         raise JobStateError(msg) from exc
     return path
 
@@ -77,7 +77,8 @@ class JobLock:
 
     def __enter__(self) -> JobLock:
         output = str(self.path.parent.parent)
-        private_dir(output, "tmp")  # checked once here, before any chunk writes its temporary part there
+        # checked once here, before any chunk writes its temporary part there
+        private_dir(output, "tmp", purpose="the driver lock")
         try:  # O_NOFOLLOW: a planted link is refused, never truncated through
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
