@@ -37,6 +37,7 @@ log = logging.getLogger("batchnb")
 PROBE_EVERY_S = 1.0
 CAPACITY_EVERY_S = 5.0
 SAMPLE_TTL_S = 30.0  # a worker that reported nothing for this long is gone or idle
+LOOPBACK = ("127.0.0.1", "::1")
 
 _lock = threading.RLock()
 _connected: str | None = None  # what batchnb connected this process to ("local" or an address); None: not batchnb
@@ -283,14 +284,7 @@ def _connect(address: str | None, num_cpus: int) -> None:
         t0 = time.monotonic()
         try:
             if address is None:
-                ray.init(
-                    address="local",  # a new Ray for this process, even when `ray start` runs on this machine
-                    num_cpus=num_cpus,
-                    _node_ip_address="127.0.0.1",
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
+                _start_local(num_cpus)
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as exc:
@@ -298,6 +292,37 @@ def _connect(address: str | None, num_cpus: int) -> None:
             raise EngineError(f"cannot start or join {where}: {type(exc).__name__}: {exc}") from exc
         _connected = want
         log.info("engine 'ray': connected to %s in %.1fs (kept for this process)", want, time.monotonic() - t0)
+
+
+def _start_local(num_cpus: int) -> None:
+    """A new Ray for this process whose sockets listen on 127.0.0.1 wherever Ray lets them.
+
+    Ray's servers listen on the node IP when it is loopback and on every interface otherwise, but on
+    Linux `ray.init` turns a `_node_ip_address` of 127.0.0.1 into the machine's external address; it
+    keeps loopback only where Ray clusters are off, its default on macOS and Windows. Turning that
+    switch off while Ray starts puts GCS, raylet, workers, driver, runtime-env agent and the autoscaler
+    monitor on 127.0.0.1. Metrics collection off: no Prometheus exporter in the dashboard agent.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    clusters = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # a Ray without the switch: the warning below
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",  # a new Ray for this process, even when `ray start` runs on this machine
+            num_cpus=num_cpus,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            _system_config={"enable_metrics_collection": False},
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip not in LOOPBACK:
+        log.warning("engine 'ray': this Ray version placed the local node on %s, not 127.0.0.1", node_ip)
 
 
 def _gcs_address() -> tuple[str, int] | None:
