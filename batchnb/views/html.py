@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
 __all__ = ["progress_html", "result_html"]
 
@@ -14,14 +15,23 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def _link(output) -> str:
-    """A link to the output directory: relative when it is under the notebook's folder (Jupyter opens those)."""
-    path = Path(output).resolve()
+    """A link to the output directory that a browser can only open as a file.
+
+    Under the notebook's folder the href is relative and starts with `./` (Jupyter opens those), so a
+    directory named `javascript:alert(1)` or `data:text/html,...` stays a path and never becomes a URL
+    scheme; elsewhere it is the `file://` URI of the resolved path. Both are percent-encoded, then
+    escaped for the attribute; the text shows the name as given, escaped.
+    """
+    text = f"<code>{html.escape(str(output))}</code>"
     try:
-        href = path.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        href = path.as_uri()
-    text = html.escape(str(output))
-    return f"<a href='{html.escape(href)}' target='_blank'><code>{text}</code></a>"
+        path = Path(output).resolve()
+        try:
+            href = "./" + quote(path.relative_to(Path.cwd().resolve()).as_posix())
+        except ValueError:
+            href = path.as_uri()
+    except (OSError, ValueError):  # no working directory, or a name no path can hold: show it unlinked
+        return text
+    return f"<a href=\"{html.escape(href)}\" target='_blank' rel='noopener noreferrer'>{text}</a>"
 
 
 def result_html(result) -> str:
