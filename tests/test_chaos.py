@@ -24,7 +24,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import pytest
 
 import batchnb as bn
 from batchnb.checksum import file_checksum
+from batchnb.errors import JobStateError
 from batchnb.state import JobState, state_path
 from batchnb.status import ChunkStatus
 
@@ -162,7 +162,9 @@ def _done_parts(output: Path) -> tuple[dict[str, tuple[int, int, int]], set[int]
     try:
         with JobState.open(output) as state:
             chunks = state.chunks()
-    except sqlite3.OperationalError:  # killed before the tables were created
+    except JobStateError as exc:  # killed before the tables were created
+        if "no such table" not in str(exc):
+            raise
         return {}, set(), []
     parts, undone, problems = {}, set(), []
     for chunk in chunks:
