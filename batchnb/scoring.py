@@ -35,7 +35,8 @@ def resolve_columns(config: JobConfig, info: DatasetInfo) -> tuple[tuple[str, ..
     if config.columns is None:
         features = tuple(n for n, t in schema.items() if _is_numeric(t) and n not in ("anomaly_score", "is_anomaly"))
         if not features and info.total_rows and not callable_detector(config):
-            raise ConfigError(f"the source has no numeric column to score (columns: {dict(schema)}); pass `columns=`")
+            msg = f"the source has no numeric column to score (columns: {dict(schema)}); pass `columns=`"
+            raise ConfigError(msg + _separator_hint(info, available))
     else:
         features = config.columns
         bad = {n: str(schema[n]) for n in features if not _is_numeric(schema[n])}
@@ -52,6 +53,14 @@ def resolve_columns(config: JobConfig, info: DatasetInfo) -> tuple[tuple[str, ..
     if clash and not callable_detector(config):
         raise ConfigError(f"kept column(s) {clash} clash with the score columns; leave them out of `keep=`")
     return features, keep
+
+
+def _separator_hint(info: DatasetInfo, names: list[str]) -> str:
+    """A CSV read as one text column whose name holds another separator was most likely split wrongly."""
+    if info.format != "csv" or len(names) != 1:
+        return ""
+    found = [sep for sep in (";", "\t", "|") if sep in names[0]]
+    return f", or read_options={{'separator': {found[0]!r}}} if its fields are separated by it" if found else ""
 
 
 def callable_detector(config: JobConfig) -> bool:

@@ -346,3 +346,14 @@ def test_bad_line_in_a_compressed_file_names_the_users_file(tmp_path, exact_rows
     assert result.status == "failed"
     message = result.errors[0].message
     assert f"{src}, line 4001" in message and "not a number" in message and "converted" not in message
+
+
+def test_one_text_column_named_with_semicolons_suggests_the_separator(tmp_path):
+    src = tmp_path / "semi.csv"
+    src.write_text("id;v;w\n" + "".join(f"{i};{i * 0.5};{i % 7}\n" for i in range(3_000)))
+    with pytest.raises(bn.ConfigError, match=r"read_options=\{'separator': ';'\}"):
+        bn.BatchJob(str(src), tmp_path / "out", chunk_size=1_000).run(progress=None)
+    result = bn.BatchJob(str(src), tmp_path / "out2", chunk_size=1_000, read_options={"separator": ";"}).run(
+        progress=None
+    )
+    assert result.status == "succeeded" and result.rows_out == 3_000
