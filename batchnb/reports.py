@@ -241,7 +241,15 @@ class ReportData:
 
 def _rows(state: JobState, sql: str, columns: dict[str, pl.DataType]) -> pl.DataFrame:
     """A table of the record; empty while a job that is just starting has not created it."""
-    return pl.DataFrame(state.rows(sql), schema=columns, orient="row")
+    rows = state.rows(sql)
+    try:
+        return pl.DataFrame(rows, schema=columns, orient="row")
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:  # bytes or text where numbers belong
+        msg = (
+            f"the job state {str(state.path)!r} holds values batchnb does not write ({type(exc).__name__}): it was "
+            "damaged or not written by batchnb; use another output directory"
+        )
+        raise JobStateError(msg) from exc
 
 
 def _split_timings(chunks: pl.DataFrame) -> pl.DataFrame:

@@ -5,12 +5,13 @@ Only the driver writes (one connection, WAL); any process may read while a job r
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,32 @@ def _state_error(exc: sqlite3.Error, path: Path) -> JobStateError:
     )
 
 
+def _not_text(exc: UnicodeDecodeError, path: Path) -> JobStateError:
+    return JobStateError(
+        f"the job state {str(path)!r} holds bytes where batchnb writes text ({exc.reason}): it was damaged or not "
+        "written by batchnb; run the job again with run(restart=True) to discard it, or use another output directory"
+    )
+
+
+def _decoded(method: Callable) -> Callable:
+    """A value of the state that batchnb could not have written is a JobStateError, not a TypeError deep inside."""
+
+    @functools.wraps(method)
+    def wrapper(self: JobState, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            shown = str(exc)[:120] + ("..." if len(str(exc)) > 120 else "")
+            msg = (
+                f"the job state {str(self.path)!r} holds a value batchnb does not write ({type(exc).__name__}: "
+                f"{shown}): it was damaged or not written by batchnb; run the job again with run(restart=True) "
+                "to discard it, or use another output directory"
+            )
+            raise JobStateError(msg) from exc
+
+    return wrapper
+
+
 class _Rows(list):
     """Rows fetched at once, so a damaged page is met inside the guarded call rather than by a later fetch."""
 
@@ -165,6 +192,8 @@ class _Connection:
             return _Rows(getattr(self._conn, method)(*args).fetchall())
         except sqlite3.Error as exc:
             raise _state_error(exc, self._path) from exc
+        except UnicodeDecodeError as exc:
+            raise _not_text(exc, self._path) from exc
 
     def execute(self, sql: str, params: Sequence = ()) -> _Rows:
         return self._call("execute", sql, params)
@@ -185,6 +214,8 @@ class _Connection:
             raise _state_error(exc, self._path) from exc
         except sqlite3.Error as exc:
             raise _state_error(exc, self._path) from exc
+        except UnicodeDecodeError as exc:
+            raise _not_text(exc, self._path) from exc
 
     def close(self) -> None:
         self._conn.close()
@@ -244,6 +275,7 @@ class JobState:
         self.close()
 
     # --- meta -----------------------------------------------------------------------------------
+    @_decoded
     def get(self, key: str, default: Any = None) -> Any:
         rows = self._conn.lookup("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
@@ -288,6 +320,7 @@ class JobState:
             )
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('plan_saved', 'true')")
 
+    @_decoded
     def specs(self, indexes: Iterable[int] | None = None) -> list[ChunkSpec]:
         rows = self._conn.execute("SELECT spec FROM chunks ORDER BY idx").fetchall()
         specs = [ChunkSpec.from_json(r[0]) for r in rows]
@@ -296,6 +329,7 @@ class JobState:
         wanted = set(indexes)
         return [s for s in specs if s.index in wanted]
 
+    @_decoded
     def chunks(self) -> list[ChunkRecord]:
         rows = self._conn.execute(
             "SELECT idx, status, attempts, row_start, row_stop, rows_in, rows_out, anomalies, part, nbytes,"
@@ -318,6 +352,7 @@ class JobState:
         """Rows of a read-only query; none while the writer has not created the tables yet."""
         return list(self._conn.lookup(sql) or [])
 
+    @_decoded
     def timings(self) -> list[dict[str, float]]:
         """Per-chunk seconds spent reading, scoring and writing, for reports and the overhead breakdown."""
         rows = self._conn.execute("SELECT timings FROM chunks WHERE timings IS NOT NULL ORDER BY idx").fetchall()
@@ -371,6 +406,7 @@ class JobState:
             (error.attempts, json.dumps(error.to_dict()), error.chunk),
         )
 
+    @_decoded
     def attempts(self) -> list[dict[str, Any]]:
         """Every failed attempt: when, why (type, message, traceback), the retry delay and the input rows."""
         cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay", "row_start", "row_stop")
@@ -398,6 +434,7 @@ class JobState:
     def timeline(self) -> list[tuple]:
         return self._conn.execute("SELECT * FROM timeline ORDER BY at").fetchall()
 
+    @_decoded
     def status(self) -> JobStatus:
         return JobStatus(self.get("status", JobStatus.PENDING.value))
 

@@ -308,3 +308,34 @@ def test_a_pipeline_name_is_one_safe_file_name(tmp_path, name):
     pipe = Pipeline("nightly", state_dir=tmp_path / "state")
     with pytest.raises(bn.ConfigError, match="step name"):
         pipe.notebook(tmp_path / "nb.ipynb", name="../../escape")
+
+
+@pytest.mark.parametrize(("table", "column"), [("meta", "value"), ("chunks", "status"), ("chunks", "timings")])
+def test_bytes_where_the_state_holds_text_are_a_job_state_error(done, table, column):
+    with sqlite3.connect(state.state_path(done)) as conn:
+        conn.execute(f"UPDATE {table} SET {column} = CAST(? AS TEXT)", (b"\x80\x05payload",))
+    actions = [lambda: reports.load(done)]  # reads every table
+    actions += [lambda: bn.JobResult.from_state(done)] if column != "timings" else []
+    actions += [lambda: bn.status(done)] if table == "meta" else []
+    for action in actions:
+        with pytest.raises(
+            bn.JobStateError, match=r"job state .*(bytes where batchnb writes text|value batchnb|unread)"
+        ):
+            action()
+
+
+def test_a_staged_copy_and_its_origin_are_never_written_through_links(tmp_path, sentinel):
+    import gzip
+
+    source = tmp_path / "data.csv.gz"
+    source.write_bytes(gzip.compress(b"a,b\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(N_ROWS))))
+    out = tmp_path / "out"
+    assert run(source, out).ok
+    staged = [p for p in (out / "_batchnb" / "converted").rglob("*") if p.is_file()]
+    assert len(staged) == 2  # the copy and the name of its origin
+    for path in staged:
+        path.unlink()
+        path.symlink_to(sentinel.path)
+    os.utime(source, ns=(2_000_000_000, 2_000_000_000))  # a new version: staged again
+    assert run(source, out, restart=True).ok
+    assert sentinel.unchanged() and not any(p.is_symlink() for p in staged)

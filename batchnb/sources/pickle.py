@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ __all__ = ["Pickle", "materialize"]
 
 def materialize(paths: tuple[str, ...], workdir: Path, load, label: str) -> tuple[str, ...]:
     """Arrow IPC copies of `paths` under `workdir`, reused while the input is unchanged."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    from batchnb.sources.staging import real_dir
+
+    workdir = real_dir(workdir)
     out = []
     for p in paths:
         st = os.stat(p)
@@ -27,9 +30,13 @@ def materialize(paths: tuple[str, ...], workdir: Path, load, label: str) -> tupl
         target = workdir / f"{Path(p).stem}-{tag}.arrow"
         if not target.exists():
             frame = load(p)
-            tmp = target.with_suffix(".arrow.tmp")
-            frame.write_ipc(tmp)
-            os.replace(tmp, target)
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=workdir)  # never a planted link
+            os.close(fd)
+            try:
+                frame.write_ipc(tmp)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
         out.append(str(target))
     return tuple(out)
 

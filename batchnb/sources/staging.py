@@ -81,18 +81,36 @@ def _staged(path: str, kind: str, workdir: Path) -> str:
     path_tag = hashlib.sha256((path if storage.is_url(path) else os.path.abspath(path)).encode()).hexdigest()[:8]
     prefix = f"{inner.stem}-{path_tag}-"
     target = workdir / f"{prefix}{tag[:12]}{inner.suffix}"
-    origin = workdir / _ORIGINS / target.name
-    if target.is_file() and target.stat().st_mtime_ns == mtime_ns and origin.is_file():
+    origin = real_dir(workdir, _ORIGINS) / target.name
+    if _own_file(target) and target.stat().st_mtime_ns == mtime_ns and _own_file(origin):
         return str(target)
     _decompress(path, kind, member, target)
     os.utime(target, ns=(mtime_ns, mtime_ns))
-    origin.parent.mkdir(exist_ok=True)
-    origin.write_text(path, encoding="utf-8")
+    fd, name = tempfile.mkstemp(prefix=origin.name + ".", suffix=".tmp", dir=origin.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(path)
+    os.replace(name, origin)  # replaces a planted link itself, never the file it points to
     for old in glob.glob(glob.escape(str(workdir / prefix)) + "*" + glob.escape(inner.suffix)):
         if old != str(target):  # a copy of an earlier version of the same file
             Path(old).unlink(missing_ok=True)
             (workdir / _ORIGINS / Path(old).name).unlink(missing_ok=True)
     return str(target)
+
+
+def real_dir(workdir: Path, *names: str) -> Path:
+    """The staging directory below a job's output (`_batchnb/converted`) made and checked as real directories,
+    never a link planted in a received output; any other work directory as it is."""
+    if workdir.parent.name == "_batchnb":
+        from batchnb.lock import private_dir
+
+        return private_dir(workdir.parent.parent, workdir.name, *names, purpose="a staged copy")
+    path = workdir.joinpath(*names)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _own_file(path: Path) -> bool:
+    return not path.is_symlink() and path.is_file()
 
 
 def origin_of(path: str) -> str:
