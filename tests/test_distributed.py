@@ -282,7 +282,7 @@ def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard
     assert result.status == "succeeded" and result.retries == 1, result.errors
     assert time.monotonic() - t0 < 30
 
-    # No dashboard listens anywhere but loopback (Ray's gRPC services bind all interfaces: see the README).
+    # No dashboard listens anywhere but loopback (tests/test_network.py checks every socket).
     for pid, name, addr, port in listening_sockets(os.getpid()):
         cmdline = " ".join(psutil.Process(pid).cmdline())
         if "dashboard" in cmdline and "agent" not in cmdline:
@@ -290,7 +290,9 @@ def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard
     assert get_authentication_mode() == AuthenticationMode.TOKEN
     gcs = ray.get_runtime_context().gcs_address
     code = f"import ray; ray.init(address={gcs!r}, log_to_driver=False)"
+    # The GCS listens on 127.0.0.1 only; Ray's cluster mode off keeps the intruder's address loopback.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_gcs_server_port_wait_time_s": "1"}  # one connection attempt, not twenty  # fmt: skip
     intruder = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert intruder.returncode != 0 and "InvalidAuthToken" in intruder.stderr, intruder.stderr[-2000:]
