@@ -446,3 +446,18 @@ def test_log_view_shows_the_heartbeat_of_a_stuck_chunk(tmp_path):
     view.update(snapshot(2, 3))
     view.close()
     assert "chunk 2 running for 90 s" in stream.getvalue()
+
+
+def test_view_keeps_its_last_board_when_the_state_becomes_unreadable(sources, tmp_path, monkeypatch):
+    job = bn.BatchJob(sources["parquet"], tmp_path / "out", chunk_size=1_000, engine="sequential")
+    view = LiveView(name="tx", output=job.output, display=False, updater=False, board_every_s=0.0)
+    result = job.run(progress=view)
+    assert result.status == "succeeded" and "class=done" in view.chunk_map.value
+
+    def unreadable(self):
+        raise bn.JobStateError("the job state is unreadable")
+
+    monkeypatch.setattr("batchnb.monitor.ChunkMonitor.board", unreadable)
+    view.tick(force=True)  # neither raises nor blanks what it showed
+    view.close()
+    assert "class=done" in view.chunk_map.value

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from batchnb.errors import JobStateError
 from batchnb.monitor import ChunkBoard, ChunkMonitor
 from batchnb.progress import Progress
 from batchnb.views.logline import SummarySlot
@@ -218,7 +219,10 @@ class LiveView:
             return None
         if self._monitor is None:
             self._monitor = ChunkMonitor(self.output)
-        self._board = self._monitor.board()
+        try:
+            self._board = self._monitor.board()
+        except JobStateError:  # a view never fails the job it shows: keep the last board until the next read
+            pass
         self._board_at = now
         return self._board
 
