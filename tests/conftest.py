@@ -6,6 +6,7 @@ output holds every input row exactly once and in input order just by looking at 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -264,3 +265,28 @@ def no_leaks():
         if time.monotonic() > deadline:
             pytest.fail(f"test left running: threads {[t.name for t in threads]}, child processes {children}")
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A moto S3 server on loopback, reached through the environment as any S3 client would (for one test
+    module, so the environment is restored after it); yields an s3fs filesystem on it."""
+    s3fs = pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3fs.S3FileSystem()
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

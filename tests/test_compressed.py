@@ -367,29 +367,9 @@ def test_interrupts_pass_through_the_panic_guard(exc):
 # Object stores: a compressed object is staged locally through fsspec
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on loopback, reached through the environment as any S3 client would."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    fs.mkdir("batchnb-compressed")
-    yield fs
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def s3(s3_server):
+    s3_server.mkdir("batchnb-compressed")
+    return s3_server
 
 
 def test_compressed_object_on_s3_is_staged_and_read(s3, frame, tmp_path):

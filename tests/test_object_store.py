@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import polars as pl
 import pytest
@@ -15,29 +13,9 @@ BUCKET = "batchnb-test"
 
 
 @pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on loopback; credentials and endpoint through the environment, as for any S3 client."""
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    fs.mkdir(BUCKET)
-    yield fs
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def s3(s3_server):
+    s3_server.mkdir(BUCKET)
+    return s3_server
 
 
 @pytest.fixture(scope="module")
