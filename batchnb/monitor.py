@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from batchnb.errors import JobStateError
 from batchnb.lock import driver_gone
 from batchnb.progress import Progress
-from batchnb.state import JobState, connect, state_path
+from batchnb.state import JobState, _Connection, connect, state_path
 
 __all__ = ["ChunkBoard", "ChunkMonitor", "status"]
 
@@ -80,49 +79,42 @@ class ChunkMonitor:
         self.output = Path(output)
         self.max_cells = max_cells
         self.max_errors = max_errors
-        self._conn: sqlite3.Connection | None = None
+        self._conn: _Connection | None = None
 
-    def _connect(self) -> sqlite3.Connection | None:
+    def _connect(self) -> _Connection | None:
         if self._conn is None:
             path = state_path(self.output)
             if not path.exists():
                 return None
-            self._conn = connect(self.output)
+            self._conn = _Connection(connect(self.output), path)
         return self._conn
 
     def board(self) -> ChunkBoard:
         """The current ChunkBoard; an empty one while the job has not written its plan yet."""
-        try:
-            conn = self._connect()
-            if conn is None:
-                return ChunkBoard()
-            (total,) = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
-            if not total:
-                return ChunkBoard()
-            group = -(-total // self.max_cells)
-            per_cell: dict[int, dict[str, int]] = {}
-            counts: dict[str, int] = {}
-            for cell, state, n in conn.execute(_CELLS_SQL, (group,)):
-                per_cell.setdefault(cell, {})[state] = n
-                counts[state] = counts.get(state, 0) + n
-            cells = tuple(_cell_state(per_cell.get(i, {})) for i in range(-(-total // group)))
-            now = time.time()
-            running = conn.execute(
-                "SELECT idx, started FROM chunks WHERE status = 'running' AND started IS NOT NULL AND NOT EXISTS ("
-                " SELECT 1 FROM attempts a WHERE a.chunk = chunks.idx AND a.at >= chunks.started AND a.delay IS NOT NULL)"
-                " ORDER BY started LIMIT 3"
-            ).fetchall()
-            (typical,) = conn.execute("SELECT AVG(seconds) FROM chunks WHERE status = 'done'").fetchone()
-            cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay")
-            errors = conn.execute(
-                f"SELECT {', '.join(cols)} FROM attempts ORDER BY rowid DESC LIMIT ?", (self.max_errors,)
-            ).fetchall()
-        except sqlite3.OperationalError as exc:
-            if str(exc).startswith("no such table"):  # the writer is creating the tables: next refresh
-                return ChunkBoard()
-            raise JobStateError(f"cannot read the job state of {str(self.output)!r} (sqlite: {exc})") from exc
-        except sqlite3.Error as exc:
-            raise JobStateError(f"cannot read the job state of {str(self.output)!r} (sqlite: {exc})") from exc
+        conn = self._connect()
+        if conn is None:
+            return ChunkBoard()
+        # The writer creates every table before it saves a plan: with chunks planned, all of them exist.
+        rows = conn.lookup("SELECT COUNT(*) FROM chunks")
+        total = rows[0][0] if rows else 0
+        if not total:
+            return ChunkBoard()
+        group = -(-total // self.max_cells)
+        per_cell: dict[int, dict[str, int]] = {}
+        counts: dict[str, int] = {}
+        for cell, state, n in conn.execute(_CELLS_SQL, (group,)):
+            per_cell.setdefault(cell, {})[state] = n
+            counts[state] = counts.get(state, 0) + n
+        cells = tuple(_cell_state(per_cell.get(i, {})) for i in range(-(-total // group)))
+        now = time.time()
+        running = conn.execute(
+            "SELECT idx, started FROM chunks WHERE status = 'running' AND started IS NOT NULL AND NOT EXISTS ("
+            " SELECT 1 FROM attempts a WHERE a.chunk = chunks.idx AND a.at >= chunks.started AND a.delay IS NOT NULL)"
+            " ORDER BY started LIMIT 3"
+        )
+        (typical,) = conn.execute("SELECT AVG(seconds) FROM chunks WHERE status = 'done'")[0]
+        cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay")
+        errors = conn.execute(f"SELECT {', '.join(cols)} FROM attempts ORDER BY rowid DESC LIMIT ?", (self.max_errors,))
         return ChunkBoard(
             chunks_total=total,
             group=group,

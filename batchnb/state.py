@@ -27,7 +27,7 @@ BUSY_TIMEOUT_S = 5.0  # only the driver writes, under its lock: a write lock hel
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS blobs(key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS blobs(key TEXT PRIMARY KEY, value BLOB); -- written by older versions, never read
 CREATE TABLE IF NOT EXISTS chunks(
     idx INTEGER PRIMARY KEY, spec TEXT NOT NULL, row_start INTEGER, row_stop INTEGER,
     status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
@@ -187,9 +187,13 @@ class _Connection:
         self._conn = conn
         self._path = path
 
-    def _call(self, method: str, *args: Any) -> _Rows:
+    def _call(self, method: str, *args: Any, missing_ok: bool = False) -> _Rows | None:
         try:
             return _Rows(getattr(self._conn, method)(*args).fetchall())
+        except sqlite3.OperationalError as exc:
+            if missing_ok and str(exc).startswith("no such table"):
+                return None
+            raise _state_error(exc, self._path) from exc
         except sqlite3.Error as exc:
             raise _state_error(exc, self._path) from exc
         except UnicodeDecodeError as exc:
@@ -206,16 +210,7 @@ class _Connection:
 
     def lookup(self, sql: str, params: Sequence = ()) -> _Rows | None:
         """`execute`, but None while the writer has not created the tables yet (a reader may come first)."""
-        try:
-            return _Rows(self._conn.execute(sql, params).fetchall())
-        except sqlite3.OperationalError as exc:
-            if str(exc).startswith("no such table"):
-                return None
-            raise _state_error(exc, self._path) from exc
-        except sqlite3.Error as exc:
-            raise _state_error(exc, self._path) from exc
-        except UnicodeDecodeError as exc:
-            raise _not_text(exc, self._path) from exc
+        return self._call("execute", sql, params, missing_ok=True)
 
     def close(self) -> None:
         self._conn.close()
@@ -286,14 +281,6 @@ class JobState:
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 [(k, json.dumps(v, default=str)) for k, v in values.items()],
             )
-
-    def get_blob(self, key: str) -> bytes | None:
-        row = self._conn.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_blob(self, key: str, value: bytes) -> None:
-        with self._tx():
-            self._conn.execute("INSERT OR REPLACE INTO blobs(key, value) VALUES (?, ?)", (key, value))
 
     def _tx(self):
         conn = self._conn
