@@ -26,11 +26,13 @@ from batchnb.scoring import (
     resolve_columns,
 )
 from batchnb.sources.base import schema_to_ipc
+from batchnb.sources.text import TextFormat
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus, JobStatus
 from batchnb.task import ChunkTask, apply_scorer
 
 if TYPE_CHECKING:
+    from batchnb.config import JobConfig
     from batchnb.job import BatchJob
 
 __all__ = ["execute"]
@@ -77,14 +79,8 @@ def _prepare(job: BatchJob, state: JobState, fingerprint: list) -> Any:
     features, keep = resolve_columns(config, info)
     fmt = sources.get(info.format)
     t1 = time.perf_counter()
-    # A callable needs no fit: reading a sample for it would be a wasted pass over the source.
-    with converted(SourceError, f"{source} (sampling {config.fit_sample:_} rows to fit the detector)"):
-        sample = None if callable_detector(config) else fmt.sample(info, config.fit_sample, config.seed, features)
-    t2 = time.perf_counter()
-    what = f"the detector could not be fitted on the sample of columns {list(features)}; check `detector` and `columns`"
-    with converted(ConfigError, what):
-        scorer = fit_detector(config, sample, features)
-    t3 = time.perf_counter()
+    scorer, sampled_s = _fit(config, info, features)
+    t2, t3 = t1 + sampled_s, time.perf_counter()
     with converted(SourceError, f"{source} (planning chunks)"):
         specs = fmt.plan(info, config.chunk_size)
     prepare_s = {"inspect": t1 - t0, "sample": t2 - t1, "fit": t3 - t2, "plan": time.perf_counter() - t3}
@@ -128,16 +124,28 @@ def _resumed_scorer(job: BatchJob, state: JobState) -> Any:
     scorer = fitted_from_json(config, state.get("detector_fit"), features)
     if scorer is not None:
         return scorer
-    source = f"cannot read the source {config.source!r}"
-    with converted(SourceError, source):
-        info = job._open_dataset()
-    with converted(SourceError, f"{source} (sampling {config.fit_sample:_} rows to fit the detector)"):
-        sample = sources.get(info.format).sample(info, config.fit_sample, config.seed, features)
-    what = f"the detector could not be fitted on the sample of columns {list(features)}; check `detector` and `columns`"
-    with converted(ConfigError, what):
-        scorer = fit_detector(config, sample, features)
+    info = _load_dataset(state)
+    fmt = sources.get(info.format)
+    if isinstance(fmt, TextFormat) and fmt.exact(info):  # its record index is driver-only, not stored: build it again
+        with converted(SourceError, f"cannot read the source {config.source!r}"):
+            info = job._open_dataset()
+    scorer, _ = _fit(config, info, features)
     state.set(detector_fit=fit_to_json(scorer))
     return scorer
+
+
+def _fit(config: JobConfig, info: DatasetInfo, features: tuple[str, ...]) -> tuple[Any, float]:
+    """The fitted scorer from the seeded sample (so a refit on resume is the same model), and the seconds
+    spent sampling. A callable needs no fit: reading a sample for it would be a wasted pass over the source."""
+    t0 = time.perf_counter()
+    source = f"cannot read the source {config.source!r} (sampling {config.fit_sample:_} rows to fit the detector)"
+    fmt = sources.get(info.format)
+    with converted(SourceError, source):
+        sample = None if callable_detector(config) else fmt.sample(info, config.fit_sample, config.seed, features)
+    sampled_s = time.perf_counter() - t0
+    what = f"the detector could not be fitted on the sample of columns {list(features)}; check `detector` and `columns`"
+    with converted(ConfigError, what):
+        return fit_detector(config, sample, features), sampled_s
 
 
 def _round_trips(config) -> bool:
@@ -242,7 +250,7 @@ def execute(
                 engine.open(workers)
         except BaseException as exc:  # no cluster, no pool: nothing ran, the job is resumable as it is
             state.mark([s.index for s in specs], ChunkStatus.PENDING)
-            state.set_status(JobStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            _record_failure(state, exc)
             raise
         try:
             return runner.run(specs)
