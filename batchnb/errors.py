@@ -6,6 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+# A Polars panic: a BaseException (pyo3), so `except Exception` misses it and its class cannot be pickled.
+from polars.exceptions import PanicException
+
 __all__ = [
     "BatchError",
     "ChunkError",
@@ -13,10 +16,12 @@ __all__ = [
     "DataError",
     "EngineError",
     "JobStateError",
+    "PanicException",
     "SourceError",
     "converted",
     "describe",
     "fails_again",
+    "is_panic",
 ]
 
 # Never converted: the user (Ctrl-C) or the interpreter asked to stop.
@@ -85,6 +90,12 @@ def describe(exc: BaseException) -> str:
     """`Type: message` on one line, for any exception (a Polars panic's message spans several lines)."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def is_panic(exc: BaseException) -> bool:
+    """A Polars panic, told by its base: pyo3's `PanicException` derives from BaseException alone. Not by class:
+    a panic raised by cloudpickled code in a worker process is an instance of a copy of that class."""
+    return not isinstance(exc, (Exception, *PASS_THROUGH))
 
 
 def fails_again(exc: BaseException | None) -> bool:

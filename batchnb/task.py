@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from batchnb.detectors.base import FittedDetector
-from batchnb.errors import PASS_THROUGH, DataError, describe
+from batchnb.errors import PASS_THROUGH, DataError, describe, is_panic
 from batchnb.plan import ChunkSpec, DatasetInfo
 from batchnb.sources.base import schema_to_ipc
 
@@ -73,9 +73,9 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
         raise
     except BaseException as exc:  # noqa: BLE001 - the boundary; a panic too, see above
         error = exc
-    if not any(_is_panic(e) for e in _chain(error)):
+    if not any(is_panic(e) for e in _chain(error)):
         raise error
-    if _is_panic(error):
+    if is_panic(error):
         portable: BaseException = DataError(
             f"chunk {task.spec.index} made Polars panic ({describe(error)}): the same bytes panic again; "
             "check that the input is the format and encoding it claims to be"
@@ -86,10 +86,6 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
         except Exception:  # noqa: BLE001 - a constructor that does not take its own args back
             portable = DataError(describe(error))
     raise portable.with_traceback(error.__traceback__)  # raised outside `except`: no panic as its context
-
-
-def _is_panic(exc: BaseException) -> bool:
-    return not isinstance(exc, Exception)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

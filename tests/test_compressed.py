@@ -16,6 +16,7 @@ import pytest
 from conftest import make_frame, run_job
 
 import batchnb as bn
+from batchnb.errors import converted
 from batchnb.sources import sniff, staging
 
 ROWS = 3_000
@@ -343,7 +344,7 @@ def test_sniff_reads_magic_bytes(tmp_path):
 # --------------------------------------------------------------------------------------------------
 def test_reader_panic_becomes_source_error():
     with pytest.raises(bn.SourceError, match=r"names\.csv") as err:
-        with sniff.panics_as_source_errors("'names.csv'"):
+        with converted(bn.SourceError, "cannot read 'names.csv'"):
             pl.DataFrame({"a\x00b": [1]}).to_arrow()  # Polars panics on a NUL byte in a column name
     assert not isinstance(err.value.__cause__, Exception)  # the cause was the BaseException panic
 
@@ -359,7 +360,7 @@ def test_panic_while_opening_a_source_is_a_batch_error(tmp_path):
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
 def test_interrupts_pass_through_the_panic_guard(exc):
     with pytest.raises(exc):
-        with sniff.panics_as_source_errors("x"):
+        with converted(bn.SourceError, "x"):
             raise exc()
 
 

@@ -15,7 +15,6 @@ from batchnb.sources.hdf5 import HDF5
 from batchnb.sources.json import NDJSON
 from batchnb.sources.parquet import Parquet
 from batchnb.sources.pickle import Pickle
-from batchnb.sources.sniff import panics_as_source_errors
 from batchnb.sources.staging import stage
 
 __all__ = [
@@ -67,7 +66,10 @@ def open_dataset(
     workdir: Path,
     allow_pickle: bool,
 ) -> DatasetInfo:
-    """Resolve the files and read their metadata (never their data, except pickle and JSON arrays)."""
+    """Resolve the files and read their metadata (never their data, except pickle and JSON arrays).
+
+    Callers open it inside `errors.converted(SourceError, ...)`, which turns a reader's panic into a SourceError.
+    """
     paths = resolve_paths(source)
     fmt = fmt or detect_format(paths)
     check_trusted(fmt, paths, allow_pickle=allow_pickle)
@@ -78,8 +80,7 @@ def open_dataset(
             "them to Parquet, which batchnb reads straight from object stores"
         )
     paths = stage(paths, fmt, workdir)  # compressed CSV/NDJSON -> staged plain copies; bytes checked against fmt
-    with panics_as_source_errors(f"{paths[0]!r} as {fmt}"):
-        return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
+    return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
 
 
 _CODE_RUNNING = {

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import BatchError, DataError, SourceError
+from batchnb.errors import BatchError, DataError, PanicException, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.schema import check_exact, exact_range, range_message, unify_schemas, widen
 
@@ -191,14 +191,6 @@ def parallel_map(fn, items: list) -> list:
         return list(pool.map(fn, items))
 
 
-def _panic() -> type[BaseException]:
-    try:
-        from polars.exceptions import PanicException
-    except ImportError:  # older Polars: panics are plain exceptions there
-        return Exception
-    return PanicException
-
-
 def cause_of(exc: BaseException) -> str:
     """The one line of a library error that says what went wrong (HDF5 puts it at the end of a back trace)."""
     text = str(exc).strip() or type(exc).__name__
@@ -218,7 +210,7 @@ def reading(path: str, kind: str, *, chunk: bool = False) -> Iterator[None]:
         yield
     except BatchError:
         raise
-    except (Exception, _panic()) as exc:
+    except (Exception, PanicException) as exc:
         if isinstance(exc, MemoryError):
             raise
         system = isinstance(exc, OSError) and exc.errno is not None

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from polars.exceptions import PanicException
 
 from batchnb import storage
-from batchnb.errors import ConfigError, DataError, SourceError
+from batchnb.errors import ConfigError, DataError, PanicException, SourceError
 from batchnb.plan import DatasetInfo, Piece
 from batchnb.sources.record_index import READ, lines_before, real_newlines
 from batchnb.sources.staging import origin_of

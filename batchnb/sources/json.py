@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from polars.exceptions import PanicException
 
 from batchnb import storage
-from batchnb.errors import ConfigError, DataError, SourceError
+from batchnb.errors import ConfigError, DataError, PanicException, SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.pickle import materialize

@@ -4,15 +4,13 @@ CSV). Only the first few bytes of each file are read."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 from batchnb import storage
 from batchnb.config import COMPRESSIBLE_FORMATS, COMPRESSION_SUFFIXES
-from batchnb.errors import BatchError, SourceError
+from batchnb.errors import SourceError
 
-__all__ = ["COMPRESSIONS", "check_content", "describe", "panics_as_source_errors", "sniff", "sniff_bytes"]
+__all__ = ["COMPRESSIONS", "check_content", "describe", "sniff", "sniff_bytes"]
 
 MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "parquet"),
@@ -94,19 +92,3 @@ def check_content(path: str, fmt: str, kind: str | None) -> None:
         f"rename it to {_SUFFIX[kind]}, or pass format={kind!r}"
     )
     raise SourceError(msg)
-
-
-@contextlib.contextmanager
-def panics_as_source_errors(what: str) -> Iterator[None]:
-    """A Polars panic (pyo3 PanicException, a BaseException) while reading `what` becomes a SourceError;
-    Ctrl-C and sys.exit pass through untouched."""
-    try:
-        yield
-    except (KeyboardInterrupt, SystemExit, GeneratorExit, BatchError):
-        raise
-    except BaseException as exc:
-        if isinstance(exc, Exception) or type(exc).__name__ != "PanicException":
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        msg = f"cannot read {what}: the reader failed on its bytes ({first}); check that the file is what its name says"
-        raise SourceError(msg) from exc

@@ -28,10 +28,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from polars.exceptions import PanicException
 
 from batchnb import storage
-from batchnb.errors import ConfigError, DataError, SourceError
+from batchnb.errors import ConfigError, DataError, PanicException, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.base import (
     SAMPLE_BLOCKS,
