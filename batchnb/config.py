@@ -290,20 +290,10 @@ class JobConfig:
             )
             raise ConfigError(msg)
         from batchnb import sinks
+        from batchnb.lock import check_overlap
 
-        out = os.path.realpath(self.output)
-        part = os.path.join(out, sinks.part_name(0, sinks.get(self.output_format)))
-        for item in (self.source,) if isinstance(self.source, str) else self.source:
-            if "://" in item:
-                continue
-            real = os.path.realpath(item)
-            inside = real == out or real.startswith(out + os.sep) or out.startswith(real + os.sep)
-            if inside or (set("*?[") & set(item) and Path(part).match(real)):
-                msg = (
-                    f"`output` {self.output!r} overlaps the source {item!r}: a job would overwrite or delete "
-                    "what it reads, or read its own parts on the next run; write the output outside the source"
-                )
-                raise ConfigError(msg)
+        items = (self.source,) if isinstance(self.source, str) else self.source
+        check_overlap(self.output, items, part=sinks.part_name(0, sinks.get(self.output_format)))
 
     def _check_int(self, name: str, low: int, high: int) -> None:
         value = getattr(self, name)

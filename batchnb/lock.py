@@ -11,11 +11,12 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from batchnb.errors import ConfigError, JobStateError, describe
 
-__all__ = ["JobLock", "check_output", "discard", "driver_gone", "private_dir", "remove_temp_files"]
+__all__ = ["JobLock", "check_output", "check_overlap", "discard", "driver_gone", "private_dir", "remove_temp_files"]
 
 _TEMP_NAME = re.compile(r"tmp-\d{6,}-[0-9a-f]{8}\.\w+")  # sinks.write_atomic's temporary names
 
@@ -112,20 +113,36 @@ class JobLock:
 
 
 def check_output(output: str, paths: tuple[str, ...] = ()) -> None:
-    """Refuse an output batchnb must not write into: one that holds the source's files or lies inside a
-    source directory (ConfigError), or a non-empty directory that holds no batchnb job (JobStateError)."""
+    """Refuse an output batchnb must not write into: one that overlaps the source's files or directories
+    (ConfigError), or a non-empty directory that holds no batchnb job (JobStateError)."""
+    check_overlap(output, paths)
+    check_owned(output)
+
+
+def check_overlap(output: str, paths: Iterable[str], part: str | None = None) -> None:
+    """A ConfigError when the output holds a source file or directory, is one, or lies inside one; or, given
+    the name of its first `part`, when a glob among `paths` would match the output's own parts. Local paths
+    only (URLs are skipped); nothing is created or listed."""
     out = os.path.realpath(output)
     for path in paths:
         if "://" in path:
             continue
         real = os.path.realpath(path)
-        if real == out or real.startswith(out + os.sep) or out.startswith(real + os.sep):
-            msg = (
-                f"the output {output!r} overlaps the source ({path!r} is {'inside it' if real != out else 'it'}): "
-                "a job would overwrite or delete what it reads; write the output to a directory outside the source"
-            )
-            raise ConfigError(msg)
-    check_owned(output)
+        if real == out:
+            where = "is it"
+        elif real.startswith(out + os.sep):
+            where = "is inside it"
+        elif out.startswith(real + os.sep):
+            where = "holds it"
+        elif part is not None and set("*?[") & set(path) and Path(out, part).match(real):
+            where = "matches its parts"
+        else:
+            continue
+        msg = (
+            f"the output {output!r} overlaps the source ({path!r} {where}): a job would overwrite or delete what "
+            "it reads, or read its own parts on the next run; write the output to a directory outside the source"
+        )
+        raise ConfigError(msg)
 
 
 def check_owned(output: str) -> None:
