@@ -6,17 +6,28 @@ batchnb writes only below it, never through a link it did not make, and deletes 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import socket
 import stat
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from batchnb.errors import ConfigError, JobStateError, describe
 
-__all__ = ["JobLock", "check_output", "check_overlap", "discard", "driver_gone", "private_dir", "remove_temp_files"]
+__all__ = [
+    "JobLock",
+    "atomic_file",
+    "check_output",
+    "check_overlap",
+    "discard",
+    "driver_gone",
+    "private_dir",
+    "remove_temp_files",
+]
 
 _TEMP_NAME = re.compile(r"tmp-\d{6,}-[0-9a-f]{8}\.\w+")  # sinks.write_atomic's temporary names
 
@@ -48,6 +59,26 @@ def private_dir(output: str | os.PathLike, *names: str, purpose: str = "batchnb'
         msg = f"cannot create {purpose} in {str(path)!r} ({describe(exc)}): check that the output {os.fspath(output)!r} is a directory you can write to"
         raise JobStateError(msg) from exc
     return path
+
+
+@contextlib.contextmanager
+def atomic_file(
+    target: Path, *, directory: Path | None = None, prefix: str | None = None, suffix: str = ".tmp", mode: int = 0o600
+) -> Iterator[Path]:
+    """A new empty file to fill, renamed onto `target` once the block ends without error, removed otherwise:
+    a reader never sees a partial file.
+
+    The temp is made with O_EXCL|O_NOFOLLOW in `directory` (default: beside `target`), so it is never a link
+    someone planted; the rename replaces a link at `target` itself, never the file the link points to.
+    """
+    name = f"{prefix if prefix is not None else target.name + '.'}{uuid.uuid4().hex[:8]}{suffix}"
+    tmp = (directory if directory is not None else target.parent) / name
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode))
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def driver_gone(output: str | os.PathLike) -> bool:

@@ -8,10 +8,10 @@ after it ended. Nothing here writes to the state.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
-import os
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,43 +85,48 @@ def make_report(
     except ImportError as exc:
         raise ConfigError("reports need papermill and nbconvert: pip install 'batchnb[notebook]'") from exc
     _check_kernel(kernel_name or "python3")
-    tmp = _fresh_file(path, where="into the output" if path == output / "report.ipynb" else "to `path`")
-    try:
-        papermill.execute_notebook(
-            str(template),
-            str(tmp),
-            parameters={"output_dir": str(output.resolve()), "allow_pickle": allow_pickle, **(parameters or {})},
-            kernel_name=kernel_name,
-            progress_bar=False,
-            cwd=str(path.parent),
-            execution_timeout=timeout,
-            # The kernel's own start-up warnings (ipykernel 7 warns about unencrypted local TCP) are noise in a
-            # report run; errors still show, and a failing cell still raises.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
-    finally:
-        if tmp.stat().st_size:  # a failed cell is kept and exported too: the HTML then shows where and why
-            os.replace(tmp, path)  # replaces a link at `path` itself, never the file it points to
-            if html:
-                export_html(path)
-        else:
-            tmp.unlink()
+    failed = None
+    with _fresh_file(path, where="into the output" if path == output / "report.ipynb" else "to `path`") as tmp:
+        try:
+            papermill.execute_notebook(
+                str(template),
+                str(tmp),
+                parameters={"output_dir": str(output.resolve()), "allow_pickle": allow_pickle, **(parameters or {})},
+                kernel_name=kernel_name,
+                progress_bar=False,
+                cwd=str(path.parent),
+                execution_timeout=timeout,
+                # The kernel's own start-up warnings (ipykernel 7 warns about unencrypted local TCP) are noise in a
+                # report run; errors still show, and a failing cell still raises.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
+        except BaseException as exc:
+            if not tmp.stat().st_size:
+                raise
+            failed = exc  # a failed cell is kept and exported too: the HTML then shows where and why
+    if html:
+        export_html(path)
+    if failed is not None:
+        raise failed
     return path
 
 
-def _fresh_file(path: Path, *, where: str) -> Path:
-    """A new empty file beside `path` (O_EXCL: never a link someone planted), renamed onto `path` when whole."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        msg = (
-            f"cannot write the report {where} {str(path)!r} ({type(exc).__name__}: {exc}): pass `path=` "
-            "(batchnb report --path) a place you can write to, such as a notebook in your home directory"
-        )
-        raise ConfigError(msg) from exc
-    os.close(fd)
-    return Path(name)
+@contextlib.contextmanager
+def _fresh_file(path: Path, *, where: str) -> Iterator[Path]:
+    """A new empty file beside `path`, renamed onto it when the block ends without error."""
+    from batchnb.lock import atomic_file
+
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stack.enter_context(atomic_file(path, prefix=f".{path.stem}.tmp-", suffix=path.suffix))
+        except OSError as exc:
+            msg = (
+                f"cannot write the report {where} {str(path)!r} ({type(exc).__name__}: {exc}): pass `path=` "
+                "(batchnb report --path) a place you can write to, such as a notebook in your home directory"
+            )
+            raise ConfigError(msg) from exc
+        yield tmp
 
 
 def _check_parts_readable(output: Path, allow_pickle: bool) -> None:
@@ -157,12 +162,8 @@ def export_html(notebook: str | Path) -> Path:
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
     ).from_notebook_node(nb)
     target = notebook.with_suffix(".html")
-    tmp = _fresh_file(target, where="to")
-    try:
+    with _fresh_file(target, where="to") as tmp:
         tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,15 +133,14 @@ def write_atomic(
     Returns (part file name, size in bytes, checksum, seconds spent writing and hashing).
     """
     from batchnb.checksum import file_checksum
-    from batchnb.lock import private_dir
+    from batchnb.lock import atomic_file, private_dir
 
     tmp_dir = private_dir(output, "tmp")
     name = part_name(index, sink)
-    tmp = tmp_dir / f"tmp-{index:06d}-{uuid.uuid4().hex[:8]}{sink.extension}"  # never matches part-*
-    # A fresh file (O_EXCL, O_NOFOLLOW) that the writer then fills: never a link someone planted. The rename
-    # replaces whatever is at the part's name, a link included, never the file a link points to.
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
-    try:
+    # The sink fills the fresh temp (never matches part-*), which then replaces whatever is at the part's name.
+    with atomic_file(
+        Path(output, name), directory=tmp_dir, prefix=f"tmp-{index:06d}-", suffix=sink.extension, mode=0o644
+    ) as tmp:
         t0 = time.perf_counter()
         if isinstance(frame, pl.LazyFrame):
             sink.write_lazy(frame, str(tmp)) if sink.write_lazy else sink.write(frame.collect(), str(tmp))
@@ -151,9 +149,6 @@ def write_atomic(
         t1 = time.perf_counter()
         checksum, size = file_checksum(tmp)
         t2 = time.perf_counter()
-        os.replace(tmp, Path(output, name))
-    finally:
-        tmp.unlink(missing_ok=True)
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from batchnb.errors import SourceError
+from batchnb.lock import atomic_file
 from batchnb.plan import DatasetInfo
 from batchnb.sources.base import unify_schemas
 from batchnb.sources.feather import Feather
@@ -30,13 +30,8 @@ def materialize(paths: tuple[str, ...], workdir: Path, load, label: str) -> tupl
         target = workdir / f"{Path(p).stem}-{tag}.arrow"
         if not target.exists():
             frame = load(p)
-            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=workdir)  # never a planted link
-            os.close(fd)
-            try:
+            with atomic_file(target) as tmp:  # never a planted link
                 frame.write_ipc(tmp)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
         out.append(str(target))
     return tuple(out)
 

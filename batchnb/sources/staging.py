@@ -20,7 +20,6 @@ import gzip
 import hashlib
 import lzma
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import IO
 from batchnb import storage
 from batchnb.config import COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
+from batchnb.lock import atomic_file
 from batchnb.sources.sniff import COMPRESSIONS, check_content, describe, sniff, sniff_bytes
 
 __all__ = ["origin_of", "stage"]
@@ -86,10 +86,9 @@ def _staged(path: str, kind: str, workdir: Path) -> str:
         return str(target)
     _decompress(path, kind, member, target)
     os.utime(target, ns=(mtime_ns, mtime_ns))
-    fd, name = tempfile.mkstemp(prefix=origin.name + ".", suffix=".tmp", dir=origin.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(path)
-    os.replace(name, origin)  # replaces a planted link itself, never the file it points to
+    with atomic_file(origin) as tmp:  # replaces a planted link itself, never the file it points to
+        with _open_temp(tmp, "w") as f:
+            f.write(path)
     for old in glob.glob(glob.escape(str(workdir / prefix)) + "*" + glob.escape(inner.suffix)):
         if old != str(target):  # a copy of an earlier version of the same file
             Path(old).unlink(missing_ok=True)
@@ -107,6 +106,11 @@ def real_dir(workdir: Path, *names: str) -> Path:
     path = workdir.joinpath(*names)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _open_temp(tmp: Path, mode: str) -> IO:
+    """The fresh temp `atomic_file` made, opened without following a link swapped in for it."""
+    return os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), mode, encoding=None if "b" in mode else "utf-8")
 
 
 def _own_file(path: Path) -> bool:
@@ -182,11 +186,9 @@ def _decoder(raw: IO[bytes], path: str, kind: str, member: str | None) -> IO[byt
 def _decompress(path: str, kind: str, member: str | None, target: Path) -> None:
     """One streaming pass into a temporary name, renamed into place once whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name (O_EXCL), never a symlink someone planted; a concurrent plan() writes its own.
-    fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as dst, _open_stream(path, kind, member) as src:
+    # A fresh name, never a symlink someone planted; a concurrent plan() writes its own.
+    with atomic_file(target) as tmp:
+        with _open_temp(tmp, "wb") as dst, _open_stream(path, kind, member) as src:
             written = 0
             while block := _read(src, path, kind):
                 if not written:
@@ -195,10 +197,6 @@ def _decompress(path: str, kind: str, member: str | None, target: Path) -> None:
                 written += len(block)
         if not written:
             raise SourceError(f"source file {path!r} is {describe(kind)} and holds no data (0 bytes once decompressed)")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _corrupt(path: str, kind: str, exc: BaseException) -> SourceError:
