@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from batchnb.errors import BatchError, describe
+from batchnb.errors import BatchError, describe, one_line
 
 __all__ = ["main"]
 
@@ -257,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     """A batchnb error's own message; anything else (a library's error that got this far) with its type."""
     if isinstance(exc, BatchError | OSError):  # an OSError names the path the user has to fix
-        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        return text.replace("run(restart=True)", "--restart")  # the same advice, in the shell's terms
+        return one_line(exc).replace("run(restart=True)", "--restart")  # the same advice, in the shell's terms
     return describe(exc)
 
 

@@ -18,10 +18,12 @@ __all__ = [
     "JobStateError",
     "PanicException",
     "SourceError",
+    "cause_of",
     "converted",
     "describe",
     "fails_again",
     "is_panic",
+    "one_line",
 ]
 
 # Never converted: the user (Ctrl-C) or the interpreter asked to stop.
@@ -86,10 +88,25 @@ class ChunkError:
         return f"chunk {self.chunk} failed after {self.attempts} attempt(s): {self.type}: {self.message}"
 
 
+def one_line(exc: BaseException) -> str:
+    """The whole message on one line (a Polars panic's message spans several lines); empty if it has none."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def describe(exc: BaseException) -> str:
-    """`Type: message` on one line, for any exception (a Polars panic's message spans several lines)."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    """`Type: message` on one line, for any exception."""
+    text = one_line(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def cause_of(exc: BaseException) -> str:
+    """The one line of a library error that says what went wrong: its first line (HDF5 puts it last, at the end
+    of a back trace), or the type's name when it has no message."""
+    text = str(exc).strip() or type(exc).__name__
+    if "HDF5 error back trace" in text:
+        lines = [line.strip() for line in text.split("End of HDF5 error back trace")[0].splitlines() if line.strip()]
+        return lines[-1] if lines else text
+    return text.splitlines()[0]
 
 
 def is_panic(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import BatchError, DataError, PanicException, SourceError
+from batchnb.errors import BatchError, DataError, PanicException, SourceError, cause_of
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.schema import check_exact, exact_range, range_message, unify_schemas, widen
 
@@ -191,15 +191,6 @@ def parallel_map(fn, items: list) -> list:
         return list(pool.map(fn, items))
 
 
-def cause_of(exc: BaseException) -> str:
-    """The one line of a library error that says what went wrong (HDF5 puts it at the end of a back trace)."""
-    text = str(exc).strip() or type(exc).__name__
-    if "HDF5 error back trace" in text:
-        lines = [line.strip() for line in text.split("End of HDF5 error back trace")[0].splitlines() if line.strip()]
-        return lines[-1] if lines else text
-    return text.splitlines()[0]
-
-
 @contextlib.contextmanager
 def reading(path: str, kind: str, *, chunk: bool = False) -> Iterator[None]:
     """Errors of the library reading `path` as the user's error, with the cause in the message: a SourceError,
@@ -363,7 +354,7 @@ def _cast(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> pl.DataFr
 def _cast_error(frame: pl.DataFrame, schema: pl.Schema, path: str | None, exc: Exception) -> DataError:
     """Which column of `frame` holds a value its dataset type cannot hold, and where."""
     where = f" of {path!r}" if path else ""
-    cause = str(exc).split("\n", 1)[0]
+    cause = cause_of(exc)
     for column, dtype in schema.items():
         if column not in frame.schema or frame.schema[column] == dtype:
             continue

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import ConfigError, DataError, PanicException, SourceError
+from batchnb.errors import ConfigError, DataError, PanicException, SourceError, cause_of
 from batchnb.plan import DatasetInfo, Piece
 from batchnb.sources.record_index import READ, lines_before, real_newlines
 from batchnb.sources.staging import origin_of
@@ -160,7 +160,7 @@ class CSV(TextFormat):
         except (pl.exceptions.NoDataError, ValueError):
             names = []
         except (pl.exceptions.PolarsError, PanicException) as exc:
-            raise SourceError(f"{origin_of(path)}: cannot read the header: {str(exc).splitlines()[0]}") from None
+            raise SourceError(f"{origin_of(path)}: cannot read the header: {cause_of(exc)}") from None
         if "schema" not in read_options:
             return names
         given = list(read_options["schema"])
@@ -269,4 +269,4 @@ class CSV(TextFormat):
         schema = info.polars_schema()
         if found and found.group(2) in schema:
             return DataError(type_message(where, found.group(2), found.group(1), schema[found.group(2)]))
-        return DataError(f"{where}: cannot parse the record: {text.splitlines()[0] if text else type(exc).__name__}")
+        return DataError(f"{where}: cannot parse the record: {cause_of(exc)}")

@@ -6,9 +6,9 @@ from typing import Any
 
 import polars as pl
 
-from batchnb.errors import SourceError
+from batchnb.errors import SourceError, cause_of
 from batchnb.plan import DatasetInfo
-from batchnb.sources.base import RowFormat, cause_of, reading
+from batchnb.sources.base import RowFormat, reading
 
 __all__ = ["Feather"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import ConfigError, DataError, PanicException, SourceError
+from batchnb.errors import ConfigError, DataError, PanicException, SourceError, cause_of
 from batchnb.plan import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.pickle import materialize
@@ -94,7 +94,7 @@ class NDJSON(TextFormat):
 
     def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
         """A line that is not JSON, or a value whose type is not its column's."""
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = cause_of(exc)
         try:
             row = pl.read_ndjson(record)
         except (pl.exceptions.PolarsError, PanicException):

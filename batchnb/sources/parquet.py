@@ -18,9 +18,9 @@ from typing import Any
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import SourceError
+from batchnb.errors import SourceError, cause_of
 from batchnb.plan import ChunkSpec, DatasetInfo
-from batchnb.sources.base import RowFormat, cause_of, polars_schema_of, reading
+from batchnb.sources.base import RowFormat, polars_schema_of, reading
 
 __all__ = ["Parquet", "RowGroupCache"]
 
