@@ -10,7 +10,7 @@ from batchnb import storage
 from batchnb.config import COMPRESSIBLE_FORMATS, COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
 
-__all__ = ["COMPRESSIONS", "check_content", "describe", "sniff", "sniff_bytes"]
+__all__ = ["COMPRESSIONS", "check_content", "kind_name", "sniff", "sniff_bytes"]
 
 MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "parquet"),
@@ -43,7 +43,8 @@ _SUFFIX = {"parquet": ".parquet", "feather": ".feather", "hdf5": ".h5"}
 _TOOL = {"gzip": "gunzip", "bzip2": "bunzip2", "xz": "unxz", "zstd": "unzstd", "zip": "unzip"}
 
 
-def describe(kind: str) -> str:
+def kind_name(kind: str) -> str:
+    """How a message names a format or compression ("a Parquet file", "gzip-compressed")."""
     return _DESCRIPTIONS.get(kind, kind)
 
 
@@ -75,7 +76,7 @@ def check_content(path: str, fmt: str, kind: str | None) -> None:
         return
     if named and kind is None and fmt in COMPRESSIBLE_FORMATS:
         msg = (
-            f"source file {path!r} is named {Path(path).suffix!r} but its bytes are not {describe(named)}: "
+            f"source file {path!r} is named {Path(path).suffix!r} but its bytes are not {kind_name(named)}: "
             f"the download may have been decompressed already; rename it without {Path(path).suffix!r}"
         )
         raise SourceError(msg)
@@ -83,12 +84,12 @@ def check_content(path: str, fmt: str, kind: str | None) -> None:
         return
     if kind in COMPRESSIONS:
         msg = (
-            f"source file {path!r} is {describe(kind)}, and batchnb decompresses only CSV and NDJSON: "
+            f"source file {path!r} is {kind_name(kind)}, and batchnb decompresses only CSV and NDJSON: "
             f"decompress it first (e.g. `{_TOOL[kind]}`) and pass the {fmt} file it holds"
         )
         raise SourceError(msg)
     msg = (
-        f"source file {path!r} is {describe(kind)} (its first bytes say so), not {describe(fmt)}: "
+        f"source file {path!r} is {kind_name(kind)} (its first bytes say so), not {kind_name(fmt)}: "
         f"rename it to {_SUFFIX[kind]}, or pass format={kind!r}"
     )
     raise SourceError(msg)

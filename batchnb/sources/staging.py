@@ -29,7 +29,7 @@ from batchnb import storage
 from batchnb.config import COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
 from batchnb.lock import atomic_file
-from batchnb.sources.sniff import COMPRESSIONS, check_content, describe, sniff, sniff_bytes
+from batchnb.sources.sniff import COMPRESSIONS, check_content, kind_name, sniff, sniff_bytes
 
 __all__ = ["origin_of", "stage"]
 
@@ -196,12 +196,14 @@ def _decompress(path: str, kind: str, member: str | None, target: Path) -> None:
                 _write(dst, block, tmp)
                 written += len(block)
         if not written:
-            raise SourceError(f"source file {path!r} is {describe(kind)} and holds no data (0 bytes once decompressed)")
+            raise SourceError(
+                f"source file {path!r} is {kind_name(kind)} and holds no data (0 bytes once decompressed)"
+            )
 
 
 def _corrupt(path: str, kind: str, exc: BaseException) -> SourceError:
     return SourceError(
-        f"cannot decompress {path!r} ({describe(kind)}): {exc}; the file is truncated or corrupt, fetch it again"
+        f"cannot decompress {path!r} ({kind_name(kind)}): {exc}; the file is truncated or corrupt, fetch it again"
     )
 
 
@@ -229,7 +231,7 @@ def _check_inner(path: str, kind: str, head: bytes) -> None:
     inner = sniff_bytes(head)
     if inner is not None:
         msg = (
-            f"source file {path!r} is {describe(kind)} and holds {describe(inner)}, not CSV or NDJSON text: "
+            f"source file {path!r} is {kind_name(kind)} and holds {kind_name(inner)}, not CSV or NDJSON text: "
             "decompress it and pass the file it holds with the matching `format=`"
         )
         raise SourceError(msg)
