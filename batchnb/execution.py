@@ -26,6 +26,7 @@ from batchnb.scoring import (
     resolve_columns,
 )
 from batchnb.sources.base import schema_to_ipc
+from batchnb.sources.staging import stage
 from batchnb.sources.text import TextFormat
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus, JobStatus
@@ -172,6 +173,16 @@ def _load_dataset(state: JobState) -> DatasetInfo:
     return DatasetInfo(**data)
 
 
+def _restage(paths: tuple[str, ...], dataset: DatasetInfo, workdir: Path) -> None:
+    """Before a resumed run: the stored plan reads the staged copies of compressed inputs, so stage again a
+    copy that is missing or was touched. Only the files read through a copy under `workdir` are looked at."""
+    copied = [p for p, used in zip(paths, dataset.paths, strict=False) if used != p]
+    if len(paths) != len(dataset.paths):  # not one stored file per source file: look at them all
+        copied = list(paths)
+    if copied:
+        stage(tuple(copied), dataset.format, workdir)
+
+
 def _redo_bad_parts(state: JobState, output: str) -> None:
     """A done chunk whose part is missing or does not match its checksum runs again."""
     bad = []
@@ -193,13 +204,14 @@ def _redo_bad_parts(state: JobState, output: str) -> None:
 def execute(
     job: BatchJob,
     *,
+    paths: tuple[str, ...],
     cancel: threading.Event,
     on_progress: Callable[[Progress], None] | None,
     restart: bool = False,
     only_failed: bool = False,
 ) -> JobStatus:
     config = job.config
-    fingerprint = sources.fingerprint(sources.resolve_paths(config.source))
+    fingerprint = sources.fingerprint(paths)  # `paths`: the source's files, resolved once by the caller
     if restart:
         discard(config.output)
     remove_temp_files(config.output)  # writes a crash left half done: only the names batchnb gives them
@@ -209,9 +221,9 @@ def execute(
             scorer = None
             if not state.has_plan():
                 scorer = _prepare(job, state, fingerprint)
-            else:  # the stored plan reads the staged copies of compressed inputs: stage again one that is gone
-                sources.restage(config.source, config.format, workdir=Path(config.output, "_batchnb", "converted"))
             dataset = _load_dataset(state)
+            if scorer is None:
+                _restage(paths, dataset, Path(config.output, "_batchnb", "converted"))
             sources.check_trusted(dataset.format, dataset.paths, allow_pickle=config.allow_pickle)  # a stored format
             if scorer is None:
                 scorer = _resumed_scorer(job, state)

@@ -118,14 +118,18 @@ class BatchJob:
             allow_pickle=self.config.allow_pickle,
         )
 
-    def _check_output(self) -> None:
-        """The output overlaps no source file or directory, and is new, empty or a batchnb output."""
+    def _check_output(self, *, resolve: bool = False) -> tuple[str, ...]:
+        """The output overlaps no source file or directory, and is new, empty or a batchnb output.
+
+        Returns the source's files when it resolved them (always with `resolve`, else only for local sources).
+        """
         from batchnb.lock import check_output
 
         items = (self.config.source,) if isinstance(self.config.source, str) else self.config.source
         local = [i for i in items if "://" not in i]
-        paths = sources.resolve_paths(self.config.source) if local else ()
+        paths = sources.resolve_paths(self.config.source) if local or resolve else ()
         check_output(self.output, (*paths, *(i for i in local if os.path.isdir(i))))
+        return paths
 
     def plan(self) -> Plan:
         """The chunk plan, its memory estimates, recommendations and warnings, without running anything."""
@@ -225,9 +229,9 @@ class BatchJob:
 
         result, error = None, None
         try:
-            self._check_output()
+            paths = self._check_output(resolve=True)  # the source's files, resolved once for this run
             with JobLock(self.output):
-                execute(self, restart=restart, cancel=self._cancel, on_progress=view.update if view else None,
+                execute(self, paths=paths, restart=restart, cancel=self._cancel, on_progress=view.update if view else None,
                         only_failed=only_failed)  # fmt: skip
             result = self._result = JobResult.from_state(self.output, allow_pickle=self.config.allow_pickle)
             return result
