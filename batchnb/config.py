@@ -32,6 +32,22 @@ SUFFIX_FORMATS: dict[str, str] = {
 # A compressed text file is named for its content plus the compression: data.csv.gz, events.jsonl.zst.
 COMPRESSION_SUFFIXES: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz", ".zip": "zip"}
 COMPRESSIBLE_FORMATS: tuple[str, ...] = ("csv", "json")
+# Formats whose readers can run code written into the file (pickle by design; pandas opens HDF5 through PyTables,
+# which unpickles attributes stored in it): such sources and parts are read only with `allow_pickle=True`.
+CODE_RUNNING_FORMATS: dict[str, str] = {
+    "pickle": "pickle format",
+    "hdf5": "HDF5 format (pandas' reader, PyTables, unpickles attributes stored in such files)",
+}
+
+
+def code_running_message(subject: str, fmt: str, *, trust: str) -> str:
+    """Why files of a `CODE_RUNNING_FORMATS` format are refused, and the consent that reads them."""
+    return (
+        f"{subject} in {CODE_RUNNING_FORMATS[fmt]}, and reading such files can run code written by whoever made "
+        f"them: pass `allow_pickle=True` (`--allow-pickle`) if you trust {trust}"
+    )
+
+
 CHUNK_SIZE_RANGE = (1_000, 1_000_000)
 LOCAL_ENGINES = ("sequential", "threads", "processes", "dask", "ray")
 

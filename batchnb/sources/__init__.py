@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from batchnb import storage
+from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
 from batchnb.errors import ConfigError, SourceError
 from batchnb.plan import DatasetInfo
 from batchnb.sources.base import Format, fingerprint, resolve_paths
@@ -83,21 +84,11 @@ def open_dataset(
     return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
 
 
-_CODE_RUNNING = {
-    "pickle": "a pickle, and loading a pickle runs arbitrary code",
-    "hdf5": "HDF5, and opening HDF5 with pandas (PyTables) unpickles attributes stored in the file, which runs "
-    "arbitrary code",
-}
-
-
 def check_trusted(fmt: str, paths: tuple[str, ...], *, allow_pickle: bool) -> None:
     """Refuse, before a file is opened, a format whose reader can run code unless the user allowed it."""
-    if fmt in _CODE_RUNNING and not allow_pickle:
-        msg = (
-            f"source {paths[0]!r} is {_CODE_RUNNING[fmt]}: pass `allow_pickle=True` (`--allow-pickle`) if you "
-            "trust whoever wrote it, or convert it to Parquet"
-        )
-        raise SourceError(msg)
+    if fmt in CODE_RUNNING_FORMATS and not allow_pickle:
+        trust = "whoever wrote it, or convert it to Parquet"
+        raise SourceError(code_running_message(f"source {paths[0]!r} is", fmt, trust=trust))
 
 
 def restage(source: str | tuple[str, ...], fmt: str | None, *, workdir: Path) -> None:
