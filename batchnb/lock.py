@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import socket
 import stat
 import uuid
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from batchnb.errors import ConfigError, JobStateError, describe
+from batchnb.sinks import TEMP_NAME
 
 __all__ = [
     "JobLock",
@@ -28,8 +28,6 @@ __all__ = [
     "private_dir",
     "remove_temp_files",
 ]
-
-_TEMP_NAME = re.compile(r"tmp-\d{6,}-[0-9a-f]{8}\.\w+")  # sinks.write_atomic's temporary names
 
 
 def private_dir(output: str | os.PathLike, *names: str, purpose: str = "batchnb's directory") -> Path:
@@ -220,5 +218,5 @@ def remove_temp_files(output: str) -> None:
     if tmp.is_symlink() or not tmp.is_dir():
         return
     for entry in os.scandir(tmp):
-        if _TEMP_NAME.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
+        if TEMP_NAME.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
             Path(entry.path).unlink(missing_ok=True)

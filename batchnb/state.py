@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from batchnb.errors import ChunkError, JobStateError
 from batchnb.plan import ChunkSpec
+from batchnb.sinks import PART_NAME  # the part names batchnb writes: a state naming any other was not written by it
 from batchnb.status import ChunkStatus, JobStatus
 
 __all__ = ["ChunkRecord", "JobState", "confined_part", "connect", "state_path"]
@@ -40,8 +40,6 @@ CREATE TABLE IF NOT EXISTS timeline(
 """
 
 
-# The only part names batchnb writes (sinks.part_name): a state naming anything else was not written by it.
-_PART_NAME = re.compile(r"part-(\d{6,})\.(parquet|csv|jsonl|feather|h5|pkl)")
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -67,7 +65,7 @@ def _refuse_links(path: Path) -> None:
 
 def confined_part(path: Path, index: int, name: str | None) -> str | None:
     """A part name from the state at `path`, confined to its output: exactly `part-<index>.<ext>`."""
-    match = _PART_NAME.fullmatch(name) if isinstance(name, str) else None
+    match = PART_NAME.fullmatch(name) if isinstance(name, str) else None
     if name is None or (match and int(match.group(1)) == index):
         return name
     msg = (

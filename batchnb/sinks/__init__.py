@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,17 @@ def get(name: str) -> Sink:
 
 def part_name(index: int, sink: Sink) -> str:
     return f"part-{index:06d}{sink.extension}"
+
+
+def _names(prefix: str) -> re.Pattern[str]:
+    extensions = "|".join(re.escape(s.extension.lstrip(".")) for s in _SINKS.values())
+    return re.compile(rf"{prefix}\.({extensions})")
+
+
+# Every name part_name gives (group 1: the chunk index), and every temporary name write_atomic gives a part
+# (its index, the 8 hex digits that make it fresh, the sink's extension): nothing else is batchnb's to read or delete.
+PART_NAME = _names(r"part-(\d{6,})")
+TEMP_NAME = _names(r"tmp-\d{6,}-[0-9a-f]{8}")
 
 
 def write_atomic(
