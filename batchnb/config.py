@@ -366,9 +366,7 @@ class JobConfig:
             return
         from batchnb import sources
 
-        check = getattr(sources.get(self.format), "check_options", None)
-        if check is not None:
-            check(self.read_options)
+        sources.get(self.format).check_options(self.read_options)
 
     def _check_flag_rule(self) -> None:
         if self.threshold is not None and self.contamination is not None:

@@ -74,6 +74,7 @@ def open_dataset(
     paths = resolve_paths(source)
     fmt = fmt or detect_format(paths)
     check_trusted(fmt, paths, allow_pickle=allow_pickle)
+    get(fmt).check_options(read_options)  # here for a format known only from the files (config checks the rest)
     remote = [p for p in paths if storage.is_url(p)]
     if remote and fmt not in ("parquet", "csv", "json"):
         raise SourceError(

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import glob
 import os
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -14,11 +14,12 @@ import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import BatchError, DataError, PanicException, SourceError, cause_of
+from batchnb.errors import BatchError, ConfigError, DataError, PanicException, SourceError, cause_of
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.schema import check_exact, exact_range, range_message, unify_schemas, widen
 
 __all__ = [
+    "Check",
     "Format",
     "RowFormat",
     "dtype_from_text",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 SAMPLE_BLOCKS = 32
+Check = tuple[Callable[[Any], bool], str]  # is the value right, and what the message says it must be
 
 _DTYPES = {str(t): t for t in (
     pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
@@ -214,6 +216,10 @@ class Format(Protocol):
     """One input format. `inspect` and `plan` run on the driver; `read` runs on a worker."""
 
     name: ClassVar[str]
+    options: ClassVar[dict[str, Check]]  # the `read_options` keys this format honours; any other is refused
+
+    @classmethod
+    def check_options(cls, read_options: Mapping[str, Any]) -> None: ...
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo: ...
 
@@ -233,6 +239,20 @@ class RowFormat:
     """A format whose files know their row counts from metadata: chunks are exact global row ranges."""
 
     name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Check]] = {}  # the `read_options` keys this format honours; any other is refused
+
+    @classmethod
+    def check_options(cls, read_options: Mapping[str, Any]) -> None:
+        """Refuse, by name, a key this format does not honour or a value of the wrong type."""
+        for key, value in read_options.items():
+            if key not in cls.options:
+                raise ConfigError(
+                    f"`read_options` key {key!r} is not supported for {cls.name} sources: accepted keys are "
+                    f"{sorted(cls.options)}"
+                )
+            ok, expected = cls.options[key]
+            if not ok(value):
+                raise ConfigError(f"`read_options[{key!r}]` must be {expected}, got {value!r}")
 
     def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
         raise NotImplementedError

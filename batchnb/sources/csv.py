@@ -113,7 +113,6 @@ class CSV(TextFormat):
         return options
 
     def inspect(self, paths, read_options, *, workdir):
-        self.check_options(read_options)
         read_options = {**read_options, "_separator": self.separator(read_options, paths[0])}
         return super().inspect(paths, read_options, workdir=workdir)
 

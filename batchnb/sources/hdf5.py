@@ -55,6 +55,7 @@ def _contents(store) -> str:
 
 class HDF5(RowFormat):
     name = "hdf5"
+    options = {"key": (lambda v: v is None or isinstance(v, str), "the key of a pandas table in the file, like '/df'")}
 
     def _open(self, path: str):
         import pandas as pd

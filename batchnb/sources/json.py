@@ -64,7 +64,6 @@ class NDJSON(TextFormat):
     options = {"exact_rows": BOOL, "schema": SCHEMA, "schema_overrides": SCHEMA}
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
-        self.check_options(read_options)
         document = next((p for p in paths if _one_document(p)), None)
         if document is not None:
             raise SourceError(
@@ -73,7 +72,7 @@ class NDJSON(TextFormat):
                 "with `df.to_json(path, orient='records', lines=True)`"
             )
         if any(_first_byte(p) == b"[" for p in paths):
-            if set(read_options) - {"exact_rows"}:
+            if set(read_options) - set(TextFormat.options):  # only what every text source honours
                 raise ConfigError(
                     f"`read_options` {sorted(read_options)} apply to newline-delimited JSON, but {paths[0]!r} is a "
                     "JSON array: drop them, or convert the file to one JSON object per line"

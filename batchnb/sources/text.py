@@ -22,7 +22,7 @@ reads it; finding that line costs a bisection over the failed chunk's records, n
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -34,6 +34,7 @@ from batchnb.errors import ConfigError, DataError, PanicException, SourceError
 from batchnb.plan import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.base import (
     SAMPLE_BLOCKS,
+    Check,
     RowFormat,
     conform,
     dtype_from_text,
@@ -49,7 +50,6 @@ from batchnb.sources.staging import origin_of
 __all__ = ["BOOL", "READ", "SCHEMA", "Check", "TextFormat", "as_dtype", "dtypes_option", "type_message"]
 
 ParseMode = Literal["strict", "lenient", "infer"]
-Check = tuple[Callable[[Any], bool], str]  # is the value right, and what the message says it must be
 
 
 def as_dtype(value: Any) -> pl.DataType | None:
@@ -122,19 +122,6 @@ class TextFormat(RowFormat):
 
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Check]] = {"exact_rows": BOOL}  # the read_options keys this format honours
-
-    @classmethod
-    def check_options(cls, read_options: Mapping[str, Any]) -> None:
-        """Refuse, by name, a key this format does not honour or a value of the wrong type."""
-        for key, value in read_options.items():
-            if key not in cls.options:
-                raise ConfigError(
-                    f"`read_options` key {key!r} is not supported for {cls.name} sources: accepted keys are "
-                    f"{sorted(cls.options)}"
-                )
-            ok, expected = cls.options[key]
-            if not ok(value):
-                raise ConfigError(f"`read_options[{key!r}]` must be {expected}, got {value!r}")
 
     def quote(self, read_options: dict[str, Any]) -> int | None:
         return None
