@@ -134,6 +134,24 @@ PART_NAME = _names(r"part-(\d{6,})")
 TEMP_NAME = _names(r"tmp-\d{6,}-[0-9a-f]{8}")
 
 
+_TEMP_DIRS: dict[str, Path] = {}  # per process: output -> its checked `_batchnb/tmp`
+
+
+def _temp_dir(output: str) -> Path:
+    """`_batchnb/tmp`, made and checked for a planted link once per output in this process, not per chunk.
+
+    The driver's JobLock checks it before any chunk is written; a worker on another machine holds no lock,
+    so its first chunk makes and checks the directory there.
+    """
+    key = os.path.abspath(output)
+    found = _TEMP_DIRS.get(key)
+    if found is None:
+        from batchnb.lock import private_dir
+
+        found = _TEMP_DIRS[key] = private_dir(output, "tmp")
+    return found
+
+
 def write_atomic(
     frame: pl.DataFrame | pl.LazyFrame, output: str, index: int, sink: Sink
 ) -> tuple[str, int, str, dict[str, float]]:
@@ -145,9 +163,9 @@ def write_atomic(
     Returns (part file name, size in bytes, checksum, seconds spent writing and hashing).
     """
     from batchnb.checksum import file_checksum
-    from batchnb.lock import atomic_file, private_dir
+    from batchnb.lock import atomic_file
 
-    tmp_dir = private_dir(output, "tmp")
+    tmp_dir = _temp_dir(output)
     name = part_name(index, sink)
     # The sink fills the fresh temp (never matches part-*), which then replaces whatever is at the part's name.
     with atomic_file(
