@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -19,24 +19,26 @@ from batchnb.sources.text import BOOL, SCHEMA, ParseMode, TextFormat, dtypes_opt
 __all__ = ["NDJSON"]
 
 
-def _first_byte(path: str) -> bytes:
-    with storage.open_input(path) as f:
-        return f.read(4096).lstrip()[:1]
-
-
 _PEEK = 64 * 1024
 _NESTED_FIRST = re.compile(rb'\{\s*"(?:[^"\\]|\\.)*"\s*:\s*[\[{]')
 
 
-def _one_document(path: str) -> bool:
-    """Whether the file is one JSON object holding the data (pandas' `to_json` orient "columns", "index",
-    "split" or "table"), not one object per line: a first line that is a lone `{` (indented), or a file of a
-    single line whose values are objects or arrays (checked fully up to 64 KiB, from its first value beyond)."""
+def _shape(path: str) -> Literal["array", "document", "lines"]:
+    """What the file holds, from one read of its start (and end): a JSON array of records; one JSON object
+    holding the data (pandas' `to_json` orient "columns", "index", "split" or "table"), told by a first line
+    that is a lone `{` (indented) or a file of a single line whose values are objects or arrays (checked fully
+    up to 64 KiB, from its first value beyond); or newline-delimited JSON."""
     with storage.open_input(path) as f:
         head, tail = f.read(_PEEK), b""
         if len(head) == _PEEK:  # a longer file: its end tells whether it is one line
             f.seek(-_PEEK, 2)
             tail = f.read()
+    if head[:4096].lstrip()[:1] == b"[":
+        return "array"
+    return "document" if _one_document(head, tail) else "lines"
+
+
+def _one_document(head: bytes, tail: bytes) -> bool:
     text = head.lstrip()
     line, _, rest = text.partition(b"\n")
     if not text.startswith(b"{") or line.strip() == b"{":
@@ -64,14 +66,15 @@ class NDJSON(TextFormat):
     options = {"exact_rows": BOOL, "schema": SCHEMA, "schema_overrides": SCHEMA}
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
-        document = next((p for p in paths if _one_document(p)), None)
+        shapes = [_shape(p) for p in paths]
+        document = next((p for p, shape in zip(paths, shapes, strict=True) if shape == "document"), None)
         if document is not None:
             raise SourceError(
                 f"{document!r} is a single JSON object (such as pandas' `to_json(orient='columns')` writes), but "
                 "batchnb reads newline-delimited JSON (one object per line) or a JSON array of records: write it "
                 "with `df.to_json(path, orient='records', lines=True)`"
             )
-        if any(_first_byte(p) == b"[" for p in paths):
+        if "array" in shapes:
             if set(read_options) - set(TextFormat.options):  # only what every text source honours
                 raise ConfigError(
                     f"`read_options` {sorted(read_options)} apply to newline-delimited JSON, but {paths[0]!r} is a "
