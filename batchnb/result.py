@@ -27,9 +27,9 @@ def read_output(output: str | Path, *, allow_pickle: bool = False) -> pl.LazyFra
         schema, dtypes = state.get("output_schema"), state.get("output_dtypes")
         output_format = state.get("config", {}).get("output_format", "parquet")
     sink = sinks.get(output_format)
-    sinks.check_readable(sink, allow_pickle=allow_pickle, output=output)
     polars_schema = schema_of(dtypes, schema)
-    if not parts:
+    if not parts:  # nothing to scan, but the reader's consent is asked all the same
+        sinks.check_readable(sink, allow_pickle=allow_pickle, output=output)
         return pl.LazyFrame(schema=polars_schema or {})
     return sinks.scan_parts(parts, sink, polars_schema, allow_pickle=allow_pickle)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
 from batchnb.errors import ConfigError
 
 __all__ = ["Sink", "check_readable", "get", "part_name", "runs_code", "scan_parts", "write_atomic"]
@@ -182,22 +183,14 @@ def write_atomic(
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
 
 
-# Reading these back runs whatever the file says: pickle by design, HDF5 because PyTables unpickles attributes.
-_RUNS_CODE = {"pickle": "pickle files", "hdf5": "HDF5 files (PyTables unpickles attributes stored in them)"}
-
-
 def runs_code(sink: Sink) -> bool:
-    return sink.name in _RUNS_CODE
+    return sink.name in CODE_RUNNING_FORMATS
 
 
 def check_readable(sink: Sink, *, allow_pickle: bool, output: str | os.PathLike) -> None:
     """Refuse to read pickle/HDF5 parts back unless the reader allowed it, whatever the job state says."""
     if runs_code(sink) and not allow_pickle:
-        msg = (
-            f"the parts of {str(output)!r} are {_RUNS_CODE[sink.name]}, and reading them can run code written "
-            "by whoever made the output: pass allow_pickle=True (batchnb --allow-pickle) if you trust the output"
-        )
-        raise ConfigError(msg)
+        raise ConfigError(code_running_message(f"the parts of {str(output)!r} are", sink.name, trust="the output"))
 
 
 def scan_parts(
