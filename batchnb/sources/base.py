@@ -267,10 +267,18 @@ class RowFormat:
         """The least and greatest value of `column` in `path` from metadata alone, or None when unknown."""
         return None
 
-    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
+    def inspect(
+        self,
+        paths: tuple[str, ...],
+        read_options: dict[str, Any],
+        *,
+        workdir: Path,
+        originals: Mapping[str, str] | None = None,
+    ) -> DatasetInfo:
+        """`originals` maps a converted copy to the user's file, which a schema mismatch then names."""
         counts = self.row_counts(paths, read_options)
         named = [(p, self.read_schema(p, read_options)) for p in paths]
-        schema = unify_schemas(named)
+        schema = unify_schemas([((originals or {}).get(p, p), own) for p, own in named])
         self._check_ranges(named, schema, read_options)
         read_options = {**read_options, "_row_counts": counts}
         return DatasetInfo(

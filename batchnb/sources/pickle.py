@@ -12,7 +12,6 @@ import polars as pl
 from batchnb.errors import SourceError
 from batchnb.lock import atomic_file
 from batchnb.plan import DatasetInfo
-from batchnb.sources.base import unify_schemas
 from batchnb.sources.feather import Feather
 
 __all__ = ["Pickle", "materialize"]
@@ -55,6 +54,5 @@ class Pickle(Feather):
 
     def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
         converted = materialize(paths, workdir, _load_pickle, "pickle")
-        # Checked here too so that an error names the user's files, not their copies.
-        unify_schemas([(p, self.read_schema(c, read_options)) for p, c in zip(paths, converted, strict=True)])
-        return super().inspect(converted, read_options, workdir=workdir)
+        originals = dict(zip(converted, paths, strict=True))  # an error names the user's files, not their copies
+        return super().inspect(converted, read_options, workdir=workdir, originals=originals)
