@@ -7,6 +7,7 @@ batchnb writes only below it, never through a link it did not make, and deletes 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -25,7 +26,9 @@ __all__ = [
     "check_overlap",
     "discard",
     "driver_gone",
+    "is_own",
     "private_dir",
+    "refuse_non_dir",
     "remove_temp_files",
 ]
 
@@ -45,18 +48,39 @@ def private_dir(output: str | os.PathLike, *names: str, purpose: str = "batchnb'
                 os.mkdir(path, 0o755)  # does not follow a link at `path`: it fails with EEXIST
             except FileExistsError:
                 pass
-            mode = os.lstat(path).st_mode
-            if not stat.S_ISDIR(mode):
-                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
-                msg = (
-                    f"{str(path)!r} is {what}: batchnb writes only inside the output and never through a link it "
-                    f"did not create; remove it or use another output directory than {os.fspath(output)!r}"
-                )
-                raise JobStateError(msg)
+            refuse_non_dir(path, output)
     except OSError as exc:
         msg = f"cannot create {purpose} in {str(path)!r} ({describe(exc)}): check that the output {os.fspath(output)!r} is a directory you can write to"
         raise JobStateError(msg) from exc
     return path
+
+
+def refuse_non_dir(path: Path, output: str | os.PathLike) -> None:
+    """A directory batchnb writes in is a real directory or missing: never a link someone planted, nor a file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        what = (
+            "a symbolic link"
+            if stat.S_ISLNK(mode)
+            else f"not a directory ({os.fspath(output)!r} is not a batchnb output)"
+        )
+        msg = (
+            f"{str(path)!r} is {what}: batchnb writes only inside the output and never through a link it "
+            f"did not create; remove it or use another output directory than {os.fspath(output)!r}"
+        )
+        raise JobStateError(msg)
+
+
+def is_own(path: Path, *, directory: bool = False) -> bool:
+    """`path` is a regular file (or directory) itself, not a link to one; False when missing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)
 
 
 @contextlib.contextmanager
@@ -112,9 +136,9 @@ class JobLock:
         try:  # O_NOFOLLOW: a planted link is refused, never truncated through
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
-            hint = (
+            hint = (  # O_NOFOLLOW fails with ELOOP on a link
                 "it is a symbolic link batchnb did not create: remove it or use another output directory"
-                if self.path.is_symlink()
+                if exc.errno == errno.ELOOP
                 else f"check that the output {output!r} is a directory you can write to"
             )
             msg = f"cannot create the driver lock {str(self.path)!r} ({describe(exc)}): {hint}"
@@ -215,7 +239,7 @@ def discard(output: str) -> None:
 def remove_temp_files(output: str) -> None:
     """Temporary parts a crash left half written: only names batchnb gives them, in its own directory."""
     tmp = Path(output, "_batchnb", "tmp")
-    if tmp.is_symlink() or not tmp.is_dir():
+    if not is_own(tmp, directory=True):
         return
     for entry in os.scandir(tmp):
         if TEMP_NAME.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):

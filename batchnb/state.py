@@ -49,7 +49,10 @@ def state_path(output: str | Path) -> Path:
 
 def _refuse_links(path: Path) -> None:
     """sqlite follows a symlinked database or side file and writes through it (a reader too: it maps -shm)."""
-    for link in (path.parent, path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
+    from batchnb.lock import refuse_non_dir
+
+    refuse_non_dir(path.parent, path.parent.parent)
+    for link in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
         if link.is_symlink():
             msg = (
                 f"{str(link)!r} is a symbolic link: batchnb never writes through a link it did not create; "
@@ -57,10 +60,6 @@ def _refuse_links(path: Path) -> None:
                 "written by batchnb alone)"
             )
             raise JobStateError(msg)
-        if link == path.parent and link.exists() and not link.is_dir():
-            raise JobStateError(
-                f"{str(link)!r} is not a directory: {str(path.parent.parent)!r} is not a batchnb output"
-            )
 
 
 def confined_part(path: Path, index: int, name: str | None) -> str | None:

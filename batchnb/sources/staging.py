@@ -28,7 +28,7 @@ from typing import IO
 from batchnb import storage
 from batchnb.config import COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
-from batchnb.lock import atomic_file
+from batchnb.lock import atomic_file, is_own
 from batchnb.sources.sniff import COMPRESSIONS, check_content, kind_name, sniff, sniff_bytes
 
 __all__ = ["origin_of", "stage"]
@@ -82,7 +82,7 @@ def _staged(path: str, kind: str, workdir: Path) -> str:
     prefix = f"{inner.stem}-{path_tag}-"
     target = workdir / f"{prefix}{tag[:12]}{inner.suffix}"
     origin = real_dir(workdir, _ORIGINS) / target.name
-    if _own_file(target) and target.stat().st_mtime_ns == mtime_ns and _own_file(origin):
+    if is_own(target) and target.stat().st_mtime_ns == mtime_ns and is_own(origin):
         return str(target)
     _decompress(path, kind, member, target)
     os.utime(target, ns=(mtime_ns, mtime_ns))
@@ -111,10 +111,6 @@ def real_dir(workdir: Path, *names: str) -> Path:
 def _open_temp(tmp: Path, mode: str) -> IO:
     """The fresh temp `atomic_file` made, opened without following a link swapped in for it."""
     return os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), mode, encoding=None if "b" in mode else "utf-8")
-
-
-def _own_file(path: Path) -> bool:
-    return not path.is_symlink() and path.is_file()
 
 
 def origin_of(path: str) -> str:
