@@ -3,14 +3,114 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
+from batchnb.config import Backoff, JobConfig, Resources
 from batchnb.errors import BatchError, describe, one_line
 
 __all__ = ["main"]
+
+# Nested option groups become flat flags: `--max-workers` sets resources.max_workers, `--backoff-base` backoff.base.
+_GROUPS: dict[str, tuple[type, str]] = {"resources": (Resources, ""), "backoff": (Backoff, "backoff-")}
+_POSITIONAL = ("source", "output")
+
+
+def _flag_kind(hint: Any) -> dict[str, Any]:
+    """argparse keywords for a config field's type hint: Literal -> choices, bool -> a switch, numbers typed,
+    tuples of str -> comma lists, mappings -> JSON; anything else (a detector or engine name) is text."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        hint = inner[0] if len(inner) == 1 else typing.Union[tuple(inner)]  # noqa: UP007 - a runtime union
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return {"choices": args}
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if hint in (int, float):
+        return {"type": hint}
+    if origin is tuple and args[:1] == (str,):
+        return {"type": _comma_list, "metavar": "A,B"}
+    if isinstance(origin, type) and issubclass(origin, Mapping):
+        return {"type": _json_object, "metavar": "JSON"}
+    if args and set(args) & {int, float}:  # a number or a string, e.g. memory_limit 0.8 or 8GB
+        return {"type": _number_or_text}
+    return {}
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f'not JSON ({exc.msg}); write an object such as \'{{"separator": ";"}}\''
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object such as \'{{"separator": ";"}}\', got {text!r}')
+    return value
+
+
+def _number_or_text(text: str) -> float | int | str:
+    """'0.8' is a fraction and '2000000' a byte count, as in a config file; '8GB' stays text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _option_flags(cls: type = JobConfig, group: str = "") -> list[tuple[str, str, dict[str, Any]]]:
+    """(flag, dest, argparse keywords) for each option of a config dataclass, nested groups flattened."""
+    hints = typing.get_type_hints(cls)
+    flags = []
+    for field in dataclasses.fields(cls):
+        if not group and field.name in _POSITIONAL:
+            continue
+        if not group and field.name in _GROUPS:
+            flags += _option_flags(_GROUPS[field.name][0], field.name)
+            continue
+        prefix = _GROUPS[group][1] if group else ""
+        kind = {"help": field.metadata.get("help"), **_flag_kind(hints[field.name])}
+        if "choices" not in kind:
+            kind.setdefault("metavar", field.name.upper())
+        dest = f"{group}.{field.name}" if group else field.name
+        flags.append((f"--{prefix}{field.name.replace('_', '-')}", dest, kind))
+    return flags
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `JobConfig` option, so that a new option reaches the CLI with no edit here."""
+    for flag, dest, kind in _option_flags():
+        parser.add_argument(flag, dest=dest, default=None, **kind)
+
+
+def _flag_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given as flags, nested groups as dicts; flags left out are absent (a config file's stay)."""
+    options: dict[str, Any] = {}
+    for _flag, dest, _kind in _option_flags():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        group, _, name = dest.rpartition(".")
+        if group:
+            options.setdefault(group, {})[name] = value
+        else:
+            options[name] = value
+    return options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,24 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("source", nargs="?", help="input file, glob or job output directory")
     run.add_argument("output", nargs="?", help="output directory")
     run.add_argument("--config", help="job config file (.json, .toml, .yaml); flags override it")
-    run.add_argument("--detector", help="detector name or module:function")
-    run.add_argument("--columns", help="comma-separated feature columns")
-    run.add_argument("--chunk-size", type=int)
-    run.add_argument("--engine", help="sequential, threads, processes, dask or ray")
-    run.add_argument("--format", help="input format when the suffix does not tell")
-    run.add_argument("--output-format")
-    run.add_argument("--threshold", type=float)
-    run.add_argument("--contamination", type=float)
-    run.add_argument("--keep", help="comma-separated input columns copied to the output")
-    run.add_argument("--fit-sample", type=int, help="rows used to fit the detector")
-    run.add_argument("--seed", type=int)
-    run.add_argument("--retries", type=int)
-    run.add_argument("--max-workers", type=int)
-    run.add_argument("--memory-limit", help="fraction of RAM (0.8) or a size (8GB)")
-    run.add_argument("--chunk-timeout", type=float, help="seconds")
-    run.add_argument("--job-timeout", type=float, help="seconds")
-    run.add_argument("--name", help="label shown in progress and reports")
-    run.add_argument("--allow-pickle", action="store_true", default=None)
+    _add_option_flags(run)
     run.add_argument("--restart", action="store_true", help="discard another job's state in OUTPUT first")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--report", action="store_true", help="make the HTML report when the job ends")
@@ -111,39 +194,32 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if _is_pipeline_file(args.source) and args.output is None and args.config is None:
+        return _run_pipeline(args.source)
+    job = _job_from_args(args)
+    result = job.run(progress=None if args.no_progress else "auto", restart=args.restart)
+    print(result.summary())
+    reported = _print_report(job.output, allow_pickle=job.config.allow_pickle) if args.report else True
+    return 0 if result.ok and reported else 1
+
+
+def _job_from_args(args: argparse.Namespace):
+    """The job of `batchnb run`: the --config file's options, overridden by SOURCE, OUTPUT and the flags."""
     import batchnb as bn
     from batchnb.job import load_config_file
 
-    if _is_pipeline_file(args.source) and args.output is None and args.config is None:
-        return _run_pipeline(args.source)
     options = load_config_file(args.config) if args.config else {}
     if args.source:
         options["source"] = args.source
     if args.output:
         options["output"] = args.output
-    flags = {
-        "detector": args.detector, "chunk_size": args.chunk_size, "engine": args.engine, "format": args.format,
-        "output_format": args.output_format, "threshold": args.threshold, "contamination": args.contamination,
-        "retries": args.retries, "allow_pickle": args.allow_pickle, "fit_sample": args.fit_sample,
-        "seed": args.seed, "name": args.name,
-        "columns": args.columns.split(",") if args.columns else None,
-        "keep": args.keep.split(",") if args.keep else None,
-    }  # fmt: skip
-    options.update({k: v for k, v in flags.items() if v is not None})
-    resources = {
-        "max_workers": args.max_workers, "memory_limit": args.memory_limit,
-        "chunk_timeout": args.chunk_timeout, "job_timeout": args.job_timeout,
-    }  # fmt: skip
-    resources = {k: v for k, v in resources.items() if v is not None}
-    if resources:
-        options["resources"] = {**options.get("resources", {}), **resources}
+    for key, value in _flag_options(args).items():
+        if key in _GROUPS and isinstance(options.get(key), Mapping):
+            value = {**options[key], **value}  # a flag overrides one field of the file's table
+        options[key] = value
     if "source" not in options or "output" not in options:
         raise bn.ConfigError("give SOURCE and OUTPUT, or a --config file that names them")
-    job = bn.BatchJob.from_config(options)
-    result = job.run(progress=None if args.no_progress else "auto", restart=args.restart)
-    print(result.summary())
-    reported = _print_report(job.output, allow_pickle=job.config.allow_pickle) if args.report else True
-    return 0 if result.ok and reported else 1
+    return bn.BatchJob.from_config(options)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -92,10 +92,10 @@ def parse_memory(value: float | int | str, *, total: int | None = None) -> int:
 class Backoff:
     """Exponential retry delays, capped, with optional full jitter."""
 
-    base: float = 0.5
-    factor: float = 2.0
-    max: float = 60.0
-    jitter: bool = True
+    base: float = field(default=0.5, metadata={"help": "seconds before the first retry"})
+    factor: float = field(default=2.0, metadata={"help": "each retry waits this many times longer"})
+    max: float = field(default=60.0, metadata={"help": "longest wait between retries, seconds"})
+    jitter: bool = field(default=True, metadata={"help": "wait a random part of the delay (full jitter)"})
 
     def __post_init__(self) -> None:
         for name in ("base", "factor", "max"):
@@ -126,10 +126,10 @@ class Backoff:
 class Resources:
     """Worker, memory and time budget of a job."""
 
-    max_workers: int | None = None
-    memory_limit: float | int | str = 0.8
-    chunk_timeout: float | None = None
-    job_timeout: float | None = None
+    max_workers: int | None = field(default=None, metadata={"help": "workers (default: CPU count; 1 for sequential)"})
+    memory_limit: float | int | str = field(default=0.8, metadata={"help": "fraction of RAM (0.8) or a size (8GB)"})
+    chunk_timeout: float | None = field(default=None, metadata={"help": "seconds one chunk may take"})
+    job_timeout: float | None = field(default=None, metadata={"help": "seconds the whole job may take"})
 
     def __post_init__(self) -> None:
         if self.max_workers is not None and (
@@ -145,9 +145,11 @@ class Resources:
                 raise ConfigError(msg)
 
     def workers(self, engine: str) -> int:
-        if engine == "sequential":
-            return 1
-        return self.max_workers or os.cpu_count() or 1
+        from batchnb import engines
+
+        wanted = self.max_workers or os.cpu_count() or 1
+        limit = engines.max_workers(engine)
+        return min(wanted, limit) if limit is not None else wanted
 
     def memory_bytes(self) -> int:
         return parse_memory(self.memory_limit)
@@ -231,25 +233,27 @@ def code_fingerprint(fn: Callable) -> str:
 class JobConfig:
     """Everything that defines a job; the widget form, the CLI and TOML files are generated from these fields."""
 
-    source: str | tuple[str, ...]
-    output: str
-    detector: Any = "zscore"
-    columns: tuple[str, ...] | None = None
-    chunk_size: int = 100_000
-    engine: Any = "threads"
-    format: InputFormat | None = None
-    output_format: OutputFormat = "parquet"
-    keep: tuple[str, ...] | None = None
-    threshold: float | None = None
-    contamination: float | None = None
-    fit_sample: int = 100_000
-    seed: int = 0
-    retries: int = 3
-    backoff: Backoff = field(default_factory=Backoff)
-    resources: Resources = field(default_factory=Resources)
-    read_options: Mapping[str, Any] = field(default_factory=dict)
-    allow_pickle: bool = False
-    name: str | None = None
+    source: str | tuple[str, ...] = field(metadata={"help": "input file, glob or list of files"})
+    output: str = field(metadata={"help": "output directory: result parts and job state"})
+    detector: Any = field(default="zscore", metadata={"help": "detector name or module:function"})
+    columns: tuple[str, ...] | None = field(default=None, metadata={"help": "feature columns (default: every numeric)"})
+    chunk_size: int = field(default=100_000, metadata={"help": "rows per chunk, 1_000 to 1_000_000"})
+    engine: Any = field(default="threads", metadata={"help": "sequential, threads, processes, dask or ray"})
+    format: InputFormat | None = field(default=None, metadata={"help": "input format when the suffix does not tell"})
+    output_format: OutputFormat = field(default="parquet", metadata={"help": "format of the result parts"})
+    keep: tuple[str, ...] | None = field(default=None, metadata={"help": "input columns copied to the output"})
+    threshold: float | None = field(default=None, metadata={"help": "flag rows scoring above this"})
+    contamination: float | None = field(default=None, metadata={"help": "flag this fraction of rows, in (0, 0.5)"})
+    fit_sample: int = field(default=100_000, metadata={"help": "rows used to fit the detector"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling and randomized detectors"})
+    retries: int = field(default=3, metadata={"help": "attempts after the first for a failing chunk"})
+    backoff: Backoff = field(default_factory=Backoff, metadata={"help": "delays between retries"})
+    resources: Resources = field(default_factory=Resources, metadata={"help": "worker, memory and time budget"})
+    read_options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "options of the format reader"})
+    allow_pickle: bool = field(
+        default=False, metadata={"help": "read pickle/HDF5 inputs, which can run code: only files you trust"}
+    )
+    name: str | None = field(default=None, metadata={"help": "label shown in progress and reports"})
 
     def __post_init__(self) -> None:
         setter = object.__setattr__
@@ -337,7 +341,7 @@ class JobConfig:
 
         if isinstance(self.engine, str):
             engines.get(self.engine)  # raises ConfigError listing the names
-        elif not isinstance(self.engine, engines.Engine):
+        elif not isinstance(self.engine, engines.EngineLike):
             raise ConfigError(f"`engine` must be one of {list(engines.names())} or an Engine, got {self.engine!r}")
 
     def _check_formats(self) -> None:

@@ -6,12 +6,12 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Never
 
 from batchnb import engines, sources
-from batchnb.config import JobConfig
+from batchnb.config import Backoff, InputFormat, JobConfig, OutputFormat, Resources
 from batchnb.errors import ConfigError, JobStateError, SourceError, converted
 from batchnb.lock import JobLock
 from batchnb.plan import DatasetInfo, Plan, decoded_bytes_per_row, plan_warnings
@@ -20,9 +20,23 @@ from batchnb.result import JobResult, VerifyReport
 from batchnb.state import JobState
 from batchnb.status import ChunkStatus
 
+if TYPE_CHECKING:
+    from batchnb.detectors import Detector
+    from batchnb.engines import Engine
+
 __all__ = ["BatchJob", "load_config_file"]
 
 ProgressMode = Literal["auto", "widget", "log", "text"] | None
+
+_OPTIONS = {f.name: f for f in dataclasses.fields(JobConfig)}
+# `JobConfig`'s defaults, read once so that `BatchJob`'s signature shows them without restating them. Those made
+# by a factory are frozen dataclasses (Backoff, Resources), safe to share; read_options' dict is not shared.
+_DEFAULT: dict[str, Any] = {
+    name: field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+    for name, field in _OPTIONS.items()
+    if name != "read_options"
+    and (field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING)
+}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -60,28 +74,91 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 class BatchJob:
     """A batch job over a dataset larger than memory: chunked, checkpointed, resumable.
 
-    Only `source` and `output` are required. Construction validates every option and opens nothing;
-    `run()`, `start()` and `plan()` open the source.
+    Only `source` and `output` are required. Construction validates every option at once (`ConfigError`) and
+    opens nothing, so a source that a pipeline step has yet to write is fine; `run()`, `start()` and `plan()`
+    open it. Every option is keyword-only and has the default of the `JobConfig` field of the same name.
+
+    Parameters
+    ----------
+    source
+        A path, a glob, or a list of paths: one dataset, its files in sorted order. Another `BatchJob` reads
+        that job's output.
+    output
+        Directory of the result parts and the job state; a second run with the same options resumes from it.
+    detector
+        A name from `bn.list_detectors()`, a `Detector`, a DataFrame -> DataFrame callable, or
+        "module:function".
+    columns
+        Feature columns; None scores every numeric column.
+    chunk_size
+        Rows per chunk, 1_000 to 1_000_000.
+    engine
+        "sequential", "threads", "processes", "dask", "ray", or an `Engine` such as
+        `bn.engines.DaskEngine(address=...)`. May change between runs of the same job.
+    format
+        Input format when the suffix does not tell: "csv", "parquet", "json", "pickle", "hdf5" or "feather".
+    output_format
+        Format of the result parts: "parquet", "csv", "json", "feather", "hdf5" or "pickle".
+    keep
+        Input columns copied to the output beside the scores; None keeps them all.
+    threshold
+        Flag rows whose score is above this. Give at most one of `threshold` and `contamination`; with
+        neither, the detector's own rule applies.
+    contamination
+        Flag this fraction of rows, in (0, 0.5), estimated on the fit sample.
+    fit_sample
+        Rows sampled (with `seed`) to fit the detector: the same sample whatever the engine and chunk size.
+    seed
+        Seed for sampling and randomized detectors.
+    retries
+        Attempts after the first for a failing chunk, waiting `backoff` between them.
+    backoff
+        `bn.Backoff` or a dict of its fields: exponential delays between retries.
+    resources
+        `bn.Resources` or a dict of its fields: workers, memory limit, chunk and job timeouts.
+    read_options
+        Options of the format reader (a CSV `separator`, an HDF5 `key`); None passes none.
+    allow_pickle
+        Read pickle and HDF5 inputs and parts, which can run code written into the file: only files you trust.
+    name
+        Label shown in progress and reports; None uses the output directory's name.
+    **unknown
+        None are accepted: a misspelt option is a `ConfigError` naming the valid ones, like any other bad
+        option, rather than Python's `TypeError`.
     """
 
     def __init__(
         self,
-        source: str | os.PathLike | Iterable[str | os.PathLike],
+        source: str | os.PathLike | Iterable[str | os.PathLike] | BatchJob,
         output: str | os.PathLike,
-        detector: Any = "zscore",
-        columns: Iterable[str] | None = None,
-        chunk_size: int = 100_000,
-        engine: Any = "threads",
-        **options: Any,
+        *,
+        detector: str | Detector | Callable[..., Any] = _DEFAULT["detector"],
+        columns: Iterable[str] | None = _DEFAULT["columns"],
+        chunk_size: int = _DEFAULT["chunk_size"],
+        engine: str | Engine = _DEFAULT["engine"],
+        format: InputFormat | None = _DEFAULT["format"],
+        output_format: OutputFormat = _DEFAULT["output_format"],
+        keep: Iterable[str] | None = _DEFAULT["keep"],
+        threshold: float | None = _DEFAULT["threshold"],
+        contamination: float | None = _DEFAULT["contamination"],
+        fit_sample: int = _DEFAULT["fit_sample"],
+        seed: int = _DEFAULT["seed"],
+        retries: int = _DEFAULT["retries"],
+        backoff: Backoff | Mapping[str, Any] = _DEFAULT["backoff"],
+        resources: Resources | Mapping[str, Any] = _DEFAULT["resources"],
+        read_options: Mapping[str, Any] | None = None,
+        allow_pickle: bool = _DEFAULT["allow_pickle"],
+        name: str | None = _DEFAULT["name"],
+        **unknown: Never,
     ) -> None:
+        options = {key: value for key, value in locals().items() if key in _OPTIONS}  # every named option
+        if read_options is None:
+            del options["read_options"]
         if isinstance(source, BatchJob):
             source = source.output
         if not isinstance(source, str | os.PathLike) and isinstance(source, Iterable):
             source = tuple(source)
-        self.config = JobConfig.from_dict(
-            dict(source=source, output=output, detector=detector, columns=columns, chunk_size=chunk_size,
-                 engine=engine, **options)
-        )  # fmt: skip
+        self.config = JobConfig.from_dict({**options, "source": source, **unknown})
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
