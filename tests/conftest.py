@@ -234,15 +234,30 @@ def _is_resource_tracker(proc: psutil.Process) -> bool:
         return True  # it is gone
 
 
+def _is_ours(thread: threading.Thread) -> bool:
+    """A thread the test must have ended: any non-daemon thread, and batchnb's daemon threads (view
+    updaters, samplers, collectors, background `job.start()` runs), which are all named `batchnb-...`."""
+    return not thread.daemon or thread.name.startswith("batchnb")
+
+
+def _started_before(proc: psutil.Process, before_children: set[int]) -> bool:
+    """A process of a cluster that a module fixture started (a worker under its nanny or raylet) belongs to
+    that fixture, which stops it with the cluster."""
+    try:
+        return any(parent.pid in before_children for parent in proc.parents())
+    except psutil.Error:
+        return True  # it is gone
+
+
 def _leftovers(before_threads: set[int], before_children: set[int]) -> tuple[list, list]:
     threads = [
         t
         for t in threading.enumerate()
-        if t.is_alive() and not t.daemon and t is not threading.main_thread() and t.ident not in before_threads
+        if t.is_alive() and _is_ours(t) and t is not threading.main_thread() and t.ident not in before_threads
     ]
     children = []
     for proc in psutil.Process().children(recursive=True):
-        if proc.pid in before_children or _is_resource_tracker(proc):
+        if proc.pid in before_children or _is_resource_tracker(proc) or _started_before(proc, before_children):
             continue
         try:
             children.append(f"pid {proc.pid} ({proc.status()}): {' '.join(proc.cmdline())[:120]}")
@@ -253,11 +268,11 @@ def _leftovers(before_threads: set[int], before_children: set[int]) -> tuple[lis
 
 @pytest.fixture(autouse=True)
 def no_leaks():
-    """Fail a test that leaves non-daemon threads or child processes running after it returns."""
+    """Fail a test that leaves threads (non-daemon, or batchnb's own) or child processes running after it."""
     before_threads = {t.ident for t in threading.enumerate()}
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
-    deadline = time.monotonic() + 5.0  # pools that are shutting down get a moment to exit
+    deadline = time.monotonic() + 30.0  # pools and views that are shutting down get time to exit
     while True:
         threads, children = _leftovers(before_threads, before_children)
         if not threads and not children:

@@ -1,0 +1,297 @@
+"""The engine contract: what every engine promises a job, whoever wrote it.
+
+One suite, parametrized over the five built-in engines and a small third-party engine defined here
+(`PoolEngine`, a ThreadPoolExecutor behind the `batchnb.engines.base.Engine` protocol, passed as
+`engine=PoolEngine()`). Every engine: gives the sequential engine's output (every row once, in input
+order, bit-identical scores); retries a failing chunk, then records it with its ChunkError; never
+retries a DataError; on cancel keeps its finished parts, which a later run does not redo; stops a chunk
+over `chunk_timeout` when it can kill one; ends with progress counts that add up; and leaves no thread
+or process behind once closed (the `no_leaks` fixture in conftest.py checks every test).
+
+The Dask and Ray cases run on embedded clusters on 127.0.0.1, started once for this module.
+Which engines can kill a running chunk is a table here (`KILLS`): the Engine protocol does not declare it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import polars as pl
+import pytest
+from conftest import make_frame, write_source
+
+import batchnb as bn
+from batchnb.engines.base import Engine
+
+pytestmark = pytest.mark.timeout(600)
+
+ROWS, CHUNK = 12_000, 1_000  # 12 chunks
+RETRIES = 2
+DEADLINE_S = 60.0  # generous: waits end as soon as their condition holds
+KILLS = {"processes", "dask", "ray"}  # engines whose cancel() stops a running chunk
+
+
+class PoolEngine:
+    """A third-party engine in a few lines: the protocol is all a job needs."""
+
+    name = "pool"
+    needs_pickle = False
+
+    def open(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batchnb-test-pool")
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+        return self._pool.submit(fn, arg)
+
+    def cancel(self, future: Future) -> None:
+        future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def worker_pids(self) -> list[int]:
+        return []
+
+
+# --------------------------------------------------------------------------------------------------
+# What the chunks run: shipped by value, since cluster and process workers cannot import this module
+# --------------------------------------------------------------------------------------------------
+def scores(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("id", (pl.col("x2").fill_null(0.0) * 2.0 + pl.col("x1").fill_null(0.0)).alias("score"))
+
+
+def first_id(frame: pl.DataFrame) -> int | None:
+    """The first row of a whole chunk; None for the frames a job probes the detector with (empty or a sample)."""
+    if frame.height != CHUNK or frame["id"][-1] - frame["id"][0] != CHUNK - 1 or frame["id"][0] % CHUNK:
+        return None
+    return int(frame["id"][0])
+
+
+def fails(frame: pl.DataFrame) -> pl.DataFrame:
+    """Chunk 1 always raises an OSError (retried); chunk 2 a DataError (never retried)."""
+    if first_id(frame) == CHUNK:
+        raise OSError("disk hiccup under chunk 1")
+    if first_id(frame) == 2 * CHUNK:
+        raise bn.DataError("column 'x2' is not a float in chunk 2")
+    return scores(frame)
+
+
+class Gate:
+    """Chunks after the first two wait until a file exists, so a test can cancel with exactly two done."""
+
+    def __init__(self, release: Path) -> None:
+        self.release = str(release)
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        start = first_id(frame)
+        deadline = time.monotonic() + DEADLINE_S
+        while start is not None and start >= 2 * CHUNK and not os.path.exists(self.release):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.release} never appeared")
+            time.sleep(0.02)
+        return scores(frame)
+
+
+class HangsOnce:
+    """Hangs for good on its first attempt of chunk 0 (a marker file remembers the attempt)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        if first_id(frame) == 0 and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            time.sleep(3600)
+        return scores(frame)
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# --------------------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    """One embedded Dask cluster (with nannies, so a stuck worker can be restarted) for the module."""
+    dask = pytest.importorskip("dask")
+    from distributed import LocalCluster
+    from distributed.utils import _offload_executor
+
+    _offload_executor.submit(lambda: None).result()  # a process-wide thread, started before any leak check
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)  # fmt: skip
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """The local Ray a RayEngine starts once per process, started here once for the module."""
+    pytest.importorskip("ray")
+    from batchnb.engines.ray import RayEngine
+
+    engine = RayEngine(num_cpus=2)
+    engine.open(2)
+    engine.close()
+    try:
+        yield
+    finally:
+        RayEngine.shutdown()
+
+
+ENGINE_CASES = [
+    "sequential",
+    "threads",
+    "processes",
+    pytest.param("dask", marks=pytest.mark.slow),
+    pytest.param("ray", marks=pytest.mark.slow),
+    "third_party",
+]
+
+
+@pytest.fixture(params=ENGINE_CASES)
+def make_engine(request) -> Callable[[], str | Engine]:
+    """A factory of fresh engines of one kind (a job closes its engine at the end of each run)."""
+    name = request.param
+    if name == "dask":
+        from batchnb.engines.dask import DaskEngine
+
+        address = request.getfixturevalue("dask_address")
+        return lambda: DaskEngine(address)
+    if name == "ray":
+        from batchnb.engines.ray import RayEngine
+
+        request.getfixturevalue("ray_local")
+        return lambda: RayEngine()
+    if name == "third_party":
+        return PoolEngine
+    return lambda: name
+
+
+def kind(make_engine: Callable[[], str | Engine]) -> str:
+    engine = make_engine()
+    return engine if isinstance(engine, str) else engine.name
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    return write_source(make_frame(ROWS, seed=8), "parquet", tmp_path_factory.mktemp("engines") / "source.parquet")
+
+
+@pytest.fixture(scope="module")
+def expected(source, tmp_path_factory) -> pl.DataFrame:
+    """The sequential engine's output: what every engine must reproduce bit for bit."""
+    result = job(source, tmp_path_factory.mktemp("engines") / "sequential", "sequential").run(progress=None)
+    assert result.status == "succeeded", result.errors
+    return result.read().collect()
+
+
+def job(source: str, output: Path, engine: str | Engine, detector: Callable = scores, **options) -> bn.BatchJob:
+    options.setdefault("backoff", bn.Backoff(base=0.0, max=0.0, jitter=False))
+    options.setdefault("resources", bn.Resources(max_workers=2))
+    return bn.BatchJob(source, str(output), detector=detector, chunk_size=CHUNK, engine=engine, **options)
+
+
+def done_parts(output: Path) -> dict[str, int]:
+    """Part file -> modification time, for the chunks the record says are done."""
+    with sqlite3.connect(Path(output, "_batchnb", "state.sqlite")) as conn:
+        names = [row[0] for row in conn.execute("SELECT part FROM chunks WHERE status = 'done'")]
+    return {name: Path(output, name).stat().st_mtime_ns for name in names}
+
+
+def wait_for_done(running: bn.BatchJob, n: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while running.status().chunks_done < n:
+        assert time.monotonic() < deadline, running.status()
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# The contract
+# --------------------------------------------------------------------------------------------------
+def test_output_equals_the_sequential_engines(make_engine, source, expected, tmp_path) -> None:
+    result = job(source, tmp_path / "out", make_engine()).run(progress=None)
+    assert result.status == "succeeded", result.errors
+    out = result.read().collect()
+    assert out.get_column("id").to_list() == list(range(ROWS))  # every row once, in input order
+    assert out.equals(expected)  # bit-identical scores
+
+    status = bn.status(tmp_path / "out")  # the counts a view shows at the end add up
+    assert (status.status, status.chunks_done, status.chunks_total) == ("succeeded", 12, 12)
+    assert (status.chunks_running, status.chunks_failed, status.rows_done, status.rows_total) == (0, 0, ROWS, ROWS)
+    assert status.percent == pytest.approx(100.0)
+    assert (result.rows_in, result.rows_out, result.chunks_done, result.retries) == (ROWS, ROWS, 12, 0)
+
+
+def test_a_failing_chunk_is_retried_then_recorded_and_a_data_error_is_not(make_engine, source, tmp_path) -> None:
+    result = job(source, tmp_path / "out", make_engine(), detector=fails, retries=RETRIES).run(progress=None)
+    assert (result.status, result.chunks_done, result.chunks_failed) == ("failed", 10, 2)
+    errors = {error.chunk: error for error in result.errors}
+    assert set(errors) == {1, 2}
+    oserror, data = errors[1], errors[2]
+    assert (oserror.type, oserror.attempts, oserror.rows) == ("OSError", 1 + RETRIES, (CHUNK, 2 * CHUNK))
+    assert "disk hiccup under chunk 1" in oserror.message and "fails" in oserror.traceback
+    assert (data.type, data.attempts, data.rows) == ("DataError", 1, (2 * CHUNK, 3 * CHUNK))
+    assert "'x2' is not a float" in data.message
+    assert result.retries == RETRIES  # only the OSError was retried
+    status = bn.status(tmp_path / "out")
+    assert (status.chunks_done, status.chunks_failed, status.chunks_running) == (10, 2, 0)
+
+
+def test_cancel_keeps_finished_parts_and_a_later_run_resumes(make_engine, source, expected, tmp_path) -> None:
+    out, release = tmp_path / "out", tmp_path / "release"
+    running = job(source, out, make_engine(), detector=Gate(release)).start(progress=None)
+    try:
+        wait_for_done(running, 2)
+        running.cancel()
+    finally:
+        release.touch()  # chunks still waiting go on (or were stopped) either way
+    cancelled = running.wait(timeout=DEADLINE_S)
+    assert cancelled.status == "cancelled" and 2 <= cancelled.chunks_done < cancelled.chunks_total
+    kept = done_parts(out)
+    assert len(kept) == cancelled.chunks_done
+
+    result = job(source, out, make_engine(), detector=Gate(release)).run(progress=None)
+    assert result.status == "succeeded" and result.read().collect().equals(expected)
+    assert {name: mtime for name, mtime in done_parts(out).items() if name in kept} == kept  # not redone
+
+
+def test_a_chunk_over_chunk_timeout_is_stopped_and_retried(make_engine, source, expected, tmp_path) -> None:
+    if kind(make_engine) not in KILLS:
+        pytest.skip("this engine cannot stop a running chunk (a thread is abandoned, not killed)")
+    hangs = HangsOnce(tmp_path / "hung")
+    resources = bn.Resources(max_workers=2, chunk_timeout=3)
+    result = job(source, tmp_path / "out", make_engine(), detector=hangs, retries=1, resources=resources).run(
+        progress=None
+    )
+    # The first attempt sleeps for an hour: the job ends only because it was stopped (the leak check
+    # then sees that no process runs it any more).
+    assert (tmp_path / "hung").exists()
+    assert result.status == "succeeded" and result.retries == 1, result.errors
+    assert result.read().collect().equals(expected)
+
+
+def test_close_leaves_nothing_running(make_engine) -> None:
+    engine = make_engine()
+    if isinstance(engine, str):
+        engine = bn.engines.create(engine)
+    assert isinstance(engine, Engine)
+    engine.open(2)
+    try:
+        futures = [engine.submit(abs, -i) for i in range(5)]
+        assert [f.result(timeout=DEADLINE_S) for f in futures] == list(range(5))
+    finally:
+        engine.close()
+    # no_leaks (conftest.py) fails this test if a batchnb thread or a worker process is still running
