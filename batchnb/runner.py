@@ -136,13 +136,13 @@ class Runner:
         self._schema = self.state.get("output_schema")
         # Driver seconds per activity, for the overhead breakdown (workers time their own steps per chunk).
         self._driver_s = {"submit": 0.0, "commit": 0.0, "progress": 0.0}
-        lanes = self._affinity_lanes()
+        lanes = self.engine.affinity_lanes()
         queue = interleave(list(todo), self._locality, lanes) if lanes > 1 else list(todo)
         queue.reverse()  # pop() from the end keeps input order
         retry_heap: list[tuple[float, int, ChunkSpec, int]] = []
         inflight: dict[Future, _Inflight] = {}
         attempts: dict[int, int] = {}
-        window = max(1, 2 * self.workers) if self.engine.name != "sequential" else 1
+        window = max(1, self.engine.in_flight_per_worker * self.workers)
         last_written = time.monotonic()
         self._report(running=0, force=True)
         lost: EngineError | None = None  # the cluster went away: the job ends failed, no chunk is to blame
@@ -169,10 +169,8 @@ class Runner:
                 self.state.mark_running(spec.index, attempt)
                 try:
                     task = self.make_task(spec)
-                    if lanes > 1:
-                        future = self.engine.submit(run_chunk, task, affinity=self._locality(spec, task))
-                    else:
-                        future = self.engine.submit(run_chunk, task)
+                    affinity = self._locality(spec, task) if lanes > 1 else None
+                    future = self.engine.submit(run_chunk, task, affinity=affinity)
                 except EngineError as exc:
                     lost = exc
                     self.state.mark([spec.index], ChunkStatus.PENDING)
@@ -229,11 +227,6 @@ class Runner:
             "free some space or use another output, then run again to resume; finished parts are kept"
         )
 
-    def _affinity_lanes(self) -> int:
-        """Worker processes of an engine that can send a chunk where its row group is cached (else 1)."""
-        lanes = getattr(self.engine, "affinity_lanes", None)
-        return (lanes() or 1) if lanes is not None else 1
-
     def _locality(self, spec: ChunkSpec, task: ChunkTask | None = None) -> Hashable | None:
         from batchnb import sources
 
@@ -245,14 +238,10 @@ class Runner:
         if now - self._polled < ENGINE_POLL_S:
             return None
         self._polled = now
-        capacity = getattr(self.engine, "capacity", None)
-        if capacity is not None:
-            slots = capacity()
-            self._window = 2 * slots if slots else None
-        check = getattr(self.engine, "check", None)
+        slots = self.engine.capacity()
+        self._window = self.engine.in_flight_per_worker * slots if slots else None
         try:
-            if check is not None:
-                check()
+            self.engine.check()
         except EngineError as exc:
             return exc
         return None
@@ -267,7 +256,7 @@ class Runner:
         rss = self._sampler.rss(self.engine.worker_pids())
         oldest = min((job.started for job in inflight.values()), default=time.monotonic())
         self.memory.observe(rss, len(inflight), oldest_s=time.monotonic() - oldest)
-        if rss <= self.memory.limit or not inflight or not getattr(self.engine, "can_kill", False):
+        if rss <= self.memory.limit or not inflight or not self.engine.can_kill:
             return rss  # an engine that cannot stop a running chunk relies on admission alone
         future, job = max(inflight.items(), key=lambda item: item[1].started)
         self.engine.cancel(future)
@@ -390,8 +379,7 @@ class Runner:
         now = time.monotonic()
         if force or not hasattr(self, "_resources"):
             self._resources = self._sampler.sample()  # a /proc walk: twice a second, not once per chunk
-            remote = getattr(self.engine, "remote_resources", None)  # cluster workers psutil cannot see
-            extra = remote() if remote is not None else None
+            extra = self.engine.remote_resources()  # cluster workers psutil cannot see
             if extra is not None:
                 self._resources = (self._resources[0] + extra[0], self._resources[1] + extra[1])
         self._rate.add(self._rows_done, now)

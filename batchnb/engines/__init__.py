@@ -1,41 +1,62 @@
-"""Engines behind one protocol; Dask and Ray are imported only when used."""
+"""Engines behind one base class and one registry; Dask and Ray are imported only when used."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from batchnb.engines.base import Engine
+from batchnb.engines.base import Engine, EngineLike, as_engine
 from batchnb.errors import ConfigError
+from batchnb.registry import Registry
 
-__all__ = ["DaskEngine", "Engine", "RayEngine", "create", "from_dict", "get", "names", "to_dict"]
+__all__ = [
+    "REGISTRY",
+    "DaskEngine",
+    "Engine",
+    "EngineLike",
+    "RayEngine",
+    "create",
+    "from_dict",
+    "get",
+    "max_workers",
+    "names",
+    "register",
+    "to_dict",
+]
 
-# name -> "module:class", imported on first use so that `import batchnb` never imports dask or ray.
-_REGISTRY: dict[str, str] = {
-    "sequential": "batchnb.engines.sequential:SequentialEngine",
-    "threads": "batchnb.engines.threads:ThreadsEngine",
-    "processes": "batchnb.engines.processes:ProcessesEngine",
-    "dask": "batchnb.engines.dask:DaskEngine",
-    "ray": "batchnb.engines.ray:RayEngine",
-}
+# Engine classes by name; plugins: entry points in the group "batchnb.engines" naming an Engine class.
+REGISTRY: Registry[type] = Registry("engines", noun="engine", hint=" or an Engine instance")
+
+
+def register(name: str, engine: type | str) -> None:
+    """Make an engine class, or ``"module:Class"`` imported on first use, available as `engine=name`."""
+    if isinstance(engine, str):
+        REGISTRY.register_lazy(name, engine)
+    else:
+        REGISTRY.register(name, engine)
 
 
 def names() -> list[str]:
-    return list(_REGISTRY)
+    return REGISTRY.names()
 
 
 def get(name: str) -> type:
-    try:
-        module, _, cls = _REGISTRY[name].partition(":")
-    except KeyError:
-        raise ConfigError(f"unknown engine {name!r}: expected one of {names()} or an Engine instance") from None
-    return getattr(importlib.import_module(module), cls)
+    return REGISTRY.get(name)
 
 
-def create(engine: str | Engine) -> Engine:
-    return get(engine)() if isinstance(engine, str) else engine
+def create(engine: str | EngineLike) -> Engine:
+    """A fresh engine for a name; an engine object as it is, behind the base's defaults if it does not subclass it."""
+    return as_engine(get(engine)() if isinstance(engine, str) else engine)
+
+
+def max_workers(engine: str | EngineLike) -> int | None:
+    """The most workers an engine can use (1 for "sequential"), known before it is created; None: no limit."""
+    if isinstance(engine, str):  # the name of an engine object the user passed is not registered
+        found: object = get(engine) if engine in REGISTRY else None
+    else:
+        found = type(engine)
+    return found.max_workers if isinstance(found, type) and issubclass(found, Engine) else None
 
 
 def to_dict(engine: str | Engine) -> str | dict[str, Any]:
@@ -58,6 +79,17 @@ def from_dict(data: Mapping[str, Any]) -> Engine:
         return get(name)(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     except TypeError as exc:
         raise ConfigError(f"engine {name!r}: {exc}") from None
+
+
+# Imported on first use, so that `import batchnb` never imports dask or ray.
+for _name, _target in (
+    ("sequential", "batchnb.engines.sequential:SequentialEngine"),
+    ("threads", "batchnb.engines.threads:ThreadsEngine"),
+    ("processes", "batchnb.engines.processes:ProcessesEngine"),
+    ("dask", "batchnb.engines.dask:DaskEngine"),
+    ("ray", "batchnb.engines.ray:RayEngine"),
+):
+    REGISTRY.register_lazy(_name, _target)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,34 +1,26 @@
-"""The engine protocol: submit a chunk task, get a concurrent.futures.Future, cancel, close."""
+"""The Engine base: submit a chunk task, get a concurrent.futures.Future; every capability the loop uses.
+
+Built-in engines subclass `Engine`. A third-party engine may instead be any object with the core of
+`EngineLike` (name, needs_pickle, open, submit, cancel, close): `as_engine` wraps it once, in `Adapter`,
+which supplies the defaults for what it does not define, so the runner never probes an engine.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Engine", "completed", "settle"]
+__all__ = ["Adapter", "Engine", "EngineLike", "as_engine", "completed", "settle"]
 
 
 @runtime_checkable
-class Engine(Protocol):
-    """Every engine is a `submit`-shaped seam; the runner never sees engine-specific types.
+class EngineLike(Protocol):
+    """What every engine object has, subclass of `Engine` or not."""
 
-    `open(workers)` starts pools or joins clusters, `submit(fn, arg)` returns a standard Future,
-    `cancel(future)` gives up on one task, `close()` releases what `open` took. `needs_pickle`
-    says whether tasks cross a process boundary (so callables must be cloudpickle-able).
-
-    Cluster engines may also define, and the runner calls them when present (about once a second):
-    `check()` raises `EngineError` when the cluster is gone (a future may also fail with `EngineError`):
-    the job then ends failed, its running chunks go back to pending and no attempt is spent;
-    `capacity() -> int | None` is the number of task slots, so the runner keeps that many chunks busy;
-    `remote_resources() -> (cpu_percent, rss_bytes) | None` covers workers that psutil cannot see;
-    `affinity_lanes() -> int | None` is the number of worker processes: when above one, the runner
-    deals chunks to them by locality key (see `Format.locality`) and calls `submit(fn, arg, affinity=key)`,
-    and the engine sends chunks with one key to one worker.
-    """
-
-    name: ClassVar[str]
-    needs_pickle: ClassVar[bool]
+    name: str
+    needs_pickle: bool
 
     def open(self, workers: int) -> None: ...
 
@@ -38,7 +30,108 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-    def worker_pids(self) -> list[int]: ...
+
+class Engine(ABC):
+    """Every engine is a `submit`-shaped seam; the runner never sees engine-specific types.
+
+    `open(workers)` starts pools or joins clusters, `submit(fn, arg)` returns a standard Future,
+    `cancel(future)` gives up on one task, `close()` releases what `open` took. The rest has defaults
+    that suit an engine running chunks in this process; cluster engines override them (the runner calls
+    `check`, `capacity` and `remote_resources` about once a second).
+    """
+
+    name: ClassVar[str]
+    needs_pickle: ClassVar[bool] = False  # tasks cross a process boundary: callables must be cloudpickle-able
+    max_workers: ClassVar[int | None] = None  # at most this many workers, whatever `max_workers` asks for
+    in_flight_per_worker: ClassVar[int] = 2  # chunks submitted per worker: one runs while the next waits
+    can_kill: ClassVar[bool] = False  # cancel() stops a running chunk, so the memory guard may give one back
+
+    @abstractmethod
+    def open(self, workers: int) -> None: ...
+
+    @abstractmethod
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
+        """Run `fn(arg)`; with `affinity_lanes() > 1`, chunks with one `affinity` key go to one worker."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def cancel(self, future: Future) -> None:
+        future.cancel()
+
+    def affinity_lanes(self) -> int:
+        """Worker processes that cache what they decode: above one, the runner deals chunks to them by key."""
+        return 1
+
+    def capacity(self) -> int | None:
+        """Task slots of a cluster, so the runner keeps that many chunks busy; None: `in_flight_per_worker`."""
+        return None
+
+    def check(self) -> None:
+        """Raise EngineError when the cluster is gone: the job ends failed, running chunks go back to pending."""
+        return None
+
+    def remote_resources(self) -> tuple[float, int] | None:
+        """(cpu_percent, rss_bytes) of workers that psutil cannot see from here."""
+        return None
+
+    def worker_pids(self) -> list[int]:
+        """Local worker processes, whose memory the guard adds to the driver's."""
+        return []
+
+
+class Adapter(Engine):
+    """A duck-typed engine behind the base: its own optional methods when it defines them, else the defaults."""
+
+    def __init__(self, inner: EngineLike) -> None:
+        self.inner = inner
+        self.name = inner.name  # type: ignore[misc]
+        self.needs_pickle = inner.needs_pickle  # type: ignore[misc]
+        self.can_kill = bool(getattr(inner, "can_kill", False))  # type: ignore[misc]
+        # Looked up once, here: the runner calls the base's methods and never probes an engine.
+        self._lanes = getattr(inner, "affinity_lanes", None)
+        self._capacity = getattr(inner, "capacity", None)
+        self._check = getattr(inner, "check", None)
+        self._remote = getattr(inner, "remote_resources", None)
+        self._pids = getattr(inner, "worker_pids", None)
+
+    def open(self, workers: int) -> None:
+        self.inner.open(workers)
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
+        if self._lanes is not None and affinity is not None:
+            return self.inner.submit(fn, arg, affinity=affinity)  # type: ignore[call-arg]
+        return self.inner.submit(fn, arg)
+
+    def cancel(self, future: Future) -> None:
+        self.inner.cancel(future)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def affinity_lanes(self) -> int:
+        return (self._lanes() or 1) if self._lanes is not None else 1
+
+    def capacity(self) -> int | None:
+        return self._capacity() if self._capacity is not None else None
+
+    def check(self) -> None:
+        if self._check is not None:
+            self._check()
+
+    def remote_resources(self) -> tuple[float, int] | None:
+        return self._remote() if self._remote is not None else None
+
+    def worker_pids(self) -> list[int]:
+        return self._pids() if self._pids is not None else []
+
+    def __repr__(self) -> str:
+        return f"Adapter({self.inner!r})"
+
+
+def as_engine(engine: Engine | EngineLike) -> Engine:
+    """`engine` itself when it subclasses Engine, else wrapped with the defaults."""
+    return engine if isinstance(engine, Engine) else Adapter(engine)
 
 
 def completed(fn: Callable[[Any], Any], arg: Any) -> Future:

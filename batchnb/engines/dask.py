@@ -19,12 +19,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError, Future
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
-from batchnb.engines.base import settle
+from batchnb.engines.base import Engine, settle
 from batchnb.errors import ConfigError, EngineError, describe
 
 __all__ = ["DaskEngine"]
@@ -50,7 +50,7 @@ def _chunk_key(arg: Any) -> str:
 
 
 @dataclass
-class DaskEngine:
+class DaskEngine(Engine):
     """Chunks as Dask tasks.
 
     Parameters
@@ -164,10 +164,10 @@ class DaskEngine:
             return None
 
     # --- tasks ---------------------------------------------------------------------------------------
-    def affinity_lanes(self) -> int | None:
+    def affinity_lanes(self) -> int:
         """Worker processes: chunks sharing an affinity key are sent to one of them."""
         info = self._scheduler_info()
-        return len(info.get("workers", {})) if info is not None else None
+        return (len(info.get("workers", {})) or 1) if info is not None else 1
 
     def _home(self, affinity: Any) -> str | None:
         """The worker for this key: the one it went to before if still there, else the next in turn. The runner
@@ -185,7 +185,7 @@ class DaskEngine:
             self._homes[affinity] = home
         return home
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Any = None) -> Future:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
         import cloudpickle
 
         from batchnb.engines.processes import call_pickled

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
+from batchnb.engines.base import Engine
 from batchnb.engines.pool import WorkerPool
 
 __all__ = ["ProcessesEngine", "call_pickled"]
@@ -19,7 +20,7 @@ def call_pickled(payload: bytes) -> Any:
     return fn(arg)
 
 
-class ProcessesEngine:
+class ProcessesEngine(Engine):
     name = "processes"
     needs_pickle = True
     can_kill = True  # cancel() kills the worker running the chunk
@@ -30,11 +31,11 @@ class ProcessesEngine:
     def open(self, workers: int) -> None:
         self._pool = WorkerPool(workers)
 
-    def affinity_lanes(self) -> int | None:
+    def affinity_lanes(self) -> int:
         """Each worker process caches the row groups it decodes: chunks of one group go to one worker."""
-        return len(self._pool.pids()) if self._pool is not None else None
+        return len(self._pool.pids()) if self._pool is not None else 1
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Any = None) -> Future:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
         assert self._pool is not None, "open() first"
         return self._pool.submit(fn, arg, affinity)
 

@@ -22,12 +22,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError, Future
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
-from batchnb.engines.base import settle
+from batchnb.engines.base import Engine, settle
 from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["RayEngine"]
@@ -44,7 +44,7 @@ _connected: str | None = None  # what batchnb connected this process to ("local"
 
 
 @dataclass
-class RayEngine:
+class RayEngine(Engine):
     """Chunks as Ray tasks.
 
     Parameters
@@ -114,7 +114,7 @@ class RayEngine:
             _connected = None
 
     # --- tasks ---------------------------------------------------------------------------------------
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
         import cloudpickle
 
         assert self._task is not None, "open() first"

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
-from batchnb.engines.base import completed
+from batchnb.engines.base import Engine, completed
 
 __all__ = ["SequentialEngine"]
 
 
-class SequentialEngine:
+class SequentialEngine(Engine):
     name = "sequential"
-    needs_pickle = False
+    max_workers = 1
+    in_flight_per_worker = 1  # a chunk runs inside submit(): nothing to keep waiting
 
     def open(self, workers: int) -> None:
         pass
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
         return completed(fn, arg)
-
-    def cancel(self, future: Future) -> None:
-        future.cancel()
 
     def close(self) -> None:
         pass
-
-    def worker_pids(self) -> list[int]:
-        return []

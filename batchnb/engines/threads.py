@@ -7,16 +7,17 @@ failed attempt, its late result is ignored, and `close()` does not wait for it. 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from batchnb.engines.base import Engine
 
 __all__ = ["ThreadsEngine"]
 
 
-class ThreadsEngine:
+class ThreadsEngine(Engine):
     name = "threads"
-    needs_pickle = False
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
@@ -26,7 +27,7 @@ class ThreadsEngine:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batchnb-chunk")
         self._abandoned.clear()
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
         assert self._pool is not None, "open() first"
         return self._pool.submit(fn, arg)
 
@@ -39,6 +40,3 @@ class ThreadsEngine:
             stuck = any(not f.done() for f in self._abandoned)
             self._pool.shutdown(wait=not stuck, cancel_futures=True)
             self._pool = None
-
-    def worker_pids(self) -> list[int]:
-        return []

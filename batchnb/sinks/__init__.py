@@ -13,8 +13,9 @@ import polars as pl
 
 from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
 from batchnb.errors import ConfigError
+from batchnb.registry import Registry
 
-__all__ = ["Sink", "check_readable", "get", "part_name", "runs_code", "scan_parts", "write_atomic"]
+__all__ = ["REGISTRY", "Sink", "check_readable", "get", "names", "part_name", "runs_code", "scan_parts", "write_atomic"]
 
 
 @dataclass(frozen=True)
@@ -92,32 +93,35 @@ def _read_pickle(path: str) -> pl.DataFrame:
     return pl.from_pandas(pd.read_pickle(path), include_index=False)
 
 
-_SINKS = {
-    s.name: s
-    for s in (
-        # Snappy, the Parquet default of pyarrow, pandas and Spark: encoding a part costs 40 % less CPU
-        # than zstd (level 1) for about 13 % more bytes on float data (benchmarks/README.md).
-        Sink(
-            "parquet",
-            ".parquet",
-            lambda f, p: f.write_parquet(p, compression="snappy"),
-            lambda ps, schema: pl.scan_parquet(ps),
-            lambda q, p: q.sink_parquet(p, compression="snappy"),
-        ),
-        Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps, schema: pl.scan_csv(ps, schema=schema)),
-        Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps, schema: pl.scan_ndjson(ps, schema=schema)),
-        Sink("feather", ".feather", lambda f, p: f.write_ipc(p), lambda ps, schema: pl.scan_ipc(ps)),
-        Sink("hdf5", ".h5", _write_hdf5, _deferred_scan(_read_hdf5)),
-        Sink("pickle", ".pkl", _write_pickle, _deferred_scan(_read_pickle)),
-    )
-}
+_BUILT_IN = (
+    # Snappy, the Parquet default of pyarrow, pandas and Spark: encoding a part costs 40 % less CPU
+    # than zstd (level 1) for about 13 % more bytes on float data (benchmarks/README.md).
+    Sink(
+        "parquet",
+        ".parquet",
+        lambda f, p: f.write_parquet(p, compression="snappy"),
+        lambda ps, schema: pl.scan_parquet(ps),
+        lambda q, p: q.sink_parquet(p, compression="snappy"),
+    ),
+    Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps, schema: pl.scan_csv(ps, schema=schema)),
+    Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps, schema: pl.scan_ndjson(ps, schema=schema)),
+    Sink("feather", ".feather", lambda f, p: f.write_ipc(p), lambda ps, schema: pl.scan_ipc(ps)),
+    Sink("hdf5", ".h5", _write_hdf5, _deferred_scan(_read_hdf5)),
+    Sink("pickle", ".pkl", _write_pickle, _deferred_scan(_read_pickle)),
+)
+
+# Output formats by name; plugins: entry points in the group "batchnb.sinks" naming a Sink.
+REGISTRY: Registry[Sink] = Registry("sinks", noun="output format")
+for _sink in _BUILT_IN:
+    REGISTRY.register(_sink.name, _sink)
 
 
 def get(name: str) -> Sink:
-    try:
-        return _SINKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown output format {name!r}: expected one of {list(_SINKS)}") from None
+    return REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return REGISTRY.names()
 
 
 def part_name(index: int, sink: Sink) -> str:
@@ -125,7 +129,8 @@ def part_name(index: int, sink: Sink) -> str:
 
 
 def _names(prefix: str) -> re.Pattern[str]:
-    extensions = "|".join(re.escape(s.extension.lstrip(".")) for s in _SINKS.values())
+    # The built-in extensions, known at import (reading the plugins' entry points waits for a lookup).
+    extensions = "|".join(re.escape(s.extension.lstrip(".")) for s in _BUILT_IN)
     return re.compile(rf"{prefix}\.({extensions})")
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from batchnb import storage
 from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
-from batchnb.errors import ConfigError, SourceError
+from batchnb.errors import SourceError
 from batchnb.plan import DatasetInfo
+from batchnb.registry import Registry
 from batchnb.sources.base import Format, fingerprint, resolve_paths
 from batchnb.sources.csv import CSV
 from batchnb.sources.feather import Feather
@@ -19,6 +20,7 @@ from batchnb.sources.pickle import Pickle
 from batchnb.sources.staging import stage
 
 __all__ = [
+    "REGISTRY",
     "Format",
     "check_trusted",
     "fingerprint",
@@ -31,23 +33,20 @@ __all__ = [
     "restage",
 ]
 
-_REGISTRY: dict[str, Format] = {}
+# Input formats by name; plugins: entry points in the group "batchnb.sources" naming a Format.
+REGISTRY: Registry[Format] = Registry("sources", noun="format")
 
 
 def register(fmt: Format) -> Format:
-    _REGISTRY[fmt.name] = fmt
-    return fmt
+    return REGISTRY.register(fmt.name, fmt)
 
 
 def get(name: str) -> Format:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown format {name!r}: expected one of {names()}") from None
+    return REGISTRY.get(name)
 
 
 def names() -> list[str]:
-    return list(_REGISTRY)
+    return REGISTRY.names()
 
 
 def detect_format(paths: tuple[str, ...]) -> str:
