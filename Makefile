@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-quick lint install clean
+.PHONY: demo test test-fast bench bench-quick lint typecheck structure install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,16 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick
 
 lint: $(STAMP)
-	$(BIN)/ruff check batchnb tests benchmarks
+	$(BIN)/ruff check batchnb tests benchmarks tools
+	$(BIN)/ruff format --check batchnb tests benchmarks tools
+
+# Not part of `lint` until the package checks clean (configured in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+# Import cycles inside batchnb/, and modules, classes and functions over their size limits; exit 1 if any.
+structure: $(STAMP)
+	$(BIN)/python tools/structure.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

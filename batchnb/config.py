@@ -359,7 +359,7 @@ class JobConfig:
                 msg = f"cannot tell the format of {bad!r} from its suffix: pass `format=` one of {list(INPUT_FORMATS)}"
                 raise ConfigError(msg)
             if len(formats) > 1:
-                raise ConfigError(f"`source` mixes formats {sorted(formats)}: one job reads one format")
+                raise ConfigError(f"`source` mixes formats {sorted(f for f in formats if f)}: one job reads one format")
             if formats:
                 object.__setattr__(self, "format", formats.pop())
 

@@ -32,14 +32,13 @@ _OPTIONS = {f.name: f for f in dataclasses.fields(JobConfig)}
 # `JobConfig`'s defaults, read once so that `BatchJob`'s signature shows them without restating them. Those made
 # by a factory are frozen dataclasses (Backoff, Resources), safe to share; read_options' dict is not shared.
 _DEFAULT: dict[str, Any] = {
-    name: field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+    name: field.default_factory() if callable(field.default_factory) else field.default
     for name, field in _OPTIONS.items()
-    if name != "read_options"
-    and (field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING)
+    if name != "read_options" and (field.default is not dataclasses.MISSING or callable(field.default_factory))
 }
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """The options in a .json, .toml or .yaml file: a table of option names, or a ConfigError saying why not."""
     path = Path(path)
     if not path.exists():
