@@ -34,13 +34,10 @@ def kernel() -> str:
 
 def execute(name: str, tmp_path: Path, kernel: str, **parameters) -> nbformat.NotebookNode:
     out = tmp_path / f"executed-{name}"
-    t0 = time.monotonic()
     papermill.execute_notebook(
         str(ROOT / "notebooks" / name), str(out), parameters=parameters, kernel_name=kernel, cwd=str(tmp_path),
         progress_bar=False, execution_timeout=300,
     )  # fmt: skip
-    elapsed = time.monotonic() - t0
-    assert elapsed < 120, f"{name} took {elapsed:.0f} s: a notebook must run in under 2 minutes by default"
     return nbformat.read(out, as_version=4)
 
 

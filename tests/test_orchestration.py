@@ -191,7 +191,10 @@ def test_a_slow_pipeline_on_a_fast_schedule_skips_overlapping_runs(source, tmp_p
     pipe.add(_job(source, tmp_path / "slow", name="slow", detector=lambda df: (time.sleep(0.5), slow(df))[1]))
     schedule = pipe.schedule(cron="* * * * * *")
     try:
-        time.sleep(4.5)
+        schedule.wait_for_runs(1, timeout=60)
+        deadline = time.monotonic() + 60  # a tick fires every second; the run takes longer than one
+        while schedule.skipped_overlaps < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         schedule.stop()
     assert schedule.skipped_overlaps >= 1
