@@ -14,6 +14,7 @@ Which engines can kill a running chunk is a table here (`KILLS`): the Engine pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -119,9 +120,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 # --------------------------------------------------------------------------------------------------
 # Engines
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    """One embedded Dask cluster (with nannies, so a stuck worker can be restarted) for the module."""
+@contextlib.contextmanager
+def dask_cluster() -> Iterator[str]:
+    """An embedded Dask cluster (with nannies, so a stuck worker can be restarted); yields its address."""
     dask = pytest.importorskip("dask")
     from distributed import LocalCluster
     from distributed.utils import _offload_executor
@@ -136,9 +137,9 @@ def dask_address() -> Iterator[str]:
         cluster.close()
 
 
-@pytest.fixture(scope="module")
+@contextlib.contextmanager
 def ray_local() -> Iterator[None]:
-    """The local Ray a RayEngine starts once per process, started here once for the module."""
+    """The local Ray a RayEngine starts once per process, started here before the leak check looks."""
     pytest.importorskip("ray")
     from batchnb.engines.ray import RayEngine
 
@@ -161,23 +162,25 @@ ENGINE_CASES = [
 ]
 
 
-@pytest.fixture(params=ENGINE_CASES)
-def make_engine(request) -> Callable[[], str | Engine]:
-    """A factory of fresh engines of one kind (a job closes its engine at the end of each run)."""
+@pytest.fixture(scope="module", params=ENGINE_CASES)
+def make_engine(request) -> Iterator[Callable[[], str | Engine]]:
+    """A factory of fresh engines of one kind (a job closes its engine at the end of each run). Module scope:
+    a cluster starts once for all the tests of its engine, before the leak check of the first one."""
     name = request.param
     if name == "dask":
         from batchnb.engines.dask import DaskEngine
 
-        address = request.getfixturevalue("dask_address")
-        return lambda: DaskEngine(address)
-    if name == "ray":
+        with dask_cluster() as address:
+            yield lambda: DaskEngine(address)
+    elif name == "ray":
         from batchnb.engines.ray import RayEngine
 
-        request.getfixturevalue("ray_local")
-        return lambda: RayEngine()
-    if name == "third_party":
-        return PoolEngine
-    return lambda: name
+        with ray_local():
+            yield lambda: RayEngine()
+    elif name == "third_party":
+        yield PoolEngine
+    else:
+        yield lambda: name
 
 
 def kind(make_engine: Callable[[], str | Engine]) -> str:
