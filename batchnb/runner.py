@@ -209,7 +209,9 @@ class Runner:
                 self._driver_s["commit"] += time.perf_counter() - t
                 self._counts[ChunkStatus.DONE.value] = self._counts.get(ChunkStatus.DONE.value, 0) + len(finished)
                 self._rows_done += sum(o.rows_in for o in finished)
-            due = time.monotonic() - last_written >= PROGRESS_EVERY_S
+            # An engine that runs the next chunk inside submit() keeps the driver there for a whole chunk:
+            # write what just finished now, or bn.status() would show it only after that chunk.
+            due = time.monotonic() - last_written >= PROGRESS_EVERY_S or bool(finished and self.engine.runs_inline)
             if due or finished:
                 t = time.perf_counter()
                 self._report(running=len(inflight), force=due)
