@@ -362,6 +362,7 @@ def _unwrap(error: BaseException) -> BaseException:
 
     if isinstance(error, RayTaskError) and isinstance(error.cause, BaseException):
         cause = error.cause
-        cause.__cause__ = RemoteTraceback(error.traceback_str)
+        # Ray's RayTaskError(<cause's class>) instances keep no traceback_str; their message holds the trace.
+        cause.__cause__ = RemoteTraceback(vars(error).get("traceback_str") or str(error))
         return cause
     return error
