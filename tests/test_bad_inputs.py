@@ -427,8 +427,14 @@ def test_hdf5_with_two_tables_needs_key(tmp_path):
     assert type(err.value) is bn.SourceError
     check_message(err.value, names=("store.h5", "train", "holdout", "key"))
     result = run(
-        bn.BatchJob(src, tmp_path / "out2", engine="sequential", chunk_size=CHUNK, read_options={"key": "holdout"},
-                    allow_pickle=True)
+        bn.BatchJob(
+            src,
+            tmp_path / "out2",
+            engine="sequential",
+            chunk_size=CHUNK,
+            read_options={"key": "holdout"},
+            allow_pickle=True,
+        )
     )
     assert result.status == "succeeded"
     assert result.rows_out == 100
