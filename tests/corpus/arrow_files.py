@@ -100,20 +100,18 @@ def feather_file(table_fn, name: str = "a.feather", **options):
     return make
 
 
-def ipc_stream(folder: Path) -> str:
-    table = base()
-    with pa.OSFile(str(folder / "a.arrow"), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=600):
-            writer.write_batch(batch)
-    return str(folder / "a.arrow")
+def ipc_batches(name: str, new_writer, max_chunksize: int):
+    """The base table written record batch by record batch, as an IPC file or stream (`ipc.new_file` or
+    `ipc.new_stream`)."""
 
+    def make(folder: Path) -> str:
+        table = base()
+        with pa.OSFile(str(folder / name), "wb") as sink, new_writer(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=max_chunksize):
+                writer.write_batch(batch)
+        return str(folder / name)
 
-def ipc_small_batches(folder: Path) -> str:
-    table = base()
-    with pa.OSFile(str(folder / "a.ipc"), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=333):
-            writer.write_batch(batch)
-    return str(folder / "a.ipc")
+    return make
 
 
 def parquet_glob(*tables):
@@ -184,8 +182,8 @@ ARROW: list[Entry] = [
       for codec in ("lz4", "zstd", "uncompressed")],
     _e("pa-feather-typed", feather_file(typed_table), fmt="feather"),
     _e("pa-feather-nested", feather_file(nested), fmt="feather"),
-    _e("pa-ipc-file-small-batches", ipc_small_batches, fmt="feather"),
-    _e("pa-ipc-stream", ipc_stream, fmt="feather", expect=ok_or(bn.SourceError, "a.arrow", "stream"),
+    _e("pa-ipc-file-small-batches", ipc_batches("a.ipc", ipc.new_file, 333), fmt="feather"),
+    _e("pa-ipc-stream", ipc_batches("a.arrow", ipc.new_stream, 600), fmt="feather", expect=ok_or(bn.SourceError, "a.arrow", "stream"),
        reference=lambda p: pl.read_ipc_stream(p)),
     _e("pa-glob-same-schema", parquet_glob(lambda i: base(700, seed=i), lambda i: base(900, seed=i),
                                            lambda i: base(400, seed=i))),
