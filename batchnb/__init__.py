@@ -5,11 +5,10 @@ from batchnb.config import Backoff, JobConfig, Resources
 from batchnb.detectors import list_detectors
 from batchnb.errors import BatchError, ChunkError, ConfigError, DataError, EngineError, JobStateError, SourceError
 from batchnb.job import BatchJob
-from batchnb.monitor import status
 from batchnb.pipeline import Pipeline, PipelineResult
 from batchnb.plan import Plan
-from batchnb.progress import Progress
 from batchnb.queue import JobHandle, JobQueue
+from batchnb.record.snapshot import Progress, status
 from batchnb.result import JobResult, VerifyReport
 
 __version__ = "0.1.0"

@@ -11,9 +11,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from batchnb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchnb.engines.base import Engine
 
 __all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "Backoff", "JobConfig", "Resources", "parse_memory"]
 
@@ -144,12 +147,10 @@ class Resources:
                 msg = f"`{name}` must be a positive number of seconds or None, got {value!r}"
                 raise ConfigError(msg)
 
-    def workers(self, engine: str) -> int:
-        from batchnb import engines
-
+    def workers(self, engine: Engine) -> int:
+        """Workers to start: `max_workers` (default: the CPU count), at most as many as the engine can use."""
         wanted = self.max_workers or os.cpu_count() or 1
-        limit = engines.max_workers(engine)
-        return min(wanted, limit) if limit is not None else wanted
+        return min(wanted, engine.max_workers) if engine.max_workers is not None else wanted
 
     def memory_bytes(self) -> int:
         return parse_memory(self.memory_limit)
@@ -310,7 +311,7 @@ class JobConfig:
             )
             raise ConfigError(msg)
         from batchnb import sinks
-        from batchnb.lock import check_overlap
+        from batchnb.driver.lock import check_overlap
 
         items = (self.source,) if isinstance(self.source, str) else self.source
         check_overlap(self.output, items, part=sinks.part_name(0, sinks.get(self.output_format)))

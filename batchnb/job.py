@@ -1,4 +1,4 @@
-"""BatchJob: a small facade that wires config -> plan -> runner -> state -> views."""
+"""BatchJob: the facade a notebook holds. It validates a `JobConfig` and hands it to the driver, never itself."""
 
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never
 
-from batchnb import engines, sources
 from batchnb.config import Backoff, InputFormat, JobConfig, OutputFormat, Resources
-from batchnb.errors import ConfigError, JobStateError, SourceError, converted
-from batchnb.lock import JobLock
-from batchnb.plan import DatasetInfo, Plan, decoded_bytes_per_row, plan_warnings
-from batchnb.progress import Progress
+from batchnb.errors import ConfigError, JobStateError
+from batchnb.plan import Plan
+from batchnb.record.snapshot import Progress
 from batchnb.result import JobResult, VerifyReport
-from batchnb.state import JobState
-from batchnb.status import ChunkStatus
 
 if TYPE_CHECKING:
     from batchnb.detectors import Detector
@@ -184,58 +180,11 @@ class BatchJob:
             detector = getattr(c.detector, "__qualname__", type(c.detector).__name__)
         return f"BatchJob({c.source!r}, {c.output!r}, detector={detector!r}, chunk_size={c.chunk_size}, engine={c.engine_name!r})"
 
-    # --- planning ----------------------------------------------------------------------------------
-    def _open_dataset(self) -> DatasetInfo:
-        return sources.open_dataset(
-            self.config.source,
-            self.config.format,
-            self.config.read_options,
-            workdir=Path(self.output, "_batchnb", "converted"),
-            allow_pickle=self.config.allow_pickle,
-        )
-
-    def _check_output(self, *, resolve: bool = False) -> tuple[str, ...]:
-        """The output overlaps no source file or directory, and is new, empty or a batchnb output.
-
-        Returns the source's files when it resolved them (always with `resolve`, else only for local sources).
-        """
-        from batchnb.lock import check_output
-
-        items = (self.config.source,) if isinstance(self.config.source, str) else self.config.source
-        local = [i for i in items if "://" not in i]
-        paths = sources.resolve_paths(self.config.source) if local or resolve else ()
-        check_output(self.output, (*paths, *(i for i in local if os.path.isdir(i))))
-        return paths
-
     def plan(self) -> Plan:
         """The chunk plan, its memory estimates, recommendations and warnings, without running anything."""
-        from batchnb.scoring import callable_detector, check_picklable, resolve_columns
+        from batchnb.driver.prepare import plan
 
-        self._check_output()  # planning may stage copies of compressed inputs in the output
-        with converted(SourceError, f"cannot read the source {self.config.source!r}"):
-            info = self._open_dataset()
-            resolve_columns(self.config, info)
-            chunks = sources.get(info.format).plan(info, self.config.chunk_size)
-        resources = self.config.resources
-        plan = Plan(
-            dataset=info.for_workers(),
-            chunk_size=self.config.chunk_size,
-            chunks=chunks,
-            workers=resources.workers(self.config.engine_name),
-            cpu_count=os.cpu_count() or 1,
-            memory_limit=resources.memory_bytes(),
-            bytes_per_row=decoded_bytes_per_row(info.schema),
-        )
-        unpicklable = None
-        if callable_detector(self.config) and engines.create(self.config.engine).needs_pickle:
-            try:
-                check_picklable(self.config.detector, self.config.engine_name)
-            except ConfigError as exc:
-                unpicklable = str(exc)
-        pickle_input = self.config.format == "pickle"
-        return dataclasses.replace(
-            plan, warnings=plan_warnings(plan, pickle_input=pickle_input, unpicklable=unpicklable)
-        )
+        return plan(self.config)
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, progress: ProgressMode = "auto", restart: bool = False) -> JobResult:
@@ -301,15 +250,13 @@ class BatchJob:
 
     def _execute(self, view, *, restart: bool = False, only_failed: bool = False) -> JobResult:
         """One pass under the driver lock; the view is closed and shown the outcome whatever happens."""
-        from batchnb.execution import execute
+        from batchnb.driver.run import run_job
 
         result, error = None, None
         try:
-            paths = self._check_output(resolve=True)  # the source's files, resolved once for this run
-            with JobLock(self.output):
-                execute(self, paths=paths, restart=restart, cancel=self._cancel, on_progress=view.update if view else None,
-                        only_failed=only_failed)  # fmt: skip
-            result = self._result = JobResult.from_state(self.output, allow_pickle=self.config.allow_pickle)
+            on_progress = view.update if view else None
+            result = self._result = run_job(self.config, cancel=self._cancel, on_progress=on_progress,
+                                            restart=restart, only_failed=only_failed)  # fmt: skip
             return result
         except BaseException as exc:
             error = exc
@@ -358,21 +305,13 @@ class BatchJob:
 
     def skip(self, chunk_ids: Iterable[int]) -> None:
         """Mark chunks skipped so the job can succeed without them."""
-        from batchnb.lock import check_owned
+        from batchnb.driver.run import skip_chunks
 
-        ids = sorted({int(i) for i in chunk_ids})
-        check_owned(self.output)
-        with JobLock(self.output), JobState.open(self.output, create=True) as state:
-            known = {c.index for c in state.chunks()}
-            unknown = [i for i in ids if i not in known]
-            if unknown:
-                raise ConfigError(f"chunk(s) {unknown} are not in the plan of {self.output!r} (0..{len(known) - 1})")
-            state.mark(ids, ChunkStatus.SKIPPED)
-            state.set(skipped=sorted(set(state.get("skipped", [])) | set(ids)))
+        skip_chunks(self.output, chunk_ids)
 
     # --- looking at it -------------------------------------------------------------------------------
     def status(self) -> Progress:
-        from batchnb.monitor import status
+        from batchnb.record.snapshot import status
 
         return status(self.output, missing_ok=True)
 

@@ -1,12 +1,13 @@
-"""Chunk descriptions: what a worker needs to read its own chunk, and nothing else."""
+"""The plan of a job before it runs: its chunks, what they will cost, and what to change when that is too much."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChunkSpec", "DatasetInfo", "Piece", "Plan", "decoded_bytes_per_row", "plan_warnings"]
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo
+
+__all__ = ["Plan", "decoded_bytes_per_row", "plan_warnings"]
 
 _WIDTHS = {"Float32": 4, "Int32": 4, "UInt32": 4, "Int16": 2, "UInt16": 2, "Int8": 1, "UInt8": 1, "Boolean": 1}
 
@@ -14,63 +15,6 @@ _WIDTHS = {"Float32": 4, "Int32": 4, "UInt32": 4, "Int16": 2, "UInt16": 2, "Int8
 def decoded_bytes_per_row(schema: dict[str, str]) -> float:
     """In-memory bytes per row, from the schema (8 bytes a number, 32 a string)."""
     return float(sum(_WIDTHS.get(t, 32 if t == "String" else 8) for t in schema.values()) or 8)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Piece:
-    """A contiguous run inside one file: rows for row formats, bytes for text formats."""
-
-    path: str
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChunkSpec:
-    """Chunk `index`: input rows `rows` of the dataset, read from `pieces`."""
-
-    index: int
-    pieces: tuple[Piece, ...]
-    rows: tuple[int, int]
-    nbytes: int
-
-    @property
-    def n_rows(self) -> int:
-        return self.rows[1] - self.rows[0]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ChunkSpec:
-        data = json.loads(text)
-        pieces = tuple(Piece(**p) for p in data["pieces"])
-        return cls(index=data["index"], pieces=pieces, rows=tuple(data["rows"]), nbytes=data["nbytes"])
-
-
-@dataclass(frozen=True, kw_only=True)
-class DatasetInfo:
-    """What the driver learnt from metadata: shared by every chunk of the job."""
-
-    format: str
-    paths: tuple[str, ...]
-    schema: dict[str, str]  # column -> polars dtype, as text so it crosses JSON and processes
-    read_options: dict[str, Any] = field(default_factory=dict)
-    total_rows: int = 0
-    total_bytes: int = 0
-    dtypes: str = ""  # the exact schema (sources.base.schema_to_ipc); `schema` is its readable form
-
-    def for_workers(self) -> DatasetInfo:
-        """Without driver-only state (keys starting with "__"), so tasks stay small."""
-        options = {k: v for k, v in self.read_options.items() if not k.startswith("__")}
-        return DatasetInfo(**{**self.__dict__, "read_options": options})
-
-    def polars_schema(self):
-        import polars as pl
-
-        from batchnb.sources.base import schema_of
-
-        return schema_of(self.dtypes, self.schema) or pl.Schema()
 
 
 @dataclass(frozen=True, kw_only=True)

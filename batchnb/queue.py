@@ -15,8 +15,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from batchnb.config import Resources, parse_memory
+from batchnb.driver.run import run_job
 from batchnb.errors import ConfigError, JobStateError
-from batchnb.progress import Progress
+from batchnb.record.snapshot import Progress, status
 from batchnb.result import JobResult
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class JobHandle:
         self._done = threading.Event()
         self.state = "queued"  # queued -> running -> finished | cancelled
         self.result_: JobResult | None = None
+        self._cancel = threading.Event()
         self.error: BaseException | None = None
         self.workers = 0
 
@@ -46,7 +48,7 @@ class JobHandle:
             return Progress(name=self.name, status="pending")
         if self.state == "cancelled" and self.result_ is None:
             return Progress(name=self.name, status="cancelled")
-        return self.job.status()
+        return status(self.job.output, missing_ok=True)
 
     def wait(self, timeout: float | None = None) -> JobResult:
         if not self._done.wait(timeout):
@@ -108,18 +110,13 @@ class JobQueue:
             thread.start()
 
     def _run(self, handle: JobHandle) -> None:
-        from batchnb.job import BatchJob
-
         config = handle.job.config
         resources = Resources(**{
             **dataclasses.asdict(config.resources), "max_workers": handle.workers, "memory_limit": self.memory_limit,
         })  # fmt: skip
-        job = BatchJob.__new__(BatchJob)
-        job.__dict__.update(handle.job.__dict__)
-        job.config = dataclasses.replace(config, resources=resources)  # same identity: budget is not part of it
-        handle.job = job
+        config = dataclasses.replace(config, resources=resources)  # same identity: budget is not part of it
         try:
-            handle.result_ = job.run(progress=None)
+            handle.result_ = run_job(config, cancel=handle._cancel)
         except BaseException as exc:  # noqa: BLE001 - delivered by wait()
             handle.error = exc
         finally:
@@ -140,7 +137,7 @@ class JobQueue:
                 handle._done.set()
                 return
         if handle.state == "running":
-            handle.job.cancel()
+            handle._cancel.set()
 
     def status(self) -> list[dict]:
         """Every job of the queue with its state and progress: the queue's state, visible like a job's."""

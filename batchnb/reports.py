@@ -19,10 +19,10 @@ from typing import Any
 import polars as pl
 
 from batchnb.errors import ConfigError, JobStateError
-from batchnb.progress import Progress
+from batchnb.record.snapshot import Progress
+from batchnb.record.status import JobStatus
+from batchnb.record.store import JobState, state_path
 from batchnb.result import JobResult, VerifyReport, read_output
-from batchnb.state import JobState, state_path
-from batchnb.status import JobStatus
 
 __all__ = [
     "ReportData",
@@ -114,7 +114,7 @@ def make_report(
 @contextlib.contextmanager
 def _fresh_file(path: Path, *, where: str) -> Iterator[Path]:
     """A new empty file beside `path`, renamed onto it when the block ends without error."""
-    from batchnb.lock import atomic_file
+    from batchnb.files import atomic_file
 
     with contextlib.ExitStack() as stack:
         try:
@@ -270,7 +270,7 @@ def _cutoff(state: JobState) -> float | None:
 
 def load(output: str | Path) -> ReportData:
     """Read the job's record in `output` (read-only; safe while the driver writes)."""
-    from batchnb.monitor import status
+    from batchnb.record.snapshot import status
 
     output = str(output)
     progress = status(output)

@@ -9,9 +9,9 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.errors import ChunkError
-from batchnb.sources.base import schema_of
-from batchnb.state import JobState
-from batchnb.status import ChunkStatus
+from batchnb.record.status import ChunkStatus
+from batchnb.record.store import JobState
+from batchnb.sources.schema import schema_of
 
 __all__ = ["JobResult", "VerifyReport", "read_output"]
 

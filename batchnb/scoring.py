@@ -14,7 +14,7 @@ from batchnb.config import JobConfig
 from batchnb.detectors import IQR, MAD, Detector, FittedDetector, ZScore, flag_cutoff
 from batchnb.detectors import get as get_detector
 from batchnb.errors import ConfigError
-from batchnb.plan import DatasetInfo
+from batchnb.sources.dataset import DatasetInfo
 
 __all__ = ["check_picklable", "fit_detector", "fit_to_json", "fitted_from_json", "resolve_columns", "stored_cutoff"]
 

@@ -8,9 +8,9 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.checksum import file_checksum
+from batchnb.record.status import ChunkStatus
+from batchnb.record.store import JobState
 from batchnb.result import VerifyReport
-from batchnb.state import JobState
-from batchnb.status import ChunkStatus
 
 __all__ = ["verify"]
 

@@ -218,7 +218,7 @@ def batchnb_case(
 def breakdown(out: Path) -> dict:
     """Where a job's time went, from its own state: preparation (seconds), and per chunk (milliseconds)
     the worker's read/score/write/checksum/rename and the driver's submit/commit/progress."""
-    from batchnb.state import JobState
+    from batchnb.record.store import JobState
 
     with JobState.open(str(out)) as state:
         per_chunk = state.timings()

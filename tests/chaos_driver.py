@@ -63,7 +63,7 @@ def _install_traps() -> None:
         os.replace = replace
         return
 
-    from batchnb.state import JobState
+    from batchnb.record.store import JobState
 
     armed = {"before_commit": False}
     real_tx = JobState._tx

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 import batchnb as bn
-from batchnb.state import JobState
-from batchnb.status import ChunkStatus
+from batchnb.record.status import ChunkStatus
+from batchnb.record.store import JobState
 
 N_ROWS = 3_000
 CHUNK = 1_000

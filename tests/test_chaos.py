@@ -37,8 +37,8 @@ import pytest
 import batchnb as bn
 from batchnb.checksum import file_checksum
 from batchnb.errors import JobStateError
-from batchnb.state import JobState, state_path
-from batchnb.status import ChunkStatus
+from batchnb.record.status import ChunkStatus
+from batchnb.record.store import JobState, state_path
 
 pytestmark = pytest.mark.slow
 

@@ -410,11 +410,11 @@ def test_resources_bad_values(field, bad):
 
 
 def test_resources_workers():
-    assert bn.Resources(max_workers=3).workers("threads") == 3
-    assert bn.Resources(max_workers=3).workers("processes") == 3
-    assert bn.Resources().workers("threads") == (os.cpu_count() or 1)
-    assert bn.Resources().workers("processes") == (os.cpu_count() or 1)
-    assert bn.Resources().workers("sequential") == 1
+    assert bn.Resources(max_workers=3).workers(bn.engines.create("threads")) == 3
+    assert bn.Resources(max_workers=3).workers(bn.engines.create("processes")) == 3
+    assert bn.Resources().workers(bn.engines.create("threads")) == (os.cpu_count() or 1)
+    assert bn.Resources().workers(bn.engines.create("processes")) == (os.cpu_count() or 1)
+    assert bn.Resources().workers(bn.engines.create("sequential")) == 1
 
 
 @pytest.mark.parametrize(("field", "bad"), [("base", -0.1), ("max", -1.0), ("factor", 0.5)])
@@ -636,3 +636,22 @@ def test_callable_detector_is_the_same_job_in_a_new_process(tmp_path, module):
             assert len(before) == 3
         else:
             assert part_ids(out) == before, "the second process recomputed the parts"
+
+
+def test_resources_workers_capped_by_the_engine_not_its_name():
+    """An engine that is registered nowhere still caps the workers it is given."""
+
+    class OneAtATime(bn.engines.Engine):
+        name = "one-at-a-time"
+        max_workers = 1
+
+        def open(self, workers):
+            pass
+
+        def submit(self, fn, arg, *, affinity=None):
+            raise NotImplementedError
+
+        def close(self):
+            pass
+
+    assert bn.Resources(max_workers=4).workers(OneAtATime()) == 1

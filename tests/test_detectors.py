@@ -392,7 +392,7 @@ def test_parquet_parts_streamed_in_one_query_equal_the_eager_path(kind, frame, s
     eager = run_job(sources["parquet"], tmp_path / "f", detector=kind, engine="threads", output_format="feather")
     assert streamed.anomalies == eager.anomalies and streamed.rows_out == eager.rows_out == frame.height
     polars.testing.assert_frame_equal(streamed.read().collect(), eager.read().collect())
-    from batchnb.state import JobState
+    from batchnb.record.store import JobState
 
     with JobState.open(tmp_path / "p") as state:  # the streamed path really ran: scoring timed inside the write
         assert all(t["score"] == 0.0 for t in state.timings())

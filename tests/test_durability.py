@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 import batchnb as bn
-from batchnb.state import JobState
+from batchnb.record.store import JobState
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -25,8 +25,9 @@ import pytest
 from polars.exceptions import PanicException
 
 import batchnb as bn
-from batchnb import sinks, sources, state
+from batchnb import sinks, sources
 from batchnb.cli import main
+from batchnb.record import store
 
 CHUNK = 1_000
 N_ROWS = 3 * CHUNK
@@ -139,7 +140,7 @@ def held_write_lock(tmp_path, src, monkeypatch):
     """A finished job whose state another process holds a write transaction on."""
     out = tmp_path / "out"
     assert run(bn.BatchJob(src, out, engine="sequential", chunk_size=CHUNK)).ok
-    monkeypatch.setattr(state, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.05)
     code = (
         "import sqlite3, sys\n"
         "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
@@ -213,14 +214,14 @@ class _FullDisk:
 def test_full_disk_while_writing_the_state(tmp_path, src, monkeypatch, capsys):
     out = tmp_path / "out"
     connect = sqlite3.connect
-    monkeypatch.setattr(state.sqlite3, "connect", lambda *a, **k: _FullDisk(connect(*a, **k)))
+    monkeypatch.setattr(store.sqlite3, "connect", lambda *a, **k: _FullDisk(connect(*a, **k)))
     job = bn.BatchJob(src, out, engine="sequential", chunk_size=CHUNK)
     with pytest.raises(bn.JobStateError, match=r"disk is full.*free space") as info:
         run(job)
     assert str(out) in str(info.value)
     code, err = cli(capsys, "run", src, out, "--chunk-size", CHUNK, "--engine", "sequential", "--no-progress")
     assert_one_line(code, err, "disk is full", str(out))
-    monkeypatch.setattr(state.sqlite3, "connect", connect)
+    monkeypatch.setattr(store.sqlite3, "connect", connect)
     assert bn.status(out).status == "failed"
     again = run(job)
     assert again.ok and again.rows_out == N_ROWS and again.chunks_done == 3
@@ -298,7 +299,7 @@ def test_data_error_and_converted_panic_pickle(tmp_path, src, monkeypatch, dumps
     assert type(back) is bn.DataError and isinstance(back, ValueError | bn.SourceError)
     assert str(back) == "row 7: 'x' is not a float"
 
-    from batchnb.task import run_chunk
+    from batchnb.driver.task import run_chunk
 
     job = bn.BatchJob(src, tmp_path / "out", engine="sequential", chunk_size=CHUNK)
     spec = job.plan().chunks[0]
@@ -316,7 +317,7 @@ def test_chunk_error_after_a_panic_pickles_where_tblib_keeps_causes(tmp_path, sr
     cannot be pickled) would stop the chunk's error from reaching the driver."""
     from tblib import pickling_support
 
-    from batchnb.task import run_chunk
+    from batchnb.driver.task import run_chunk
 
     pickling_support.install()
 
@@ -337,7 +338,7 @@ def test_chunk_error_after_a_panic_pickles_where_tblib_keeps_causes(tmp_path, sr
 
 
 def _task(job: bn.BatchJob, spec):
-    from batchnb.task import ChunkTask
+    from batchnb.driver.task import ChunkTask
 
     plan = job.plan()
     return ChunkTask(spec=spec, dataset=plan.dataset, scorer=lambda df: df, keep=(), output=job.output,
@@ -377,9 +378,9 @@ def test_library_error_sampling_and_fitting(tmp_path, src, monkeypatch):
     with pytest.raises(bn.SourceError, match=r"sampling.*ArrowInvalid: CSV parse error"):
         run(bn.BatchJob(src, tmp_path / "out", engine="sequential", chunk_size=CHUNK))
     monkeypatch.undo()
-    from batchnb import execution
+    from batchnb.driver import prepare
 
-    monkeypatch.setattr(execution, "fit_detector", _raise(PanicException("index out of bounds")))
+    monkeypatch.setattr(prepare, "fit_detector", _raise(PanicException("index out of bounds")))
     with pytest.raises(bn.ConfigError, match=r"could not be fitted.*PanicException: index out of bounds"):
         run(bn.BatchJob(src, tmp_path / "out2", engine="sequential", chunk_size=CHUNK))
     assert bn.status(tmp_path / "out2").status == "failed"

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_frame, write_source
 
 import batchnb as bn
-from batchnb.monitor import ChunkBoard
+from batchnb.record.snapshot import ChunkBoard
 from batchnb.views.panels import errors_html, status_html
 
 HOSTILE = [

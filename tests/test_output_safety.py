@@ -16,9 +16,11 @@ import polars as pl
 import pytest
 
 import batchnb as bn
-from batchnb import reports, state
-from batchnb.monitor import ChunkMonitor
+from batchnb import reports
 from batchnb.pipeline import Pipeline
+from batchnb.record import store
+from batchnb.record.snapshot import ChunkMonitor
+from batchnb.record.store import state_path
 
 N_ROWS = 3_000
 CHUNK = 1_000
@@ -128,7 +130,7 @@ def test_report_links_are_replaced_never_written_through(tmp_path, done, monkeyp
     "name", ["../sentinel.txt", "/etc/hostname", "part-000000.parquet/../../x", "part-000009.parquet"]
 )
 def test_part_names_from_a_state_are_confined_to_the_output(tmp_path, done, source, sentinel, name):
-    with sqlite3.connect(state.state_path(done)) as conn:
+    with sqlite3.connect(state_path(done)) as conn:
         conn.execute("UPDATE chunks SET part = ? WHERE idx = 0", (name,))
     for action in (lambda: bn.BatchJob(source, done, chunk_size=CHUNK).read().collect(),
                    lambda: bn.BatchJob(source, done, chunk_size=CHUNK).verify(),
@@ -274,7 +276,7 @@ def test_a_state_that_cannot_be_opened_read_write_is_opened_immutable(done, monk
             raise sqlite3.OperationalError("unable to open database file")
         return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
 
-    monkeypatch.setattr(state, "_open", read_only_storage)
+    monkeypatch.setattr(store, "_open", read_only_storage)
     assert bn.status(done).status == "succeeded"
     assert opened[-1].endswith("?mode=ro&immutable=1")
     (done / "_batchnb" / "state.sqlite-wal").write_bytes(b"uncommitted")  # a writer may be active: no shortcut
@@ -312,7 +314,7 @@ def test_a_pipeline_name_is_one_safe_file_name(tmp_path, name):
 
 @pytest.mark.parametrize(("table", "column"), [("meta", "value"), ("chunks", "status"), ("chunks", "timings")])
 def test_bytes_where_the_state_holds_text_are_a_job_state_error(done, table, column):
-    with sqlite3.connect(state.state_path(done)) as conn:
+    with sqlite3.connect(state_path(done)) as conn:
         conn.execute(f"UPDATE {table} SET {column} = CAST(? AS TEXT)", (b"\x80\x05payload",))
     actions = [lambda: reports.load(done)]  # reads every table
     actions += [lambda: bn.JobResult.from_state(done)] if column != "timings" else []

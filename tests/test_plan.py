@@ -79,8 +79,8 @@ def test_plan_renders_as_html_with_the_recommendation(parquet, tmp_path):
 
 def test_interleave_deals_runs_of_a_key_to_lanes_in_turn() -> None:
     """Chunks sharing a row group stay in order on one lane; `lanes` row groups are in flight at once."""
-    from batchnb.plan import ChunkSpec
-    from batchnb.runner import interleave
+    from batchnb.driver.loop import interleave
+    from batchnb.sources.dataset import ChunkSpec
 
     specs = [ChunkSpec(index=i, pieces=(), rows=(i, i + 1), nbytes=0) for i in range(11)]
     group = {i: i // 3 for i in range(9)}  # groups 0,0,0 1,1,1 2,2,2; chunks 9 and 10 have no key

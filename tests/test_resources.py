@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import batchnb as bn
-from batchnb.memory import SETTLE_S, MemoryGuard, recommend_chunk_size
+from batchnb.driver.memory import SETTLE_S, MemoryGuard, recommend_chunk_size
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -13,7 +13,8 @@ from conftest import run_job
 
 import batchnb as bn
 from batchnb.sources import open_dataset
-from batchnb.sources.base import conform, exact_range, unify_schemas, widen
+from batchnb.sources.base import conform, exact_range
+from batchnb.sources.schema import unify_schemas, widen
 
 FORMATS = ("parquet", "feather", "hdf5", "pickle")
 SUFFIX = {"parquet": ".parquet", "feather": ".feather", "hdf5": ".h5", "pickle": ".pkl"}

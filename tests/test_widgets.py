@@ -19,10 +19,10 @@ import pytest
 from jupyter_kernel import venv_kernel
 
 import batchnb as bn
-from batchnb.monitor import ChunkBoard, ChunkMonitor
-from batchnb.plan import ChunkSpec, Piece
-from batchnb.state import JobState
-from batchnb.status import ChunkStatus
+from batchnb.record.snapshot import ChunkBoard, ChunkMonitor
+from batchnb.record.status import ChunkStatus
+from batchnb.record.store import JobState
+from batchnb.sources.dataset import ChunkSpec, Piece
 from batchnb.views import detect, make_view
 from batchnb.views.form import JobForm
 from batchnb.views.live import LiveView
@@ -454,7 +454,7 @@ def test_view_keeps_its_last_board_when_the_state_becomes_unreadable(sources, tm
     def unreadable(self):
         raise bn.JobStateError("the job state is unreadable")
 
-    monkeypatch.setattr("batchnb.monitor.ChunkMonitor.board", unreadable)
+    monkeypatch.setattr("batchnb.record.snapshot.ChunkMonitor.board", unreadable)
     view.tick(force=True)  # neither raises nor blanks what it showed
     view.close()
     assert "class=done" in view.chunk_map.value

@@ -19,7 +19,6 @@ __all__ = [
     "create",
     "from_dict",
     "get",
-    "max_workers",
     "names",
     "register",
     "to_dict",
@@ -48,15 +47,6 @@ def get(name: str) -> type:
 def create(engine: str | EngineLike) -> Engine:
     """A fresh engine for a name; an engine object as it is, behind the base's defaults if it does not subclass it."""
     return as_engine(get(engine)() if isinstance(engine, str) else engine)
-
-
-def max_workers(engine: str | EngineLike) -> int | None:
-    """The most workers an engine can use (1 for "sequential"), known before it is created; None: no limit."""
-    if isinstance(engine, str):  # the name of an engine object the user passed is not registered
-        found: object = get(engine) if engine in REGISTRY else None
-    else:
-        found = type(engine)
-    return found.max_workers if isinstance(found, type) and issubclass(found, Engine) else None
 
 
 def to_dict(engine: str | Engine) -> str | dict[str, Any]:

@@ -152,7 +152,7 @@ def _temp_dir(output: str) -> Path:
     key = os.path.abspath(output)
     found = _TEMP_DIRS.get(key)
     if found is None:
-        from batchnb.lock import private_dir
+        from batchnb.files import private_dir
 
         found = _TEMP_DIRS[key] = private_dir(output, "tmp")
     return found
@@ -169,7 +169,7 @@ def write_atomic(
     Returns (part file name, size in bytes, checksum, seconds spent writing and hashing).
     """
     from batchnb.checksum import file_checksum
-    from batchnb.lock import atomic_file
+    from batchnb.files import atomic_file
 
     tmp_dir = _temp_dir(output)
     name = part_name(index, sink)

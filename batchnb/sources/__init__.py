@@ -8,10 +8,10 @@ from typing import Any
 from batchnb import storage
 from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
 from batchnb.errors import SourceError
-from batchnb.plan import DatasetInfo
 from batchnb.registry import Registry
 from batchnb.sources.base import Format, fingerprint, resolve_paths
 from batchnb.sources.csv import CSV
+from batchnb.sources.dataset import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.hdf5 import HDF5
 from batchnb.sources.json import NDJSON

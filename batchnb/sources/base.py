@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob
 import os
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -15,95 +14,13 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import BatchError, ConfigError, DataError, PanicException, SourceError, cause_of
-from batchnb.plan import ChunkSpec, DatasetInfo, Piece
-from batchnb.sources.schema import check_exact, exact_range, range_message, unify_schemas, widen
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
+from batchnb.sources.schema import check_exact, exact_range, range_message, schema_to_ipc, schema_to_text, unify_schemas
 
-__all__ = [
-    "Check",
-    "Format",
-    "RowFormat",
-    "dtype_from_text",
-    "dtype_to_text",
-    "polars_schema_of",
-    "reading",
-    "resolve_paths",
-    "sample_starts",
-    "schema_from_ipc",
-    "schema_of",
-    "schema_to_ipc",
-    "unify_schemas",
-    "widen",
-]
+__all__ = ["Check", "Format", "RowFormat", "conform", "reading", "resolve_paths", "sample_starts"]
 
 SAMPLE_BLOCKS = 32
 Check = tuple[Callable[[Any], bool], str]  # is the value right, and what the message says it must be
-
-_DTYPES = {str(t): t for t in (
-    pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
-    pl.Float32, pl.Float64, pl.Boolean, pl.String, pl.Date, pl.Null,
-)}  # fmt: skip
-
-
-def dtype_to_text(dtype: pl.DataType) -> str:
-    return str(dtype)
-
-
-def dtype_from_text(text: str) -> pl.DataType:
-    """Inverse of `dtype_to_text` for plain types; anything richer is read back as-is via eval-free parsing."""
-    if text in _DTYPES:
-        return _DTYPES[text]
-    if text.startswith("Datetime"):
-        unit = "us" if "us" in text else "ns" if "ns" in text else "ms"
-        return pl.Datetime(unit)
-    if text.startswith("Duration"):
-        return pl.Duration()
-    if text.startswith("Categorical") or text.startswith("Enum"):
-        return pl.String
-    return pl.String
-
-
-def schema_to_text(schema: pl.Schema) -> dict[str, str]:
-    return {name: dtype_to_text(dtype) for name, dtype in schema.items()}
-
-
-def schema_to_ipc(schema: pl.Schema) -> str:
-    """The exact schema (time zones, decimals, nesting, categories) as text that crosses JSON and Polars versions:
-    an Arrow IPC schema message, base64. Every chunk's part has the same schema: encoded once per worker."""
-    return _ipc_of(tuple(schema.items()))
-
-
-@functools.lru_cache(maxsize=64)
-def _ipc_of(columns: tuple) -> str:
-    import base64
-
-    arrow = pl.DataFrame(schema=pl.Schema(columns)).to_arrow().schema
-    return base64.b64encode(arrow.serialize().to_pybytes()).decode("ascii")
-
-
-@functools.lru_cache(maxsize=64)
-def schema_from_ipc(text: str) -> pl.Schema:
-    import base64
-
-    import pyarrow as pa
-
-    arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
-    # The names as kept: Polars renames an empty one ("" -> "column_0") when it converts Arrow data.
-    return pl.Schema(zip(arrow.names, polars_schema_of(arrow).dtypes(), strict=True))
-
-
-def schema_of(dtypes: str | None, text: dict[str, str] | None) -> pl.Schema | None:
-    """The exact schema where it was kept (`dtypes`), else its readable form parsed (states and datasets
-    recorded before exact schemas were kept); None without either."""
-    if dtypes:
-        return schema_from_ipc(dtypes)
-    return pl.Schema({name: dtype_from_text(t) for name, t in text.items()}) if text else None
-
-
-def polars_schema_of(arrow_schema) -> pl.Schema:
-    """The Polars schema of an Arrow schema (without `Schema.empty_table()`, which imports pandas)."""
-    import pyarrow as pa
-
-    return pl.from_arrow(pa.Table.from_batches([], schema=arrow_schema)).schema
 
 
 _GLOB_CHARS = set("*?[")

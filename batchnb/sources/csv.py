@@ -16,7 +16,7 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import ConfigError, DataError, PanicException, SourceError, cause_of
-from batchnb.plan import DatasetInfo, Piece
+from batchnb.sources.dataset import DatasetInfo, Piece
 from batchnb.sources.record_index import READ, lines_before, real_newlines
 from batchnb.sources.staging import origin_of
 from batchnb.sources.text import BOOL, SCHEMA, Check, ParseMode, TextFormat, dtypes_option, type_message

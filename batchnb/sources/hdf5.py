@@ -8,8 +8,8 @@ from typing import Any
 import polars as pl
 
 from batchnb.errors import SourceError, cause_of
-from batchnb.plan import DatasetInfo
 from batchnb.sources.base import RowFormat, reading
+from batchnb.sources.dataset import DatasetInfo
 
 __all__ = ["HDF5"]
 

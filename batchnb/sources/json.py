@@ -11,7 +11,7 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import ConfigError, DataError, PanicException, SourceError, cause_of
-from batchnb.plan import DatasetInfo
+from batchnb.sources.dataset import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.pickle import materialize
 from batchnb.sources.text import BOOL, SCHEMA, ParseMode, TextFormat, dtypes_option, type_message

@@ -19,8 +19,9 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import SourceError, cause_of
-from batchnb.plan import ChunkSpec, DatasetInfo
-from batchnb.sources.base import RowFormat, polars_schema_of, reading
+from batchnb.sources.base import RowFormat, reading
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo
+from batchnb.sources.schema import polars_schema_of
 
 __all__ = ["Parquet", "RowGroupCache"]
 

@@ -10,8 +10,8 @@ from typing import Any
 import polars as pl
 
 from batchnb.errors import SourceError
-from batchnb.lock import atomic_file
-from batchnb.plan import DatasetInfo
+from batchnb.files import atomic_file
+from batchnb.sources.dataset import DatasetInfo
 from batchnb.sources.feather import Feather
 
 __all__ = ["Pickle", "materialize"]

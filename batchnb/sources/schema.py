@@ -1,4 +1,5 @@
-"""One schema for the files of one dataset: a column's types widen without loss, or the dataset is refused.
+"""Schemas: their exact text form (which crosses JSON and processes), and one schema for the files of one dataset,
+whose column types widen without loss or the dataset is refused.
 
 Two widenings hold every value only for some values, so they are checked where the values are known:
 
@@ -13,13 +14,27 @@ Two widenings hold every value only for some values, so they are checked where t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import polars as pl
 
 from batchnb.errors import DataError, SourceError
 
-__all__ = ["check_exact", "exact_range", "range_message", "unify_schemas", "widen"]
+__all__ = [
+    "check_exact",
+    "dtype_from_text",
+    "dtype_to_text",
+    "exact_range",
+    "polars_schema_of",
+    "range_message",
+    "schema_from_ipc",
+    "schema_of",
+    "schema_to_ipc",
+    "schema_to_text",
+    "unify_schemas",
+    "widen",
+]
 
 _INT_BITS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.Int128: 128}
 _UINT_BITS = {pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32, pl.UInt64: 64}
@@ -139,3 +154,71 @@ def unify_schemas(named: Sequence[tuple[str, pl.Schema]]) -> pl.Schema:
             if wide != merged[name]:
                 merged[name], origin[name] = wide, path
     return pl.Schema(merged)
+
+
+_DTYPES = {str(t): t for t in (
+    pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
+    pl.Float32, pl.Float64, pl.Boolean, pl.String, pl.Date, pl.Null,
+)}  # fmt: skip
+
+
+def dtype_to_text(dtype: pl.DataType) -> str:
+    return str(dtype)
+
+
+def dtype_from_text(text: str) -> pl.DataType:
+    """Inverse of `dtype_to_text` for plain types; anything richer is read back as-is via eval-free parsing."""
+    if text in _DTYPES:
+        return _DTYPES[text]
+    if text.startswith("Datetime"):
+        unit = "us" if "us" in text else "ns" if "ns" in text else "ms"
+        return pl.Datetime(unit)
+    if text.startswith("Duration"):
+        return pl.Duration()
+    if text.startswith("Categorical") or text.startswith("Enum"):
+        return pl.String
+    return pl.String
+
+
+def schema_to_text(schema: pl.Schema) -> dict[str, str]:
+    return {name: dtype_to_text(dtype) for name, dtype in schema.items()}
+
+
+def schema_to_ipc(schema: pl.Schema) -> str:
+    """The exact schema (time zones, decimals, nesting, categories) as text that crosses JSON and Polars versions:
+    an Arrow IPC schema message, base64. Every chunk's part has the same schema: encoded once per worker."""
+    return _ipc_of(tuple(schema.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _ipc_of(columns: tuple) -> str:
+    import base64
+
+    arrow = pl.DataFrame(schema=pl.Schema(columns)).to_arrow().schema
+    return base64.b64encode(arrow.serialize().to_pybytes()).decode("ascii")
+
+
+@functools.lru_cache(maxsize=64)
+def schema_from_ipc(text: str) -> pl.Schema:
+    import base64
+
+    import pyarrow as pa
+
+    arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+    # The names as kept: Polars renames an empty one ("" -> "column_0") when it converts Arrow data.
+    return pl.Schema(zip(arrow.names, polars_schema_of(arrow).dtypes(), strict=True))
+
+
+def schema_of(dtypes: str | None, text: dict[str, str] | None) -> pl.Schema | None:
+    """The exact schema where it was kept (`dtypes`), else its readable form parsed (states and datasets
+    recorded before exact schemas were kept); None without either."""
+    if dtypes:
+        return schema_from_ipc(dtypes)
+    return pl.Schema({name: dtype_from_text(t) for name, t in text.items()}) if text else None
+
+
+def polars_schema_of(arrow_schema) -> pl.Schema:
+    """The Polars schema of an Arrow schema (without `Schema.empty_table()`, which imports pandas)."""
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.Table.from_batches([], schema=arrow_schema)).schema

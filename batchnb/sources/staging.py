@@ -28,7 +28,7 @@ from typing import IO
 from batchnb import storage
 from batchnb.config import COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
-from batchnb.lock import atomic_file, is_own
+from batchnb.files import atomic_file, is_own
 from batchnb.sources.sniff import COMPRESSIONS, check_content, kind_name, sniff, sniff_bytes
 
 __all__ = ["origin_of", "stage"]
@@ -100,7 +100,7 @@ def real_dir(workdir: Path, *names: str) -> Path:
     """The staging directory below a job's output (`_batchnb/converted`) made and checked as real directories,
     never a link planted in a received output; any other work directory as it is."""
     if workdir.parent.name == "_batchnb":
-        from batchnb.lock import private_dir
+        from batchnb.files import private_dir
 
         return private_dir(workdir.parent.parent, workdir.name, *names, purpose="a staged copy")
     path = workdir.joinpath(*names)

@@ -31,20 +31,10 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import ConfigError, DataError, PanicException, SourceError
-from batchnb.plan import ChunkSpec, DatasetInfo, Piece
-from batchnb.sources.base import (
-    SAMPLE_BLOCKS,
-    Check,
-    RowFormat,
-    conform,
-    dtype_from_text,
-    parallel_map,
-    sample_starts,
-    schema_to_ipc,
-    schema_to_text,
-    unify_schemas,
-)
+from batchnb.sources.base import SAMPLE_BLOCKS, Check, RowFormat, conform, parallel_map, sample_starts
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.record_index import READ, build_index, lines_before, offset_of_row, parity_at_start, real_newlines
+from batchnb.sources.schema import dtype_from_text, schema_to_ipc, schema_to_text, unify_schemas
 from batchnb.sources.staging import origin_of
 
 __all__ = ["BOOL", "READ", "SCHEMA", "Check", "TextFormat", "as_dtype", "dtypes_option", "type_message"]

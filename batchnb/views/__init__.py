@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from batchnb.progress import Progress
+from batchnb.record.snapshot import Progress
 from batchnb.views.detect import frontend, in_kernel
 
 __all__ = ["View", "frontend", "in_kernel", "make_view"]

@@ -232,11 +232,11 @@ class JobForm(w.VBox):
 
     def inspect_source(self, generation: int | None = None) -> None:
         """Open the source (metadata only, where the format allows) and show its format, schema and plan."""
-        from batchnb.job import BatchJob
+        from batchnb.driver.prepare import plan as plan_job
 
         job = dataclasses.replace(self.job.config, columns=None, keep=None)  # checked against the schema after
         try:
-            plan = BatchJob(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)}).plan()
+            plan = plan_job(job)
         except Exception as exc:  # noqa: BLE001 - a source that does not exist yet is fine: say so
             if generation is None or generation == self._generation:
                 self.plan, self.source_error = None, str(exc)

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from batchnb.errors import JobStateError
-from batchnb.monitor import ChunkBoard, ChunkMonitor
-from batchnb.progress import Progress
+from batchnb.record.snapshot import ChunkBoard, ChunkMonitor, Progress
 from batchnb.views.logline import SummarySlot
 from batchnb.views.panels import chunk_map_html, errors_html, stats_html, status_html
 

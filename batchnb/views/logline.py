@@ -12,8 +12,7 @@ import sys
 import time
 from typing import TextIO
 
-from batchnb.monitor import ChunkMonitor
-from batchnb.progress import Progress
+from batchnb.record.snapshot import ChunkMonitor, Progress
 from batchnb.views.detect import in_kernel
 from batchnb.views.panels import text_line
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import html
 
-from batchnb.monitor import ChunkBoard
-from batchnb.progress import Progress
+from batchnb.record.snapshot import ChunkBoard, Progress
 
 __all__ = [
     "CSS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from batchnb.progress import Progress
+from batchnb.record.snapshot import Progress
 
 __all__ = ["TerminalView"]
 

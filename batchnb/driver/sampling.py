@@ -1,51 +1,13 @@
-"""Progress snapshots (pure data) and the psutil sampling behind their CPU and memory figures."""
+"""The pace of a job and the psutil sampling behind its CPU and memory figures."""
 
 from __future__ import annotations
 
 import collections
 import os
 import time
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["Progress", "RateWindow", "ResourceSampler"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Progress:
-    """One snapshot of a job; every view (widget, tqdm, `bn.status`) renders only this."""
-
-    status: str = "pending"
-    chunks_total: int = 0
-    chunks_done: int = 0
-    chunks_failed: int = 0
-    chunks_skipped: int = 0
-    chunks_running: int = 0
-    rows_done: int = 0
-    rows_total: int = 0
-    percent: float = 0.0
-    rows_per_s: float = 0.0
-    eta_s: float | None = None
-    elapsed_s: float = 0.0
-    cpu_percent: float = 0.0
-    rss_bytes: int = 0
-    retries: int = 0
-    last_error: str | None = None
-    updated_at: float = 0.0
-    name: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **future_fields: Any) -> Progress:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in {**data, **future_fields}.items() if k in known})
-
-    def _repr_html_(self) -> str:
-        from batchnb.views.html import progress_html
-
-        return progress_html(self)
+__all__ = ["RateWindow", "ResourceSampler"]
 
 
 class RateWindow:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from batchnb.errors import ChunkError, JobStateError
-from batchnb.plan import ChunkSpec
+from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.sinks import PART_NAME  # the part names batchnb writes: a state naming any other was not written by it
-from batchnb.status import ChunkStatus, JobStatus
+from batchnb.sources.dataset import ChunkSpec
 
 __all__ = ["ChunkRecord", "JobState", "confined_part", "connect", "state_path"]
 
@@ -49,7 +49,7 @@ def state_path(output: str | Path) -> Path:
 
 def _refuse_links(path: Path) -> None:
     """sqlite follows a symlinked database or side file and writes through it (a reader too: it maps -shm)."""
-    from batchnb.lock import refuse_non_dir
+    from batchnb.files import refuse_non_dir
 
     refuse_non_dir(path.parent, path.parent.parent)
     for link in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
@@ -243,7 +243,7 @@ class JobState:
             _refuse_links(path)  # a dangling link says more than "no job"
             raise JobStateError(f"{str(output)!r} holds no batchnb job (no {path}): check the output directory")
         if create:
-            from batchnb.lock import private_dir
+            from batchnb.files import private_dir
 
             private_dir(output)
         state = cls(connect(output, create=create), path)

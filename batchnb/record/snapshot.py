@@ -1,18 +1,54 @@
-"""`bn.status(dir)`: a Progress snapshot from the state store, readable from any process."""
+"""Snapshots of a job for every view: `Progress` (and `bn.status(dir)`, readable from any process) and the chunk board."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from batchnb.driver.lock import driver_gone
 from batchnb.errors import JobStateError
-from batchnb.lock import driver_gone
-from batchnb.progress import Progress
-from batchnb.state import JobState, _Connection, connect, state_path
+from batchnb.record.store import JobState, _Connection, connect, state_path
 
-__all__ = ["ChunkBoard", "ChunkMonitor", "status"]
+__all__ = ["ChunkBoard", "ChunkMonitor", "Progress", "status"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    """One snapshot of a job; every view (widget, tqdm, `bn.status`) renders only this."""
+
+    status: str = "pending"
+    chunks_total: int = 0
+    chunks_done: int = 0
+    chunks_failed: int = 0
+    chunks_skipped: int = 0
+    chunks_running: int = 0
+    rows_done: int = 0
+    rows_total: int = 0
+    percent: float = 0.0
+    rows_per_s: float = 0.0
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    updated_at: float = 0.0
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **future_fields: Any) -> Progress:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**data, **future_fields}.items() if k in known})
+
+    def _repr_html_(self) -> str:
+        from batchnb.views.html import progress_html
+
+        return progress_html(self)
 
 
 def status(output: str | Path, *, missing_ok: bool = False) -> Progress:

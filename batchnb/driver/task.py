@@ -13,8 +13,8 @@ import polars as pl
 
 from batchnb.detectors.base import FittedDetector
 from batchnb.errors import PASS_THROUGH, DataError, describe, is_panic
-from batchnb.plan import ChunkSpec, DatasetInfo
-from batchnb.sources.base import schema_to_ipc
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo
+from batchnb.sources.schema import schema_to_ipc
 
 __all__ = ["ChunkOutcome", "ChunkTask", "apply_scorer", "run_chunk"]
 

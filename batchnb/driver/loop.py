@@ -21,14 +21,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 
 from batchnb.config import JobConfig
+from batchnb.driver.memory import MemoryGuard, recommend_chunk_size
+from batchnb.driver.sampling import RateWindow, ResourceSampler
+from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
 from batchnb.engines.base import Engine
 from batchnb.errors import ChunkError, EngineError, describe, fails_again
-from batchnb.memory import MemoryGuard, recommend_chunk_size
-from batchnb.plan import ChunkSpec
-from batchnb.progress import Progress, RateWindow, ResourceSampler
-from batchnb.state import JobState
-from batchnb.status import ChunkStatus, JobStatus
-from batchnb.task import ChunkOutcome, ChunkTask, run_chunk
+from batchnb.record.snapshot import Progress
+from batchnb.record.status import ChunkStatus, JobStatus
+from batchnb.record.store import JobState
+from batchnb.sources.dataset import ChunkSpec
 
 __all__ = ["Runner"]
 
