@@ -15,8 +15,11 @@ import multiprocessing
 import threading
 import traceback
 from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnContext
+from typing import Any
 
 import cloudpickle
 
@@ -48,6 +51,7 @@ def _worker_main(conn: Connection) -> None:
             return
         if not payload:
             return
+        reply: tuple[Any, ...]
         try:
             fn, arg = cloudpickle.loads(payload)
             reply = ("ok", fn(arg))
@@ -56,10 +60,15 @@ def _worker_main(conn: Connection) -> None:
         try:
             data = cloudpickle.dumps(reply)
         except Exception:  # noqa: BLE001 - an unpicklable exception still reports its type and message
-            exc = reply[1] if reply[0] == "err" else None
-            text = reply[2] if reply[0] == "err" else "result cannot be pickled"
-            data = cloudpickle.dumps(("err", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+            data = cloudpickle.dumps(_picklable(reply))
         conn.send_bytes(data)
+
+
+def _picklable(reply: tuple[Any, ...]) -> tuple[str, BaseException, str]:
+    """The reply as plain text when its exception or result cannot be pickled."""
+    error = reply[1] if reply[0] == "err" else None
+    text = reply[2] if reply[0] == "err" else "result cannot be pickled"
+    return ("err", RuntimeError(f"{type(error).__name__}: {error}"), text)
 
 
 def _start_failure(pid: int | None, code: int) -> str:
@@ -72,7 +81,7 @@ def _start_failure(pid: int | None, code: int) -> str:
 
 
 class _Worker:
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: SpawnContext) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="batchnb-worker")
         self.process.start()
@@ -81,7 +90,7 @@ class _Worker:
         self.started = False
 
 
-def pick(queue: deque[tuple[Future, bytes, object]], worker: object, homes: dict[object, object]) -> int:
+def pick(queue: deque[tuple[Future, bytes, object]], worker: object, homes: Mapping[object, object]) -> int:
     """Index of the queued task `worker` should run next: one whose key it holds, else one whose key no
     worker holds (it becomes this worker's), else the first in the queue."""
     unclaimed = None
@@ -106,7 +115,7 @@ class WorkerPool:
         self._collector = threading.Thread(target=self._collect, name="batchnb-pool-collector", daemon=True)
         self._collector.start()
 
-    def submit(self, fn, arg, affinity: object = None) -> Future:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, affinity: object = None) -> Future:
         future: Future = Future()
         payload = cloudpickle.dumps((fn, arg))
         with self._lock:
