@@ -85,6 +85,8 @@ def _option_flags(cls: type = JobConfig, group: str = "") -> list[tuple[str, str
             continue
         prefix = _GROUPS[group][1] if group else ""
         kind = {"help": field.metadata.get("help"), **_flag_kind(hints[field.name])}
+        if "choices" in field.metadata:  # names from a registry: the built-ins and the plugins installed
+            kind["choices"] = field.metadata["choices"]()
         if "choices" not in kind:
             kind.setdefault("metavar", field.name.upper())
         dest = f"{group}.{field.name}" if group else field.name

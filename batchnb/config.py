@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -14,51 +13,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from batchnb.errors import ConfigError
+from batchnb.formats import (  # noqa: F401 - the names sources/ imported from here before batchnb.formats held them
+    CODE_RUNNING_FORMATS,
+    COMPRESSIBLE_FORMATS,
+    COMPRESSION_SUFFIXES,
+    code_running_message,
+    format_from_suffix,
+)
+from batchnb.identity import callable_reference, import_callable, job_identity
 
 if TYPE_CHECKING:
     from batchnb.engines.base import Engine
 
-__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "Backoff", "JobConfig", "Resources", "parse_memory"]
+__all__ = ["Backoff", "InputFormat", "JobConfig", "OutputFormat", "Resources", "parse_memory"]
 
+# The built-in formats, for type hints and documentation; plugins add names (bn.sources.register, the
+# "batchnb.sources" and "batchnb.sinks" entry point groups), which `format=` and `output_format=` accept as well.
 InputFormat = Literal["csv", "parquet", "json", "pickle", "hdf5", "feather"]
 OutputFormat = Literal["parquet", "csv", "json", "feather", "hdf5", "pickle"]
-INPUT_FORMATS: tuple[str, ...] = ("csv", "parquet", "json", "pickle", "hdf5", "feather")
-OUTPUT_FORMATS: tuple[str, ...] = ("parquet", "csv", "json", "feather", "hdf5", "pickle")
-SUFFIX_FORMATS: dict[str, str] = {
-    ".csv": "csv", ".tsv": "csv",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".json": "json", ".jsonl": "json", ".ndjson": "json",
-    ".pkl": "pickle", ".pickle": "pickle",
-    ".h5": "hdf5", ".hdf5": "hdf5",
-    ".feather": "feather", ".arrow": "feather", ".ipc": "feather",
-}  # fmt: skip
-# A compressed text file is named for its content plus the compression: data.csv.gz, events.jsonl.zst.
-COMPRESSION_SUFFIXES: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz", ".zip": "zip"}
-COMPRESSIBLE_FORMATS: tuple[str, ...] = ("csv", "json")
-# Formats whose readers can run code written into the file (pickle by design; pandas opens HDF5 through PyTables,
-# which unpickles attributes stored in it): such sources and parts are read only with `allow_pickle=True`.
-CODE_RUNNING_FORMATS: dict[str, str] = {
-    "pickle": "pickle format",
-    "hdf5": "HDF5 format (pandas' reader, PyTables, unpickles attributes stored in such files)",
-}
-
-
-def code_running_message(subject: str, fmt: str, *, trust: str) -> str:
-    """Why files of a `CODE_RUNNING_FORMATS` format are refused, and the consent that reads them."""
-    return (
-        f"{subject} in {CODE_RUNNING_FORMATS[fmt]}, and reading such files can run code written by whoever made "
-        f"them: pass `allow_pickle=True` (`--allow-pickle`) if you trust {trust}"
-    )
 
 
 CHUNK_SIZE_RANGE = (1_000, 1_000_000)
-LOCAL_ENGINES = ("sequential", "threads", "processes", "dask", "ray")
+_PLUGIN_HINTS = {
+    "format": "a plugin format is added with bn.sources.register(...) or the 'batchnb.sources' entry point group",
+    "output_format": "a plugin output format is added with batchnb.sinks.register(...) or the 'batchnb.sinks' "
+    "entry point group",
+}
 
-# Options whose equality makes two runs the same job (DESIGN.md, "Job identity").
-IDENTITY_FIELDS = (
-    "source", "detector", "columns", "chunk_size", "format", "output_format", "keep",
-    "threshold", "contamination", "fit_sample", "seed", "read_options",
-)  # fmt: skip
+
+def _input_formats() -> list[str]:
+    """The `format` choices the CLI and the form offer: built-ins, registrations and installed plugins."""
+    from batchnb import sources
+
+    return sources.names()
+
+
+def _output_formats() -> list[str]:
+    from batchnb import sinks
+
+    return sinks.names()
+
+
+LOCAL_ENGINES = ("sequential", "threads", "processes", "dask", "ray")
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
@@ -166,70 +162,6 @@ def _as_source(source: Any) -> str | tuple[str, ...]:
     raise ConfigError(msg)
 
 
-def format_from_suffix(path: str) -> str | None:
-    """The format a file's name says; a compression suffix counts for CSV and NDJSON only (.csv.gz, .jsonl.zst)."""
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSION_SUFFIXES:
-        inner = SUFFIX_FORMATS.get(suffixes[-2])
-        return inner if inner in COMPRESSIBLE_FORMATS else None
-    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
-
-
-def callable_reference(fn: Callable) -> str:
-    """'module:qualname' of a function that can be imported again, else a ConfigError saying why."""
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if module in (None, "__main__") or "<lambda>" in qualname or "<locals>" in qualname:
-        msg = (
-            f"detector {qualname or fn!r} cannot be written to a config: a lambda or a function defined in a "
-            "notebook or script cannot be imported again; move it into a module and pass it from there"
-        )
-        raise ConfigError(msg)
-    return f"{module}:{qualname}"
-
-
-def import_callable(reference: str) -> Callable:
-    module_name, _, qualname = reference.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        msg = f"detector {reference!r} cannot be imported ({exc}); check the module path and function name"
-        raise ConfigError(msg) from exc
-    return obj
-
-
-def _stable_repr(value: Any) -> str:
-    """repr that does not depend on PYTHONHASHSEED (set and frozenset order does)."""
-    if isinstance(value, frozenset | set):
-        return "{" + ",".join(sorted(_stable_repr(v) for v in value)) + "}"
-    if isinstance(value, tuple):
-        return "(" + ",".join(_stable_repr(v) for v in value) + ")"
-    return repr(value)
-
-
-def code_fingerprint(fn: Callable) -> str:
-    """Qualified name and a hash of the code: the same function in a new process hashes alike."""
-    digest = hashlib.sha256()
-
-    def feed(code) -> None:
-        digest.update(code.co_code)
-        digest.update(repr(code.co_names).encode())
-        for const in code.co_consts:
-            if hasattr(const, "co_code"):
-                feed(const)
-            else:
-                digest.update(_stable_repr(const).encode())
-
-    target = getattr(fn, "__wrapped__", fn)
-    call = vars(type(target)).get("__call__")
-    code = getattr(target, "__code__", None) or getattr(call, "__code__", None)
-    if code is not None:
-        feed(code)
-    qualname = getattr(target, "__qualname__", type(target).__qualname__)
-    return f"{getattr(target, '__module__', '?')}:{qualname}#{digest.hexdigest()[:16]}"
-
-
 @dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """Everything that defines a job; the widget form, the CLI and TOML files are generated from these fields."""
@@ -240,8 +172,12 @@ class JobConfig:
     columns: tuple[str, ...] | None = field(default=None, metadata={"help": "feature columns (default: every numeric)"})
     chunk_size: int = field(default=100_000, metadata={"help": "rows per chunk, 1_000 to 1_000_000"})
     engine: Any = field(default="threads", metadata={"help": "sequential, threads, processes, dask or ray"})
-    format: InputFormat | None = field(default=None, metadata={"help": "input format when the suffix does not tell"})
-    output_format: OutputFormat = field(default="parquet", metadata={"help": "format of the result parts"})
+    format: str | None = field(
+        default=None, metadata={"help": "input format when the suffix does not tell", "choices": _input_formats}
+    )
+    output_format: str = field(
+        default="parquet", metadata={"help": "format of the result parts", "choices": _output_formats}
+    )
     keep: tuple[str, ...] | None = field(default=None, metadata={"help": "input columns copied to the output"})
     threshold: float | None = field(default=None, metadata={"help": "flag rows scoring above this"})
     contamination: float | None = field(default=None, metadata={"help": "flag this fraction of rows, in (0, 0.5)"})
@@ -346,23 +282,31 @@ class JobConfig:
             raise ConfigError(f"`engine` must be one of {list(engines.names())} or an Engine, got {self.engine!r}")
 
     def _check_formats(self) -> None:
-        if self.format is not None and self.format not in INPUT_FORMATS:
-            raise ConfigError(f"`format` {self.format!r} is unknown: expected one of {list(INPUT_FORMATS)}")
-        if self.output_format not in OUTPUT_FORMATS:
-            raise ConfigError(
-                f"`output_format` {self.output_format!r} is unknown: expected one of {list(OUTPUT_FORMATS)}"
-            )
+        """Built-in or plugin names, looked up in the registries (a plugin is read on the first unknown name)."""
+        from batchnb import sinks, sources
+
+        for name, registry in (("format", sources.REGISTRY), ("output_format", sinks.REGISTRY)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                if not isinstance(value, str):
+                    raise ConfigError(f"expected one of {registry.names()}")
+                registry.get(value)
+            except ConfigError as exc:
+                msg = f"`{name}` {value!r} is not usable: {exc}; {_PLUGIN_HINTS[name]}"
+                raise ConfigError(msg) from exc
         if self.format is None:
             paths = (self.source,) if isinstance(self.source, str) else self.source
-            formats = {format_from_suffix(p) for p in paths if Path(p).suffix}
-            if None in formats:
+            found = {format_from_suffix(p) for p in paths if Path(p).suffix}
+            if None in found:
                 bad = next(p for p in paths if Path(p).suffix and format_from_suffix(p) is None)
-                msg = f"cannot tell the format of {bad!r} from its suffix: pass `format=` one of {list(INPUT_FORMATS)}"
+                msg = f"cannot tell the format of {bad!r} from its suffix: pass `format=` one of {sources.names()}"
                 raise ConfigError(msg)
-            if len(formats) > 1:
-                raise ConfigError(f"`source` mixes formats {sorted(f for f in formats if f)}: one job reads one format")
-            if formats:
-                object.__setattr__(self, "format", formats.pop())
+            if len(found) > 1:
+                raise ConfigError(f"`source` mixes formats {sorted(f for f in found if f)}: one job reads one format")
+            if found:
+                object.__setattr__(self, "format", found.pop())
 
     def _check_read_options(self) -> None:
         """Each key the format does not honour, or a value of the wrong type, is refused by name now; a format
@@ -435,25 +379,8 @@ class JobConfig:
         return cls(**data)
 
     def identity(self) -> dict[str, Any]:
-        """What makes two runs the same job; the engine, budget and retry policy may change."""
-        ident: dict[str, Any] = {}
-        for name in IDENTITY_FIELDS:
-            value = getattr(self, name)
-            if name == "detector":
-                if isinstance(value, str):
-                    pass
-                elif getattr(value, "name", None) is not None and not callable(value):
-                    value = f"{value.name}:{getattr(value, 'params', lambda: {})()}"
-                else:
-                    value = code_fingerprint(value)
-            elif name == "source":
-                value = [
-                    p if "://" in p else os.path.abspath(p) for p in ((value,) if isinstance(value, str) else value)
-                ]
-            elif isinstance(value, tuple):
-                value = list(value)
-            ident[name] = value
-        return ident
+        """What makes two runs the same job (see batchnb.identity); the engine, budget and retry policy may change."""
+        return job_identity(self)
 
     def identity_hash(self) -> str:
         text = json.dumps(self.identity(), sort_keys=True, default=str)

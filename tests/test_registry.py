@@ -167,8 +167,8 @@ def test_built_in_engines_subclass_the_base_with_declared_defaults():
     assert (threads.affinity_lanes(), threads.capacity(), threads.check(), threads.remote_resources()) == (
         1, None, None, None,
     )  # fmt: skip
-    assert bn.Resources(max_workers=4).workers("sequential") == 1
-    assert bn.Resources(max_workers=4).workers("threads") == 4
+    assert bn.Resources(max_workers=4).workers(sequential) == 1
+    assert bn.Resources(max_workers=4).workers(threads) == 4
 
 
 def test_a_duck_typed_engine_gets_the_defaults_through_one_adapter(tmp_path):

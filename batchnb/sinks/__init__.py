@@ -11,20 +11,49 @@ from pathlib import Path
 
 import polars as pl
 
-from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
+from batchnb import formats
 from batchnb.errors import ConfigError
+from batchnb.formats import CODE_RUNNING_FORMATS, PART_NAME, TEMP_NAME, code_running_message
 from batchnb.registry import Registry
 
-__all__ = ["REGISTRY", "Sink", "check_readable", "get", "names", "part_name", "runs_code", "scan_parts", "write_atomic"]
+__all__ = [
+    "PART_NAME",
+    "REGISTRY",
+    "TEMP_NAME",
+    "Sink",
+    "check_readable",
+    "get",
+    "names",
+    "part_name",
+    "register",
+    "runs_code",
+    "scan_parts",
+    "write_atomic",
+]
 
 
 @dataclass(frozen=True)
 class Sink:
+    """One output format: how a part is written (`write`, or `write_lazy` streaming a query) and read back.
+
+    A plugin registers one in `batchnb.sinks.REGISTRY` (or the "batchnb.sinks" entry point group); its name is
+    then accepted as `output_format=`. Workers receive the Sink itself with each chunk, so one registered at
+    run time in a notebook also reaches worker processes.
+    """
+
     name: str
-    extension: str
+    extension: str  # ".parquet": a dot and 1-16 letters or digits (formats.EXTENSION)
     write: Callable[[pl.DataFrame, str], None]
     scan: Callable[[list[str], pl.Schema | None], pl.LazyFrame]
     write_lazy: Callable[[pl.LazyFrame, str], None] | None = None  # streams a query into the file
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.extension, str) or not re.fullmatch(formats.EXTENSION, self.extension):
+            msg = (
+                f"sink {self.name!r}: `extension` {self.extension!r} must be a dot and 1 to 16 letters or digits, "
+                "such as '.parquet'"
+            )
+            raise ConfigError(msg)
 
 
 def _write_hdf5(frame: pl.DataFrame, path: str) -> None:
@@ -111,9 +140,20 @@ _BUILT_IN = (
 )
 
 # Output formats by name; plugins: entry points in the group "batchnb.sinks" naming a Sink.
-REGISTRY: Registry[Sink] = Registry("sinks", noun="output format")
+def _checked(item: object) -> Sink:
+    if not isinstance(item, Sink):
+        raise ConfigError(f"an output format must be a batchnb.sinks.Sink, got {item!r}")
+    return item
+
+
+REGISTRY: Registry[Sink] = Registry("sinks", noun="output format", convert=_checked)
 for _sink in _BUILT_IN:
     REGISTRY.register(_sink.name, _sink)
+
+
+def register(sink: Sink) -> Sink:
+    """Make `sink` an output format: `output_format=sink.name` then writes and reads its parts."""
+    return REGISTRY.register(sink.name, sink)
 
 
 def get(name: str) -> Sink:
@@ -125,19 +165,7 @@ def names() -> list[str]:
 
 
 def part_name(index: int, sink: Sink) -> str:
-    return f"part-{index:06d}{sink.extension}"
-
-
-def _names(prefix: str) -> re.Pattern[str]:
-    # The built-in extensions, known at import (reading the plugins' entry points waits for a lookup).
-    extensions = "|".join(re.escape(s.extension.lstrip(".")) for s in _BUILT_IN)
-    return re.compile(rf"{prefix}\.({extensions})")
-
-
-# Every name part_name gives (group 1: the chunk index), and every temporary name write_atomic gives a part
-# (its index, the 8 hex digits that make it fresh, the sink's extension): nothing else is batchnb's to read or delete.
-PART_NAME = _names(r"part-(\d{6,})")
-TEMP_NAME = _names(r"tmp-\d{6,}-[0-9a-f]{8}")
+    return formats.part_name(index, sink.extension)
 
 
 _TEMP_DIRS: dict[str, Path] = {}  # per process: output -> its checked `_batchnb/tmp`
