@@ -24,8 +24,9 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
+from batchnb.engines._dask_cluster import connect, restart_workers
 from batchnb.engines.base import Engine, settle
-from batchnb.errors import ConfigError, EngineError, describe
+from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["DaskEngine"]
 
@@ -33,20 +34,6 @@ log = logging.getLogger("batchnb")
 
 METRICS_EVERY_S = 1.0  # scheduler_info() is one round trip to the scheduler
 CONNECT_TIMEOUT_S = 10.0  # joining a scheduler by address: connect, handshake
-
-
-def _local_pids() -> set[int]:
-    import psutil
-
-    try:
-        return {p.pid for p in psutil.Process().children(recursive=True)}
-    except psutil.Error:
-        return set()
-
-
-def _chunk_key(arg: Any) -> str:
-    index = getattr(getattr(arg, "spec", None), "index", None)
-    return f"batchnb-chunk-{index if index is not None else 'task'}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -80,33 +67,13 @@ class DaskEngine(Engine):
     _cluster: Any = field(default=None, init=False, repr=False, compare=False)
     _executor: Any = field(default=None, init=False, repr=False, compare=False)
     _own_client: bool = field(default=False, init=False, repr=False, compare=False)
-    _remote: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _restart: set = field(default_factory=set, init=False, repr=False, compare=False)
-    _metrics: tuple = field(default=(0.0, None), init=False, repr=False, compare=False)
-    _pids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _homes: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # affinity -> worker
-    _dealt: int = field(default=0, init=False, repr=False, compare=False)  # keys dealt so far
+    _remote: dict[Future, tuple[str, Future]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _restart: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _workers: _Workers | None = field(default=None, init=False, repr=False, compare=False)
+    _dealer: _Dealer = field(default_factory=lambda: _Dealer(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        embedded_only = {
-            "n_workers": self.n_workers,
-            "threads_per_worker": self.threads_per_worker,
-            "adapt": self.adapt,
-        }
-        given = [k for k, v in embedded_only.items() if v is not None]
-        if self.address is not None and given:
-            msg = f"DaskEngine: {', '.join(f'`{k}`' for k in given)} only apply to an embedded cluster (no `address`): size your own cluster where you start it"
-            raise ConfigError(msg)
-        if self.adapt is not None:
-            lo, hi = self.adapt
-            if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi and hi >= 1):
-                raise ConfigError(
-                    f"DaskEngine: `adapt` must be (minimum, maximum) workers with 0 <= minimum <= maximum, maximum >= 1, got {self.adapt!r}"
-                )
-        for key in ("n_workers", "threads_per_worker"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"DaskEngine: `{key}` must be a positive integer, got {value!r}")
+        _check_options(self)
 
     # --- life cycle ----------------------------------------------------------------------------------
     def open(self, workers: int) -> None:
@@ -116,31 +83,17 @@ class DaskEngine(Engine):
             raise EngineError("engine 'dask' needs dask.distributed: pip install 'batchnb[dask]'") from exc
         self._remote.clear()
         self._restart.clear()
-        self._metrics = (0.0, None)
-        self._pids.clear()
-        self._homes.clear()
-        self._dealt = 0
-        if self.address is not None:
-            self._client, self._own_client = _join(self.address), True
-        elif (current := _default_client()) is not None:
-            log.info("engine 'dask': using this process's default Dask client (%s)", current.scheduler.address)
-            self._client, self._own_client = current, False
-        else:
-            n = self.n_workers or (self.adapt[0] if self.adapt else workers)
-            self._cluster = _start_local(n, self.threads_per_worker or 1, self.adapt)
-            try:
-                self._client, self._own_client = _join(self._cluster), True
-            except EngineError:
-                self._cluster.close()
-                self._cluster = None
-                raise
-        if self._cluster is None:
-            _warn_if_scheduler_retries(self._client)
+        self._dealer = _Dealer()
+        n = self.n_workers or (self.adapt[0] if self.adapt else workers)
+        connection = connect(self.address, n_workers=n, threads_per_worker=self.threads_per_worker or 1,
+                             adapt=self.adapt, timeout=CONNECT_TIMEOUT_S)  # fmt: skip
+        self._client, self._cluster, self._own_client = connection.client, connection.cluster, connection.own_client
+        self._workers = _Workers(self._client)
         self._executor = self._client.get_executor(pure=False, retries=0)
 
     def close(self) -> None:
         client, cluster = self._client, self._cluster
-        self._client = self._cluster = self._executor = None
+        self._client = self._cluster = self._executor = self._workers = None
         self._remote.clear()
         if client is None:
             return
@@ -169,22 +122,6 @@ class DaskEngine(Engine):
         info = self._scheduler_info()
         return (len(info.get("workers", {})) or 1) if info is not None else 1
 
-    def _home(self, affinity: Any) -> str | None:
-        """The worker for this key: the one it went to before if still there, else the next in turn. The runner
-        deals keys to as many lanes as there are workers, so dealing them in turn keeps every worker busy."""
-        info = self._scheduler_info()
-        workers = sorted(info.get("workers", {})) if info is not None else []
-        if affinity is None or not workers:
-            return None
-        home = self._homes.get(affinity)
-        if home not in workers:
-            home = workers[self._dealt % len(workers)]
-            self._dealt += 1
-            if len(self._homes) > 4096:  # keys of finished row groups are never asked for again
-                self._homes.clear()
-            self._homes[affinity] = home
-        return home
-
     def submit(self, fn: Callable[[Any], Any], arg: Any, *, affinity: Hashable | None = None) -> Future:
         import cloudpickle
 
@@ -194,9 +131,10 @@ class DaskEngine(Engine):
         self.check()
         if self._restart:
             stuck, self._restart = self._restart, set()
-            _restart_workers(self._client, stuck)
+            restart_workers(self._client, stuck)
         key = _chunk_key(arg)
-        home = self._home(affinity)
+        info = self._scheduler_info()
+        home = self._dealer.home(affinity, sorted(info.get("workers", {})) if info is not None else [])
         where = {"workers": [home], "allow_other_workers": True} if home is not None else {}
         try:
             inner = self._executor.submit(call_pickled, cloudpickle.dumps((fn, arg)), key=key, **where)
@@ -264,160 +202,120 @@ class DaskEngine(Engine):
 
     def remote_resources(self) -> tuple[float, int] | None:
         """CPU% and RSS of the workers psutil cannot see from here, from the scheduler's worker metrics."""
-        if self._cluster is not None:
+        if self._cluster is not None or self._workers is None:
             return None  # an embedded cluster's workers are this process's children: psutil counts them
-        info = self._scheduler_info()
-        if info is None:
-            return None
-        local = _local_pids()
-        cpu, rss = 0.0, 0
-        for address, worker in info.get("workers", {}).items():
-            if self._pids.get(address) in local:
-                continue  # a worker this process started itself: already counted by psutil
-            metrics = worker.get("metrics", {})
-            cpu += float(metrics.get("cpu", 0.0))
-            rss += int(metrics.get("memory", 0))
-        return cpu, rss
+        return self._workers.remote_usage()
 
-    def _scheduler_info(self) -> dict | None:
-        """The scheduler's view of its workers (nthreads, metrics), at most once a second."""
-        at, info = self._metrics
-        if info is not None and time.monotonic() - at < METRICS_EVERY_S:
-            return info
-        client = self._client
-        if client is None or client.status != "running":
-            return None
-        try:
-            info = client.scheduler_info(n_workers=-1)
-            workers = info.get("workers", {})
-            unknown = [a for a, w in workers.items() if a not in self._pids and w.get("host") in _local_hosts()]
-            if unknown:  # pids tell this machine's workers apart from the ones psutil already counts
-                self._pids.update(client.run(os.getpid, workers=unknown))
-        except Exception:  # noqa: BLE001 - metrics are best effort
-            return None
-        self._metrics = (time.monotonic(), info)
-        return info
+    def _scheduler_info(self) -> dict[str, Any] | None:
+        return self._workers.info() if self._workers is not None else None
 
     def worker_pids(self) -> list[int]:
         """Local worker processes (embedded cluster): what the memory guard adds to the driver's RSS."""
         return sorted(_local_pids()) if self._cluster is not None else []
 
 
-# --- helpers ------------------------------------------------------------------------------------------
-def _join(address: Any) -> Any:
-    from distributed import Client
-
-    if isinstance(address, str):
-        _probe(address)
-    try:
-        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
-    except Exception as exc:  # OSError, TimeoutError, or a protocol error from a stranger
-        msg = (
-            f"cannot reach the Dask scheduler at {address!r}: {type(exc).__name__}: {exc}; is it running, and "
-            "is the address right?"
-        )
-        raise EngineError(msg) from exc
-
-
-def _probe(address: str) -> None:
-    """Fail fast, with the reason, when `address` is no Dask scheduler.
-
-    distributed's Client waits for the server's handshake without a time limit and reads whatever arrives as
-    the length of a message: a server of another kind hangs it or makes it allocate exabytes. A scheduler
-    writes its handshake as soon as it accepts: the first 8 bytes are that message's length, a few hundred.
-    """
-    import socket
-    import struct
-
-    from distributed.comm.addressing import parse_address, parse_host_port
-
-    scheme, location = parse_address(address)
-    if scheme not in ("tcp", "tls"):
-        return  # inproc, ucx, ws: the Client's own checks apply
-    host, port = parse_host_port(location)
-    hint = "check the address (host and port of the scheduler, default port 8786) and that the scheduler runs"
-    try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
-    except OSError as exc:
-        raise EngineError(f"cannot reach the Dask scheduler at {address!r} ({describe(exc)}): {hint}") from exc
-    with sock:
-        if scheme == "tls":
-            return  # the TLS handshake comes first; the Client checks the rest
-        header = b""
-        try:
-            while len(header) < 8 and (data := sock.recv(8 - len(header))):
-                header += data
-        except OSError:  # a timeout: the server waits for us to speak first, which a scheduler never does
-            pass
-    size = struct.unpack("<Q", header)[0] if len(header) == 8 else None
-    if size is None or not 0 < size < 2**20:
-        got = f"it sent {header[:8]!r}" if header else f"it sent nothing within {CONNECT_TIMEOUT_S:g}s"
-        raise EngineError(f"{address!r} is not a Dask scheduler ({got}): {hint}")
-
-
-def _start_local(n_workers: int, threads_per_worker: int, adapt: tuple[int, int] | None) -> Any:
-    """A LocalCluster with everything on loopback, whose scheduler lets batchnb do all the retrying."""
-    import dask
-    from distributed import LocalCluster
-
-    # A task whose worker died fails at once, so that batchnb's retry policy is the only one.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        try:
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads_per_worker,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                silence_logs=logging.ERROR,
+def _check_options(engine: DaskEngine) -> None:
+    """Options that size an embedded cluster are refused with an address, and must be sizes."""
+    embedded_only = {
+        "n_workers": engine.n_workers,
+        "threads_per_worker": engine.threads_per_worker,
+        "adapt": engine.adapt,
+    }
+    given = [k for k, v in embedded_only.items() if v is not None]
+    if engine.address is not None and given:
+        msg = f"DaskEngine: {', '.join(f'`{k}`' for k in given)} only apply to an embedded cluster (no `address`): size your own cluster where you start it"
+        raise ConfigError(msg)
+    if engine.adapt is not None:
+        lo, hi = engine.adapt
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi and hi >= 1):
+            raise ConfigError(
+                f"DaskEngine: `adapt` must be (minimum, maximum) workers with 0 <= minimum <= maximum, maximum >= 1, got {engine.adapt!r}"
             )
-        except Exception as exc:
-            raise EngineError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from exc
-    if adapt is not None:
-        cluster.adapt(minimum=adapt[0], maximum=adapt[1])
-    return cluster
+    for key in ("n_workers", "threads_per_worker"):
+        value = getattr(engine, key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"DaskEngine: `{key}` must be a positive integer, got {value!r}")
 
 
-def _restart_workers(client: Any, workers: set[str]) -> None:
-    """Restart the workers that run abandoned chunks (through their nannies)."""
+@dataclass
+class _Dealer:
+    """Affinity keys (row groups) to workers: a key stays with the worker it went to while that worker is
+    there, a new key goes to the next worker in turn. The runner deals keys to as many lanes as there are
+    workers, so dealing them in turn keeps every worker busy."""
+
+    homes: dict[Hashable, str] = field(default_factory=dict)
+    dealt: int = 0  # keys dealt so far
+
+    def home(self, affinity: Hashable | None, workers: list[str]) -> str | None:
+        if affinity is None or not workers:
+            return None
+        home = self.homes.get(affinity)
+        if home not in workers:
+            home = workers[self.dealt % len(workers)]
+            self.dealt += 1
+            if len(self.homes) > 4096:  # keys of finished row groups are never asked for again
+                self.homes.clear()
+            self.homes[affinity] = home
+        return home
+
+
+@dataclass
+class _Workers:
+    """The scheduler's view of its workers (threads, metrics), asked at most once a second, and the pids of
+    the workers on this machine, which psutil counts already."""
+
+    client: Any
+    fetched: tuple[float, dict[str, Any] | None] = (0.0, None)
+    pids: dict[str, int] = field(default_factory=dict)  # worker address -> pid, for this machine's workers
+
+    def info(self) -> dict[str, Any] | None:
+        at, info = self.fetched
+        if info is not None and time.monotonic() - at < METRICS_EVERY_S:
+            return info
+        if self.client.status != "running":
+            return None
+        try:
+            info = self.client.scheduler_info(n_workers=-1)
+            workers = info.get("workers", {})
+            unknown = [a for a, w in workers.items() if a not in self.pids and w.get("host") in _local_hosts()]
+            if unknown:  # pids tell this machine's workers apart from the ones psutil already counts
+                self.pids.update(self.client.run(os.getpid, workers=unknown))
+        except Exception:  # noqa: BLE001 - metrics are best effort
+            return None
+        self.fetched = (time.monotonic(), info)
+        return info
+
+    def remote_usage(self) -> tuple[float, int] | None:
+        """CPU% and RSS summed over the workers that are not this process's children."""
+        info = self.info()
+        if info is None:
+            return None
+        local = _local_pids()
+        cpu, rss = 0.0, 0
+        for address, worker in info.get("workers", {}).items():
+            if self.pids.get(address) in local:
+                continue  # a worker this process started itself: already counted by psutil
+            metrics = worker.get("metrics", {})
+            cpu += float(metrics.get("cpu", 0.0))
+            rss += int(metrics.get("memory", 0))
+        return cpu, rss
+
+
+def _chunk_key(arg: Any) -> str:
+    index = getattr(getattr(arg, "spec", None), "index", None)
+    return f"batchnb-chunk-{index if index is not None else 'task'}-{uuid.uuid4().hex[:8]}"
+
+
+def _local_pids() -> set[int]:
+    import psutil
+
     try:
-        result = client.restart_workers(sorted(workers), timeout=30, raise_for_error=False)
-    except Exception as exc:  # noqa: BLE001 - e.g. workers without a nanny
-        result = {w: f"{type(exc).__name__}: {exc}" for w in workers}
-    failed = {w: r for w, r in (result or {}).items() if r != "OK"}
-    if failed:
-        log.warning("engine 'dask': could not restart workers running abandoned chunks (%s); "
-                    "they finish those chunks before taking new ones", failed)  # fmt: skip
-
-
-def _warn_if_scheduler_retries(client: Any) -> None:
-    try:
-        allowed = client.run_on_scheduler(_allowed_failures)
-    except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler keeps its secrets
-        return
-    if allowed:
-        log.warning(
-            "engine 'dask': the scheduler reruns a task whose worker died up to %s times by itself "
-            "(distributed.scheduler.allowed-failures); set DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 "
-            "where it starts so that batchnb's `retries` and `backoff` are the only retry policy",
-            allowed,
-        )
-
-
-def _default_client() -> Any:
-    from distributed import default_client
-
-    try:
-        return default_client()
-    except ValueError:
-        return None
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
 
 
 def _local_hosts() -> set[str]:
     import socket
 
     return {"127.0.0.1", "localhost", socket.gethostname()}
-
-
-def _allowed_failures(dask_scheduler: Any) -> int:
-    return dask_scheduler.allowed_failures
