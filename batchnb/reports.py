@@ -11,10 +11,10 @@ import bisect
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -23,6 +23,9 @@ from batchnb.record.snapshot import Progress
 from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState, state_path
 from batchnb.result import JobResult, VerifyReport, read_output
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 __all__ = [
     "ReportData",
@@ -240,9 +243,9 @@ class ReportData:
         return rows
 
 
-def _rows(state: JobState, sql: str, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+def _rows(state: JobState, table: str, columns: Mapping[str, PolarsDataType]) -> pl.DataFrame:
     """A table of the record; empty while a job that is just starting has not created it."""
-    rows = state.rows(sql)
+    rows = state.report_table(table)
     try:
         return pl.DataFrame(rows, schema=columns, orient="row")
     except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:  # bytes or text where numbers belong
@@ -278,18 +281,9 @@ def load(output: str | Path) -> ReportData:
     with JobState.open(output) as state:
         config = state.get("config", {}) or {}
         cutoff = _cutoff(state)
-        chunks = _rows(
-            state,
-            "SELECT idx, status, attempts, row_start, row_stop, rows_in, rows_out, anomalies, started, finished,"
-            " seconds, timings, worker FROM chunks ORDER BY idx",
-            _CHUNK_COLUMNS,
-        )
-        timeline = _rows(state, "SELECT * FROM timeline ORDER BY at", _TIMELINE_COLUMNS)
-        attempts = _rows(
-            state,
-            "SELECT chunk, attempt, at, type, message, traceback, delay FROM attempts ORDER BY at",
-            _ATTEMPT_COLUMNS,
-        )
+        chunks = _rows(state, "chunks", _CHUNK_COLUMNS)
+        timeline = _rows(state, "timeline", _TIMELINE_COLUMNS)
+        attempts = _rows(state, "attempts", _ATTEMPT_COLUMNS)
     return ReportData(
         output=output, status=progress.status, progress=progress,
         result=result, config=config, chunks=_split_timings(chunks), timeline=timeline, attempts=attempts,

@@ -150,7 +150,7 @@ def discard(output: str) -> None:
     if state_path(output).exists():
         try:
             with JobState.open(output) as old:
-                recorded = old.rows("SELECT idx, part FROM chunks WHERE part IS NOT NULL")
+                recorded = old.recorded_parts()
         except JobStateError:  # damaged: it names nothing that can be trusted
             recorded = []
     for idx, name in recorded:

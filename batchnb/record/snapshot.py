@@ -9,7 +9,7 @@ from typing import Any
 
 from batchnb.driver.lock import driver_gone
 from batchnb.errors import JobStateError
-from batchnb.record.store import JobState, _Connection, connect, state_path
+from batchnb.record.store import JobState, state_path
 
 __all__ = ["ChunkBoard", "ChunkMonitor", "Progress", "status"]
 
@@ -94,20 +94,11 @@ class ChunkBoard:
 # Cell colour: the most notable state of the chunks in it wins.
 _PRIORITY = ("failed", "retrying", "running")
 
-_CELLS_SQL = """
-SELECT idx / ? AS cell,
-       CASE WHEN status = 'running' AND EXISTS (
-                SELECT 1 FROM attempts a WHERE a.chunk = chunks.idx AND a.at >= chunks.started AND a.delay IS NOT NULL)
-            THEN 'retrying' ELSE status END AS state,
-       COUNT(*)
-FROM chunks GROUP BY cell, state
-"""
-
 
 class ChunkMonitor:
-    """Read-only queries on a job's state for live views; one instance per view thread.
+    """Read-only questions to a job's record for live views; one instance (one connection) per view thread.
 
-    Every query aggregates in SQLite (which releases the GIL), so a 100_000-chunk job costs the driver
+    Every question is aggregated by SQLite (which releases the GIL), so a 100_000-chunk job costs the driver
     nothing measurable even when a view refreshes every second.
     """
 
@@ -115,56 +106,48 @@ class ChunkMonitor:
         self.output = Path(output)
         self.max_cells = max_cells
         self.max_errors = max_errors
-        self._conn: _Connection | None = None
+        self._state: JobState | None = None
 
-    def _connect(self) -> _Connection | None:
-        if self._conn is None:
-            path = state_path(self.output)
-            if not path.exists():
+    def _open(self) -> JobState | None:
+        if self._state is None:
+            if not state_path(self.output).exists():
                 return None
-            self._conn = _Connection(connect(self.output), path)
-        return self._conn
+            self._state = JobState.open(self.output)
+        return self._state
 
     def board(self) -> ChunkBoard:
         """The current ChunkBoard; an empty one while the job has not written its plan yet."""
-        conn = self._connect()
-        if conn is None:
+        state = self._open()
+        if state is None:
             return ChunkBoard()
-        # The writer creates every table before it saves a plan: with chunks planned, all of them exist.
-        rows = conn.lookup("SELECT COUNT(*) FROM chunks")
-        total = rows[0][0] if rows else 0
-        if not total:
-            return ChunkBoard()
-        group = -(-total // self.max_cells)
-        per_cell: dict[int, dict[str, int]] = {}
-        counts: dict[str, int] = {}
-        for cell, state, n in conn.execute(_CELLS_SQL, (group,)):
-            per_cell.setdefault(cell, {})[state] = n
-            counts[state] = counts.get(state, 0) + n
-        cells = tuple(_cell_state(per_cell.get(i, {})) for i in range(-(-total // group)))
+        with state.reading():
+            # The writer creates every table before it saves a plan: with chunks planned, all of them exist.
+            total = state.chunk_count()
+            if not total:
+                return ChunkBoard()
+            group = -(-total // self.max_cells)
+            per_cell: dict[int, dict[str, int]] = {}
+            counts: dict[str, int] = {}
+            for cell, kind, n in state.board_cells(group):
+                per_cell.setdefault(cell, {})[kind] = n
+                counts[kind] = counts.get(kind, 0) + n
+            running, typical = state.oldest_running(3), state.typical_seconds()
+            errors = state.newest_attempts(self.max_errors)
         now = time.time()
-        running = conn.execute(
-            "SELECT idx, started FROM chunks WHERE status = 'running' AND started IS NOT NULL AND NOT EXISTS ("
-            " SELECT 1 FROM attempts a WHERE a.chunk = chunks.idx AND a.at >= chunks.started AND a.delay IS NOT NULL)"
-            " ORDER BY started LIMIT 3"
-        )
-        (typical,) = conn.execute("SELECT AVG(seconds) FROM chunks WHERE status = 'done'")[0]
-        cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay")
-        errors = conn.execute(f"SELECT {', '.join(cols)} FROM attempts ORDER BY rowid DESC LIMIT ?", (self.max_errors,))
         return ChunkBoard(
             chunks_total=total,
             group=group,
-            cells=cells,
+            cells=tuple(_cell_state(per_cell.get(i, {})) for i in range(-(-total // group))),
             counts=counts,
             running=tuple((idx, max(0.0, now - started)) for idx, started in running),
             typical_s=typical,
-            errors=tuple(dict(zip(cols, row, strict=True)) for row in errors),
+            errors=tuple(errors),
         )
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._state is not None:
+            self._state.close()
+            self._state = None
 
 
 def _cell_state(states: dict[str, int]) -> str:

@@ -1,10 +1,14 @@
-"""Job and chunk states as enums, so terminal states are a property, not a set repeated everywhere."""
+"""Job and chunk states as the record holds them: enums, so terminal states are a property, not a set
+repeated everywhere, and the typed row of one chunk."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ChunkStatus", "JobStatus"]
+from batchnb.errors import ChunkError
+
+__all__ = ["ChunkRecord", "ChunkStatus", "JobStatus"]
 
 
 class JobStatus(StrEnum):
@@ -26,3 +30,19 @@ class ChunkStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkRecord:
+    index: int
+    status: ChunkStatus
+    attempts: int
+    rows: tuple[int, int]
+    rows_in: int | None
+    rows_out: int | None
+    anomalies: int | None
+    part: str | None
+    nbytes: int | None
+    checksum: str | None
+    seconds: float | None
+    error: ChunkError | None

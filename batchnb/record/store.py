@@ -1,28 +1,28 @@
-"""The durable job record in output/_batchnb/state.sqlite: the single source of truth.
+"""The durable job record in output/_batchnb/state.sqlite: the single source of truth, and every SQL statement
+of the package.
 
-Only the driver writes (one connection, WAL); any process may read while a job runs.
+Only the driver writes (one connection, WAL); any process may read while a job runs. Readers ask named
+questions (`tally`, `board_cells`, `report_chunks`, ...); no other module writes SQL.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from batchnb.errors import ChunkError, JobStateError
-from batchnb.record.status import ChunkStatus, JobStatus
-from batchnb.sinks import PART_NAME  # the part names batchnb writes: a state naming any other was not written by it
+from batchnb.record.guard import Connection, confined_part, decoded, refuse_links, state_error, state_path
+from batchnb.record.status import ChunkRecord, ChunkStatus, JobStatus
 from batchnb.sources.dataset import ChunkSpec
 
 __all__ = ["ChunkRecord", "JobState", "confined_part", "connect", "state_path"]
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 5.0  # only the driver writes, under its lock: a write lock held longer is another process's
 
 _DDL = """
@@ -35,44 +35,39 @@ CREATE TABLE IF NOT EXISTS chunks(
     started REAL, finished REAL, seconds REAL, timings TEXT, worker TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS attempts(
     chunk INTEGER, attempt INTEGER, at REAL, type TEXT, message TEXT, traceback TEXT, delay REAL);
+CREATE INDEX IF NOT EXISTS attempts_retried ON attempts(chunk, at) WHERE delay IS NOT NULL;
 CREATE TABLE IF NOT EXISTS timeline(
     at REAL, rows_done INTEGER, chunks_done INTEGER, rows_per_s REAL, cpu_percent REAL, rss_bytes INTEGER);
 """
 
-
-_SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-def state_path(output: str | Path) -> Path:
-    return Path(output, "_batchnb", "state.sqlite")
-
-
-def _refuse_links(path: Path) -> None:
-    """sqlite follows a symlinked database or side file and writes through it (a reader too: it maps -shm)."""
-    from batchnb.files import refuse_non_dir
-
-    refuse_non_dir(path.parent, path.parent.parent)
-    for link in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
-        if link.is_symlink():
-            msg = (
-                f"{str(link)!r} is a symbolic link: batchnb never writes through a link it did not create; "
-                f"remove it or use another output directory (the output {str(path.parent.parent)!r} was not "
-                "written by batchnb alone)"
-            )
-            raise JobStateError(msg)
-
-
-def confined_part(path: Path, index: int, name: str | None) -> str | None:
-    """A part name from the state at `path`, confined to its output: exactly `part-<index>.<ext>`."""
-    match = PART_NAME.fullmatch(name) if isinstance(name, str) else None
-    if name is None or (match and int(match.group(1)) == index):
-        return name
-    msg = (
-        f"the job state {str(path)!r} names {name!r} as the part of chunk {index}; batchnb writes "
-        f"part-{index:06d}.<ext> inside the output only: this state was not written by batchnb, so nothing "
-        "is read or deleted through it; use another output directory"
-    )
-    raise JobStateError(msg)
+# Chunks, input rows and planned rows per chunk status, counted when a plan is saved and kept by a trigger in
+# the writer's own transactions: progress reads a handful of rows, never 100_000 chunks twice a second.
+_TALLY = """
+CREATE TABLE IF NOT EXISTS tally(
+    status TEXT PRIMARY KEY, chunks INTEGER NOT NULL, rows_in INTEGER NOT NULL, planned INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS tally_update AFTER UPDATE OF status, rows_in, row_start, row_stop ON chunks BEGIN
+    UPDATE tally SET chunks = chunks - 1, rows_in = rows_in - COALESCE(OLD.rows_in, 0),
+        planned = planned - COALESCE(OLD.row_stop - OLD.row_start, 0) WHERE status = OLD.status;
+    INSERT INTO tally VALUES (NEW.status, 1, COALESCE(NEW.rows_in, 0), COALESCE(NEW.row_stop - NEW.row_start, 0))
+    ON CONFLICT(status) DO UPDATE SET
+        chunks = chunks + 1, rows_in = rows_in + excluded.rows_in, planned = planned + excluded.planned;
+END;
+"""
+_TALLY_OF_CHUNKS = (
+    "SELECT status, COUNT(*), COALESCE(SUM(rows_in), 0), COALESCE(SUM(row_stop - row_start), 0)"
+    " FROM chunks GROUP BY status"
+)
+# A running chunk whose latest failed attempt (after it started) waits for its retry.
+_WAITING = (
+    "EXISTS (SELECT 1 FROM attempts a WHERE a.chunk = chunks.idx AND a.at >= chunks.started AND a.delay IS NOT NULL)"
+)
+_ATTEMPT_COLUMNS = ("chunk", "attempt", "at", "type", "message", "traceback", "delay")
+_REPORT_SQL = {
+    "chunks": "SELECT idx, status, attempts, row_start, row_stop, rows_in, rows_out, anomalies, started, finished,"
+    " seconds, timings, worker FROM chunks ORDER BY idx",
+    "timeline": "SELECT * FROM timeline ORDER BY at",
+    "attempts": f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts ORDER BY at",
+}
 
 
 def _open(uri: str, timeout: float) -> sqlite3.Connection:
@@ -92,7 +87,7 @@ def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_T
     Every failure is a JobStateError naming the file, with the sqlite error as its cause.
     """
     path = state_path(output)
-    _refuse_links(path)
+    refuse_links(path)
     uri = Path(os.path.abspath(path)).as_uri()
     conn = None
     try:
@@ -104,7 +99,7 @@ def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_T
             conn.close()
         wal = path.with_name(path.name + "-wal")
         if create or not isinstance(exc, sqlite3.OperationalError) or (wal.exists() and wal.stat().st_size):
-            raise _state_error(exc, path) from exc
+            raise state_error(exc, path) from exc
         first = exc
     try:  # read-only storage: nothing can be writing this state
         conn = _open(uri + "?mode=ro&immutable=1", timeout)
@@ -113,134 +108,21 @@ def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_T
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
-        raise _state_error(first, path) from exc
-
-
-def _state_error(exc: sqlite3.Error, path: Path) -> JobStateError:
-    """What a sqlite error means for the user: a lock someone else holds, a full disk, or a damaged file."""
-    text, output = str(exc), str(path.parent.parent)
-    if "unable to open" in text or "readonly" in text:
-        return JobStateError(
-            f"cannot open the job state {str(path)!r} (sqlite: {text}): check that {output!r} and its _batchnb "
-            "directory can be read (and written, to run the job); a state on read-only storage that still has a "
-            "-wal file beside it must be copied to writable storage first"
-        )
-    if "locked" in text or "busy" in text:
-        return JobStateError(
-            f"the job state {str(path)!r} is locked by another process (sqlite: {text}): another run may be "
-            f"writing to {output!r}; wait for it to end, or use another output directory"
-        )
-    if "full" in text:
-        return JobStateError(
-            f"cannot write the job state {str(path)!r} (sqlite: {text}): free space on the disk of {output!r} "
-            "and run again to resume; finished parts are kept"
-        )
-    return JobStateError(
-        f"the job state {str(path)!r} is unreadable (sqlite: {text}): run the job again with run(restart=True) "
-        "to discard it and start over, or use another output directory"
-    )
-
-
-def _not_text(exc: UnicodeDecodeError, path: Path) -> JobStateError:
-    return JobStateError(
-        f"the job state {str(path)!r} holds bytes where batchnb writes text ({exc.reason}): it was damaged or not "
-        "written by batchnb; run the job again with run(restart=True) to discard it, or use another output directory"
-    )
-
-
-def _decoded(method: Callable) -> Callable:
-    """A value of the state that batchnb could not have written is a JobStateError, not a TypeError deep inside."""
-
-    @functools.wraps(method)
-    def wrapper(self: JobState, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            shown = str(exc)[:120] + ("..." if len(str(exc)) > 120 else "")
-            msg = (
-                f"the job state {str(self.path)!r} holds a value batchnb does not write ({type(exc).__name__}: "
-                f"{shown}): it was damaged or not written by batchnb; run the job again with run(restart=True) "
-                "to discard it, or use another output directory"
-            )
-            raise JobStateError(msg) from exc
-
-    return wrapper
-
-
-class _Rows(list):
-    """Rows fetched at once, so a damaged page is met inside the guarded call rather than by a later fetch."""
-
-    def fetchone(self) -> tuple | None:
-        return self[0] if self else None
-
-    def fetchall(self) -> list[tuple]:
-        return list(self)
-
-
-class _Connection:
-    """The sqlite connection, every error of which reaches the caller as a JobStateError."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self._path = path
-
-    def _call(self, method: str, *args: Any, missing_ok: bool = False) -> _Rows | None:
-        try:
-            return _Rows(getattr(self._conn, method)(*args).fetchall())
-        except sqlite3.OperationalError as exc:
-            if missing_ok and str(exc).startswith("no such table"):
-                return None
-            raise _state_error(exc, self._path) from exc
-        except sqlite3.Error as exc:
-            raise _state_error(exc, self._path) from exc
-        except UnicodeDecodeError as exc:
-            raise _not_text(exc, self._path) from exc
-
-    def execute(self, sql: str, params: Sequence = ()) -> _Rows:
-        return self._call("execute", sql, params)
-
-    def executemany(self, sql: str, rows: Iterable[Sequence]) -> _Rows:
-        return self._call("executemany", sql, rows)
-
-    def executescript(self, script: str) -> _Rows:
-        return self._call("executescript", script)
-
-    def lookup(self, sql: str, params: Sequence = ()) -> _Rows | None:
-        """`execute`, but None while the writer has not created the tables yet (a reader may come first)."""
-        return self._call("execute", sql, params, missing_ok=True)
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChunkRecord:
-    index: int
-    status: ChunkStatus
-    attempts: int
-    rows: tuple[int, int]
-    rows_in: int | None
-    rows_out: int | None
-    anomalies: int | None
-    part: str | None
-    nbytes: int | None
-    checksum: str | None
-    seconds: float | None
-    error: ChunkError | None
+        raise state_error(first, path) from exc
 
 
 class JobState:
     """Typed access to the sqlite record. Writers call `open(..., create=True)` from one thread."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = _Connection(conn, path)
+        self._conn = Connection(conn, path)
         self.path = path
 
     @classmethod
     def open(cls, output: str | Path, *, create: bool = False) -> JobState:
         path = state_path(output)
         if not path.exists() and not create:
-            _refuse_links(path)  # a dangling link says more than "no job"
+            refuse_links(path)  # a dangling link says more than "no job"
             raise JobStateError(f"{str(output)!r} holds no batchnb job (no {path}): check the output directory")
         if create:
             from batchnb.files import private_dir
@@ -251,7 +133,9 @@ class JobState:
             if create:
                 state._conn.execute("PRAGMA journal_mode=WAL")
                 state._conn.execute("PRAGMA synchronous=NORMAL")
-                state._conn.executescript(_DDL)
+                state._conn.executescript(_DDL + _TALLY)
+                with state._tx():  # a record from an older version has no tally yet
+                    state._count_tally()
         except JobStateError:
             state.close()
             raise
@@ -267,10 +151,17 @@ class JobState:
         self.close()
 
     # --- meta -----------------------------------------------------------------------------------
-    @_decoded
+    @decoded
     def get(self, key: str, default: Any = None) -> Any:
         rows = self._conn.lookup("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
+
+    @decoded
+    def meta(self, *keys: str) -> dict[str, Any]:
+        """Several meta values in one read; a key not written yet is left out."""
+        marks = ", ".join("?" * len(keys))
+        rows = self._conn.lookup(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys) or []
+        return {key: json.loads(value) for key, value in rows}
 
     def set(self, **values: Any) -> None:
         with self._tx():
@@ -279,17 +170,25 @@ class JobState:
                 [(k, json.dumps(v, default=str)) for k, v in values.items()],
             )
 
-    def _tx(self):
-        conn = self._conn
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
-        class _Tx:
-            def __enter__(self_inner):
-                conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, exc_type, *rest):
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One consistent view of the record for several reads, while the driver goes on writing."""
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:  # an error may have ended it already
+                self._conn.execute("COMMIT")
 
     # --- plan and chunks ---------------------------------------------------------------------------
     def has_plan(self) -> bool:
@@ -303,8 +202,13 @@ class JobState:
                 [(c.index, c.to_json(), c.rows[0], c.rows[1]) for c in chunks],
             )
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('plan_saved', 'true')")
+            self._count_tally()
 
-    @_decoded
+    def _count_tally(self) -> None:
+        self._conn.execute("DELETE FROM tally")
+        self._conn.execute(f"INSERT INTO tally {_TALLY_OF_CHUNKS}")
+
+    @decoded
     def specs(self, indexes: Iterable[int] | None = None) -> list[ChunkSpec]:
         rows = self._conn.execute("SELECT spec FROM chunks ORDER BY idx").fetchall()
         specs = [ChunkSpec.from_json(r[0]) for r in rows]
@@ -313,7 +217,7 @@ class JobState:
         wanted = set(indexes)
         return [s for s in specs if s.index in wanted]
 
-    @_decoded
+    @decoded
     def chunks(self) -> list[ChunkRecord]:
         rows = self._conn.execute(
             "SELECT idx, status, attempts, row_start, row_stop, rows_in, rows_out, anomalies, part, nbytes,"
@@ -322,36 +226,39 @@ class JobState:
         return [
             ChunkRecord(
                 index=r[0], status=ChunkStatus(r[1]), attempts=r[2], rows=(r[3], r[4]), rows_in=r[5],
-                rows_out=r[6], anomalies=r[7], part=self.confined_part(r[0], r[8]), nbytes=r[9], checksum=r[10],
+                rows_out=r[6], anomalies=r[7], part=confined_part(self.path, r[0], r[8]), nbytes=r[9], checksum=r[10],
                 seconds=r[11],
                 error=ChunkError.from_dict(json.loads(r[12])) if r[12] else None,
             )
             for r in rows
         ]  # fmt: skip
 
-    def confined_part(self, index: int, name: str | None) -> str | None:
-        return confined_part(self.path, index, name)
+    def recorded_parts(self) -> list[tuple[int, str]]:
+        """(chunk, part name) of every part this record names, unchecked: the caller confines them."""
+        return list(self._conn.lookup("SELECT idx, part FROM chunks WHERE part IS NOT NULL") or [])
 
-    def rows(self, sql: str) -> list[tuple]:
-        """Rows of a read-only query; none while the writer has not created the tables yet."""
-        return list(self._conn.lookup(sql) or [])
-
-    @_decoded
+    @decoded
     def timings(self) -> list[dict[str, float]]:
         """Per-chunk seconds spent reading, scoring and writing, for reports and the overhead breakdown."""
         rows = self._conn.execute("SELECT timings FROM chunks WHERE timings IS NOT NULL ORDER BY idx").fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        rows = self._conn.execute("SELECT status, COUNT(*) FROM chunks GROUP BY status").fetchall()
-        return {status: n for status, n in rows}
+        return {status: n for status, (n, _, _) in self.tally().items()}
+
+    def tally(self) -> dict[str, tuple[int, int, int]]:
+        """(chunks, input rows, planned rows) per chunk status, aggregated by the record itself."""
+        rows = self._conn.lookup("SELECT status, chunks, rows_in, planned FROM tally WHERE chunks > 0")
+        if rows is None:  # a record no writer of this version has opened yet
+            rows = self._conn.lookup(_TALLY_OF_CHUNKS) or []
+        return {status: (n, rows_in, planned) for status, n, rows_in, planned in rows}
 
     def totals(self) -> dict[str, int]:
-        """Rows and anomalies of done chunks, and retries over all attempts."""
+        """Rows and anomalies of done chunks."""
         rows_in, rows_out, anomalies = self._conn.execute(
             "SELECT COALESCE(SUM(rows_in),0), COALESCE(SUM(rows_out),0), COALESCE(SUM(anomalies),0)"
             " FROM chunks WHERE status = 'done'"
-        ).fetchone()
+        )[0]
         return {"rows_in": rows_in, "rows_out": rows_out, "anomalies": anomalies}
 
     def mark(self, indexes: Iterable[int], status: ChunkStatus) -> None:
@@ -390,37 +297,102 @@ class JobState:
             (error.attempts, json.dumps(error.to_dict()), error.chunk),
         )
 
-    @_decoded
+    @decoded
     def attempts(self) -> list[dict[str, Any]]:
         """Every failed attempt: when, why (type, message, traceback), the retry delay and the input rows."""
-        cols = ("chunk", "attempt", "at", "type", "message", "traceback", "delay", "row_start", "row_stop")
+        cols = (*_ATTEMPT_COLUMNS, "row_start", "row_stop")
         rows = self._conn.execute(
             "SELECT a.chunk, a.attempt, a.at, a.type, a.message, a.traceback, a.delay, c.row_start, c.row_stop"
             " FROM attempts a JOIN chunks c ON c.idx = a.chunk ORDER BY a.at"
         ).fetchall()
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
+    @decoded
+    def latest_attempt(self) -> tuple[float, ChunkError] | None:
+        """When the newest failed attempt happened, and its error."""
+        rows = self._conn.lookup(
+            "SELECT a.at, a.chunk, a.attempt, a.type, a.message, c.row_start, c.row_stop FROM attempts a"
+            " LEFT JOIN chunks c ON c.idx = a.chunk WHERE a.rowid = (SELECT MAX(rowid) FROM attempts)"
+        )
+        if not rows:
+            return None
+        at, chunk, attempt, kind, message, start, stop = rows[0]
+        rows_of = (int(start), int(stop)) if start is not None and stop is not None else None
+        error = ChunkError(chunk=int(chunk), attempts=int(attempt), type=str(kind), message=str(message),
+                           traceback="", rows=rows_of)  # fmt: skip
+        return float(at), error
+
     def retries(self) -> int:
         """Attempts after the first: every failed attempt that was given another try."""
-        (n,) = self._conn.execute("SELECT COUNT(*) FROM attempts WHERE delay IS NOT NULL").fetchone()
-        return n
+        rows = self._conn.lookup("SELECT COUNT(*) FROM attempts WHERE delay IS NOT NULL")
+        return rows[0][0] if rows else 0
+
+    def waiting_for_retry(self) -> int:
+        """Running chunks that are not running now: they failed and wait for their retry."""
+        rows = self._conn.lookup(f"SELECT COUNT(*) FROM chunks WHERE status = 'running' AND {_WAITING}")
+        return rows[0][0] if rows else 0
 
     def errors(self) -> list[ChunkError]:
         return [c.error for c in self.chunks() if c.status == ChunkStatus.FAILED and c.error is not None]
 
     # --- progress -----------------------------------------------------------------------------------
+    def begin_run(self) -> float:
+        """Note when this run starts and the seconds earlier runs took; returns those seconds."""
+        before = float(self.get("elapsed_s", 0.0))
+        self.set(run={"started_at": time.time(), "elapsed_before": before})
+        return before
+
     def append_timeline(self, *, rows_done: int, chunks_done: int, rows_per_s: float, cpu: float, rss: int) -> None:
         self._conn.execute(
             "INSERT INTO timeline VALUES (?, ?, ?, ?, ?, ?)",
             (time.time(), rows_done, chunks_done, rows_per_s, cpu, rss),
         )
 
-    def timeline(self) -> list[tuple]:
-        return self._conn.execute("SELECT * FROM timeline ORDER BY at").fetchall()
+    def latest_sample(self) -> tuple[float, float, float, int] | None:
+        """(at, rows/s, CPU %, RSS bytes) of the driver's newest timeline sample."""
+        rows = self._conn.lookup(
+            "SELECT at, rows_per_s, cpu_percent, rss_bytes FROM timeline WHERE rowid = (SELECT MAX(rowid) FROM timeline)"
+        )
+        return rows[0] if rows else None
 
-    @_decoded
+    @decoded
     def status(self) -> JobStatus:
         return JobStatus(self.get("status", JobStatus.PENDING.value))
 
     def set_status(self, status: JobStatus, **extra: Any) -> None:
         self.set(status=status.value, **extra)
+
+    # --- the chunk board and reports: aggregated here, while the driver writes -------------------------
+    def chunk_count(self) -> int:
+        rows = self._conn.lookup("SELECT COUNT(*) FROM chunks")
+        return rows[0][0] if rows else 0
+
+    def board_cells(self, group: int) -> list[tuple[int, str, int]]:
+        """(cell, state, chunks) for cells of `group` chunks; a running chunk waiting to retry is 'retrying'."""
+        return self._conn.execute(
+            f"SELECT idx / ? AS cell, CASE WHEN status = 'running' AND {_WAITING} THEN 'retrying' ELSE status END"
+            " AS state, COUNT(*) FROM chunks GROUP BY cell, state",
+            (group,),
+        )
+
+    def oldest_running(self, limit: int) -> list[tuple[int, float]]:
+        """(chunk, start time) of the running chunks that started first."""
+        return self._conn.execute(
+            f"SELECT idx, started FROM chunks WHERE status = 'running' AND started IS NOT NULL AND NOT {_WAITING}"
+            " ORDER BY started LIMIT ?",
+            (limit,),
+        )
+
+    def typical_seconds(self) -> float | None:
+        """Mean seconds of a done chunk."""
+        return self._conn.execute("SELECT AVG(seconds) FROM chunks WHERE status = 'done'")[0][0]
+
+    def newest_attempts(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts ORDER BY rowid DESC LIMIT ?", (limit,)
+        )
+        return [dict(zip(_ATTEMPT_COLUMNS, row, strict=True)) for row in rows]
+
+    def report_table(self, table: str) -> list[tuple]:
+        """Every row of `table` (chunks, timeline, attempts) as reports show it; none while it does not exist."""
+        return list(self._conn.lookup(_REPORT_SQL[table]) or [])
