@@ -37,7 +37,7 @@ class Plan:
     @property
     def rows_estimated(self) -> bool:
         """Text chunks are byte ranges: their rows are counted only when they run."""
-        return "_bytes_per_row" in self.dataset.read_options
+        return self.dataset.facts.rows_estimated
 
     @property
     def n_chunks(self) -> int:
@@ -62,7 +62,7 @@ class Plan:
     @property
     def row_group_rows(self) -> int | None:
         """Rows per Parquet row group when every group is the same size (the last may be shorter)."""
-        groups = [rows for file in self.dataset.read_options.get("_row_groups", []) for rows, _ in file]
+        groups = self.dataset.facts.group_rows
         return groups[0] if groups and all(r == groups[0] for r in groups[:-1]) else None
 
     @property

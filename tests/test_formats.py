@@ -301,9 +301,9 @@ def test_csv_record_index_is_exact_for_any_block_and_window(quoted_csv, monkeypa
 def test_csv_byte_range_cuts_land_on_records_near_quoted_newlines(tmp_path, monkeypatch, look):
     """Every cut is placed from the quotes near it alone: with a window of a few dozen bytes most cuts
     see only the middle of a multi-line quoted field, and must still find the next real record."""
-    from batchnb.sources import text
+    from batchnb.sources import byte_ranges
 
-    monkeypatch.setattr(text, "LOOK", look)
+    monkeypatch.setattr(byte_ranges, "LOOK", look)
     n = 40_000
     notes = [
         (f'"a ""quoted"" note,\nover two lines {i}"' if i % 3 == 0 else f"plain {i}") if i % 7 else '""'
@@ -324,9 +324,9 @@ def test_csv_cut_inside_a_long_quoted_field_fails_clearly_and_exact_rows_reads_i
     the field starts and ends then hold an odd number of quotes and fail with a message, so such a job
     never succeeds with split records (a job succeeds only if every chunk is balanced, which proves
     every cut, chained from the first chunk's known start)."""
-    from batchnb.sources import text
+    from batchnb.sources import byte_ranges
 
-    monkeypatch.setattr(text, "LOOK", 64)
+    monkeypatch.setattr(byte_ranges, "LOOK", 64)
     rows = [f"{i},short {i},{i % 5}" for i in range(3_000)]
     rows[1_500] = '1500,"' + "\n".join(f"line {k} of a long note, with commas" for k in range(4_000)) + '",0'
     path = tmp_path / "long_note.csv"
@@ -609,7 +609,7 @@ def test_parquet_chunks_read_as_polars_reads_the_file(writer, tmp_path):
     Polars itself reads the file, whoever wrote it, for chunks inside, across and at the ends of row groups."""
     import pyarrow.parquet as pq
 
-    from batchnb.sources import get, open_dataset
+    from batchnb.sources import Workdir, get, open_dataset
 
     frame, path = _typed_frame(3_000), tmp_path / "typed.parquet"
     if writer == "polars":
@@ -619,7 +619,7 @@ def test_parquet_chunks_read_as_polars_reads_the_file(writer, tmp_path):
     else:
         frame.drop("point").to_pandas(use_pyarrow_extension_array=False).to_parquet(path, row_group_size=1_000)
     expected = pl.read_parquet(path)
-    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    info = open_dataset(str(path), None, {}, workdir=Workdir(tmp_path), allow_pickle=False)
     for chunk_size in (700, 1_000, 3_000):
         specs = get("parquet").plan(info, chunk_size)
         got = pl.concat([get("parquet").read(info, spec) for spec in specs])
@@ -633,7 +633,7 @@ def test_parquet_chunk_falls_back_to_polars_when_arrow_types_differ(tmp_path, mo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from batchnb.sources import get, open_dataset
+    from batchnb.sources import Workdir, get, open_dataset
 
     frame, path = _typed_frame(2_000), tmp_path / "typed.parquet"
     frame.write_parquet(path, row_group_size=1_000)
@@ -644,7 +644,7 @@ def test_parquet_chunk_falls_back_to_polars_when_arrow_types_differ(tmp_path, mo
         return table.set_column(1, "text", table.column("text").cast(pa.large_binary()))
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", as_text)
-    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    info = open_dataset(str(path), None, {}, workdir=Workdir(tmp_path), allow_pickle=False)
     got = pl.concat([get("parquet").read(info, spec) for spec in get("parquet").plan(info, 1_000)])
     assert got.equals(pl.read_parquet(path))
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_job
 
 import batchnb as bn
-from batchnb.sources import open_dataset
+from batchnb.sources import Workdir, open_dataset
 from batchnb.sources.base import conform, exact_range
 from batchnb.sources.schema import unify_schemas, widen
 
@@ -139,7 +139,7 @@ def test_widening_is_symmetric_and_lossless(a, b, wide):
 def test_a_value_that_does_not_fit_the_dataset_type_is_a_data_error_never_a_null(tmp_path):
     path = tmp_path / "f.parquet"
     pl.DataFrame({"a": [1, 2]}).write_parquet(path)
-    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    info = open_dataset(str(path), None, {}, workdir=Workdir(tmp_path), allow_pickle=False)
     with pytest.raises(bn.DataError, match=r"column 'a' of 'elsewhere.parquet' is String.*Int64.*\"x\""):
         conform([pl.DataFrame({"a": ["3", "x"]})], info, paths=["elsewhere.parquet"])
     assert conform([pl.DataFrame({"a": pl.Series([3], dtype=pl.Int8)})], info).schema["a"] == pl.Int64
@@ -217,7 +217,7 @@ def test_ints_up_to_2_53_widen_to_float64_exactly(fmt, tmp_path):
 def test_conform_refuses_an_inexact_integer_and_names_column_file_and_value(tmp_path):
     path = tmp_path / "f.parquet"
     pl.DataFrame({"a": [0.5]}).write_parquet(path)
-    info = open_dataset(str(path), None, {}, workdir=tmp_path, allow_pickle=False)
+    info = open_dataset(str(path), None, {}, workdir=Workdir(tmp_path), allow_pickle=False)
     frame = pl.DataFrame({"a": [-(2**53) - 1, 4]})
     with pytest.raises(bn.DataError, match=r"column 'a' of 'other.parquet' is Int64.*-9007199254740993"):
         conform([frame], info, paths=["other.parquet"])

@@ -14,8 +14,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import batchnb as bn
+from batchnb.sources.byte_ranges import sample_blocks
 from batchnb.sources.csv import CSV
 from batchnb.sources.json import NDJSON
+from batchnb.sources.staging import Workdir
 from batchnb.sources.text import INFER_BLOCK
 
 
@@ -84,8 +86,8 @@ def test_ndjson_long_null_stretch_keeps_its_type(tmp_path):
 def unsampled_row(fmt: CSV | NDJSON, path: Path, offsets: list[int]) -> int:
     """A row (starting at byte `offsets[row]`) in the second half of `path` that no type-inference block reads.
     Blocks depend only on the file's size: the caller keeps it when it changes the row."""
-    info = fmt.inspect((str(path),), {}, workdir=path.parent)
-    sampled = [(p.start, p.stop) for p in fmt._byte_pieces(info, INFER_BLOCK, seed=0)]
+    info = fmt.inspect((str(path),), {}, workdir=Workdir(path.parent))
+    sampled = [(p.start, p.stop) for p in sample_blocks(fmt._files(info), INFER_BLOCK, 0, fmt._placer(info))]
     for row in range(len(offsets) // 2, len(offsets)):
         if not any(a <= offsets[row] < b for a, b in sampled):
             return row

@@ -31,14 +31,15 @@ from batchnb.scoring import (
 )
 from batchnb.sources.dataset import DatasetInfo
 from batchnb.sources.schema import schema_to_ipc
+from batchnb.sources.staging import Workdir
 from batchnb.sources.text import TextFormat
 
 __all__ = ["check_identity", "open_dataset", "plan", "prepare", "resumed_scorer", "source_paths"]
 
 
-def workdir(config: JobConfig) -> Path:
+def workdir(config: JobConfig) -> Workdir:
     """Where staged copies of compressed inputs live: inside the output, which batchnb owns."""
-    return Path(config.output, "_batchnb", "converted")
+    return Workdir(Path(config.output))
 
 
 def open_dataset(config: JobConfig) -> DatasetInfo:

@@ -24,12 +24,12 @@ from batchnb.record.store import JobState
 from batchnb.result import JobResult
 from batchnb.scoring import callable_detector, check_picklable
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
-from batchnb.sources.staging import stage
+from batchnb.sources.staging import Workdir, stage
 
 __all__ = ["execute", "run_job", "skip_chunks"]
 
 
-def _restage(paths: tuple[str, ...], dataset: DatasetInfo, workdir: Path) -> None:
+def _restage(paths: tuple[str, ...], dataset: DatasetInfo, workdir: Workdir) -> None:
     """Before a resumed run: the stored plan reads the staged copies of compressed inputs, so stage again a
     copy that is missing or was touched. Only the files read through a copy under `workdir` are looked at."""
     copied = [p for p, used in zip(paths, dataset.paths, strict=False) if used != p]

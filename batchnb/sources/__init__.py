@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from batchnb import storage
-from batchnb.config import CODE_RUNNING_FORMATS, code_running_message
 from batchnb.errors import SourceError
+from batchnb.formats import CODE_RUNNING_FORMATS, code_running_message
 from batchnb.registry import Registry
 from batchnb.sources.base import Format, fingerprint, resolve_paths
 from batchnb.sources.csv import CSV
-from batchnb.sources.dataset import DatasetInfo
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.hdf5 import HDF5
 from batchnb.sources.json import NDJSON
 from batchnb.sources.parquet import Parquet
 from batchnb.sources.pickle import Pickle
-from batchnb.sources.staging import stage
+from batchnb.sources.staging import Workdir, stage
 
 __all__ = [
     "REGISTRY",
     "Format",
+    "Workdir",
     "check_trusted",
     "fingerprint",
     "get",
@@ -30,7 +30,6 @@ __all__ = [
     "read_chunk",
     "register",
     "resolve_paths",
-    "restage",
 ]
 
 # Input formats by name; plugins: entry points in the group "batchnb.sources" naming a Format.
@@ -50,12 +49,13 @@ def names() -> list[str]:
 
 
 def detect_format(paths: tuple[str, ...]) -> str:
-    from batchnb.config import format_from_suffix
+    from batchnb.formats import format_from_suffix
 
     formats = {format_from_suffix(p) for p in paths}
-    if None in formats or len(formats) != 1:
+    found = formats.pop() if len(formats) == 1 else None
+    if found is None:
         raise SourceError(f"cannot tell the format of {list(paths)[:3]}: pass `format=` one of {names()}")
-    return formats.pop()
+    return found
 
 
 def open_dataset(
@@ -63,7 +63,7 @@ def open_dataset(
     fmt: str | None,
     read_options: dict[str, Any],
     *,
-    workdir: Path,
+    workdir: Workdir,
     allow_pickle: bool,
 ) -> DatasetInfo:
     """Resolve the files and read their metadata (never their data, except pickle and JSON arrays).
@@ -80,8 +80,9 @@ def open_dataset(
             f"{fmt} sources must be local files ({remote[0]!r} is a URL): copy them to a shared disk, or convert "
             "them to Parquet, which batchnb reads straight from object stores"
         )
-    paths = stage(paths, fmt, workdir)  # compressed CSV/NDJSON -> staged plain copies; bytes checked against fmt
-    return get(fmt).inspect(paths, dict(read_options), workdir=workdir)
+    staged = stage(paths, fmt, workdir)  # compressed CSV/NDJSON -> staged plain copies; bytes checked against fmt
+    origins = {copy: path for copy, path in zip(staged, paths, strict=True) if copy != path}
+    return get(fmt).inspect(staged, dict(read_options), workdir=workdir, origins=origins)
 
 
 def check_trusted(fmt: str, paths: tuple[str, ...], *, allow_pickle: bool) -> None:
@@ -91,13 +92,7 @@ def check_trusted(fmt: str, paths: tuple[str, ...], *, allow_pickle: bool) -> No
         raise SourceError(code_running_message(f"source {paths[0]!r} is", fmt, trust=trust))
 
 
-def restage(source: str | tuple[str, ...], fmt: str | None, *, workdir: Path) -> None:
-    """Before a resumed run: stage again a staged copy that is missing or was touched (the stored plan reads it)."""
-    paths = resolve_paths(source)
-    stage(paths, fmt or detect_format(paths), workdir)
-
-
-def read_chunk(info: DatasetInfo, spec) -> Any:
+def read_chunk(info: DatasetInfo, spec: ChunkSpec) -> Any:
     """Worker side: read exactly the rows of `spec`."""
     return get(info.format).read(info, spec)
 

@@ -6,8 +6,7 @@ import contextlib
 import glob
 import os
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import polars as pl
@@ -15,7 +14,11 @@ import polars as pl
 from batchnb import storage
 from batchnb.errors import BatchError, ConfigError, DataError, PanicException, SourceError, cause_of
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
+from batchnb.sources.facts import RowCounts
 from batchnb.sources.schema import check_exact, exact_range, range_message, schema_to_ipc, schema_to_text, unify_schemas
+
+if TYPE_CHECKING:
+    from batchnb.sources.staging import Workdir
 
 __all__ = ["Check", "Format", "RowFormat", "conform", "reading", "resolve_paths", "sample_starts"]
 
@@ -138,7 +141,17 @@ class Format(Protocol):
     @classmethod
     def check_options(cls, read_options: Mapping[str, Any]) -> None: ...
 
-    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo: ...
+    def inspect(
+        self,
+        paths: tuple[str, ...],
+        read_options: dict[str, Any],
+        *,
+        workdir: Workdir,
+        origins: Mapping[str, str] | None = None,
+    ) -> DatasetInfo:
+        """`origins` maps a staged copy among `paths` to the user's file, which messages then name; `workdir`
+        is where a format that must convert its files keeps the copies."""
+        ...
 
     def plan(self, info: DatasetInfo, chunk_size: int) -> tuple[ChunkSpec, ...]: ...
 
@@ -171,7 +184,8 @@ class RowFormat:
             if not ok(value):
                 raise ConfigError(f"`read_options[{key!r}]` must be {expected}, got {value!r}")
 
-    def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
+    def facts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> RowCounts:
+        """What planning and reading need from the files' metadata: at least their row counts."""
         raise NotImplementedError
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
@@ -180,46 +194,62 @@ class RowFormat:
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         raise NotImplementedError
 
-    def value_range(self, path: str, column: str, read_options: dict[str, Any]) -> tuple[Any, Any] | None:
-        """The least and greatest value of `column` in `path` from metadata alone, or None when unknown."""
-        return None
+    def value_ranges(
+        self, path: str, columns: Sequence[str], read_options: dict[str, Any]
+    ) -> dict[str, tuple[Any, Any]]:
+        """The least and greatest value of each of `columns` in `path` that metadata alone gives (one read
+        of the file's metadata); a column it does not know is left out."""
+        return {}
 
     def inspect(
         self,
         paths: tuple[str, ...],
         read_options: dict[str, Any],
         *,
-        workdir: Path,
-        originals: Mapping[str, str] | None = None,
+        workdir: Workdir,
+        origins: Mapping[str, str] | None = None,
     ) -> DatasetInfo:
-        """`originals` maps a converted copy to the user's file, which a schema mismatch then names."""
-        counts = self.row_counts(paths, read_options)
+        return self.describe(paths, read_options, origins=origins or {})
+
+    def describe(
+        self, paths: tuple[str, ...], read_options: dict[str, Any], *, origins: Mapping[str, str]
+    ) -> DatasetInfo:
+        """The dataset of `paths` (copies named in `origins` stand for the user's files, which errors name)."""
+        facts = self.facts(paths, read_options)
         named = [(p, self.read_schema(p, read_options)) for p in paths]
-        schema = unify_schemas([((originals or {}).get(p, p), own) for p, own in named])
-        self._check_ranges(named, schema, read_options)
-        read_options = {**read_options, "_row_counts": counts}
+        schema = unify_schemas([(origins.get(p, p), own) for p, own in named])
+        self._check_ranges(named, schema, read_options, origins)
         return DatasetInfo(
             format=self.name,
             paths=paths,
             schema=schema_to_text(schema),
             dtypes=schema_to_ipc(schema),
-            read_options=read_options,
-            total_rows=sum(counts),
+            read_options=dict(read_options),
+            total_rows=sum(facts.row_counts),
             total_bytes=sum(storage.file_size(p) for p in paths),
+            facts=facts,
+            origins=dict(origins),
         )
 
-    def _check_ranges(self, named: Sequence[tuple[str, pl.Schema]], schema: pl.Schema, read_options) -> None:
+    def _check_ranges(
+        self,
+        named: Sequence[tuple[str, pl.Schema]],
+        schema: pl.Schema,
+        read_options: dict[str, Any],
+        origins: Mapping[str, str],
+    ) -> None:
         """Refuse before any chunk runs a file whose statistics show a value its column's dataset type cannot
         hold exactly (a UInt64 id above 2**63 - 1, an Int64 beyond 2**53 in Float64); files without
         statistics are checked chunk by chunk (`conform`)."""
         for path, own in named:
-            for column, dtype in own.items():
-                bounds = exact_range(dtype, schema[column])
-                found = self.value_range(path, column, read_options) if bounds else None
-                if bounds and found:
-                    value = next((v for v in found if not bounds[0] <= v <= bounds[1]), None)
-                    if value is not None:
-                        raise SourceError(range_message(column, path, dtype, schema[column], value, bounds))
+            bounds = {c: b for c, dtype in own.items() if (b := exact_range(dtype, schema[c])) is not None}
+            found = self.value_ranges(path, list(bounds), read_options) if bounds else {}
+            for column, values in found.items():
+                lo, hi = bounds[column]
+                value = next((v for v in values if not lo <= v <= hi), None)
+                if value is not None:
+                    where = origins.get(path, path)
+                    raise SourceError(range_message(column, where, own[column], schema[column], value, bounds[column]))
 
     def locality(self, info: DatasetInfo, spec: ChunkSpec) -> Hashable | None:
         return None
@@ -227,7 +257,7 @@ class RowFormat:
     def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:
         """Global rows [start, stop) as per-file pieces."""
         out, offset = [], 0
-        for path, count in zip(info.paths, info.read_options["_row_counts"], strict=True):
+        for path, count in zip(info.paths, info.facts.row_counts, strict=True):
             lo, hi = max(start, offset), min(stop, offset + count)
             if lo < hi:
                 out.append(Piece(path=path, start=lo - offset, stop=hi - offset))
@@ -291,7 +321,7 @@ def _cast(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> pl.DataFr
         frame = frame.select(schema.names())  # same columns in another order: no copy
     check_exact(frame, schema, path)
     try:
-        return frame.cast(dict(schema), strict=True)
+        return frame.cast(schema, strict=True)
     except pl.exceptions.PolarsError as exc:
         raise _cast_error(frame, schema, path, exc) from exc
 

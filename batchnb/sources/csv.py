@@ -18,8 +18,8 @@ from batchnb import storage
 from batchnb.errors import ConfigError, DataError, PanicException, SourceError, cause_of
 from batchnb.sources.dataset import DatasetInfo, Piece
 from batchnb.sources.record_index import READ, lines_before, real_newlines
-from batchnb.sources.staging import origin_of
-from batchnb.sources.text import BOOL, SCHEMA, Check, ParseMode, TextFormat, dtypes_option, type_message
+from batchnb.sources.text import TextFormat, text_facts
+from batchnb.sources.text_options import BOOL, SCHEMA, Check, ParseMode, dtypes_option, type_message
 
 __all__ = ["CSV"]
 
@@ -88,35 +88,27 @@ class CSV(TextFormat):
     name = "csv"
     options = OPTIONS
 
-    def quote(self, read_options: dict[str, Any]) -> int | None:
+    def quote(self, read_options: Mapping[str, Any]) -> int | None:
         quote = read_options.get("quote_char", '"')
         return ord(quote) if quote else None
 
-    def separator_byte(self, read_options: dict[str, Any]) -> int | None:
-        return ord(read_options.get("_separator", read_options.get("separator", ",")))
-
-    @staticmethod
-    def separator(read_options: dict[str, Any], path: str | None = None) -> str:
+    def separator(self, read_options: Mapping[str, Any], path: str) -> str:
         if "separator" in read_options:
             return read_options["separator"]
-        return "\t" if path is not None and path.lower().endswith(".tsv") else ","
+        return "\t" if path.lower().endswith(".tsv") else ","
 
     @staticmethod
-    def _polars_options(read_options: dict[str, Any]) -> dict[str, Any]:
+    def _polars_options(read_options: Mapping[str, Any], separator: str | None) -> dict[str, Any]:
         """What every parse passes to `pl.read_csv`, as the user gave it."""
         options = {
-            "separator": read_options["_separator"],
+            "separator": separator or ",",
             "quote_char": read_options.get("quote_char", '"'),
             "encoding": read_options.get("encoding", "utf8"),
         }
         options.update({k: read_options[k] for k in ("comment_prefix", "null_values") if k in read_options})
         return options
 
-    def inspect(self, paths, read_options, *, workdir):
-        read_options = {**read_options, "_separator": self.separator(read_options, paths[0])}
-        return super().inspect(paths, read_options, workdir=workdir)
-
-    def layout(self, path: str, read_options: dict[str, Any]) -> tuple[bytes, int]:
+    def layout(self, path: str, read_options: dict[str, Any], where: str) -> tuple[bytes, int]:
         """Skip what Polars skips before the header (blank lines at the start, `skip_rows` records,
         comment lines): the header record (or, without one, the first record) and the data's offset."""
         skip, comment = read_options.get("skip_rows", 0), read_options.get("comment_prefix")
@@ -133,16 +125,14 @@ class CSV(TextFormat):
                 continue
             return record, offset + len(record) if read_options.get("has_header", True) else offset
         if read_options.get("has_header", True):
-            raise SourceError(
-                f"{origin_of(path)}: no header record (after skip_rows and comment lines): nothing to read"
-            )
+            raise SourceError(f"{where}: no header record (after skip_rows and comment lines): nothing to read")
         return b"", storage.file_size(path)
 
-    def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str]:
+    def header_names(self, where: str, header: bytes, read_options: dict[str, Any], separator: str | None) -> list[str]:
         has_header = read_options.get("has_header", True)
         if b"\x00" in header:
             raise SourceError(
-                f"{origin_of(path)}: the {'header' if has_header else 'first record'} holds NUL bytes, so this is not a text "
+                f"{where}: the {'header' if has_header else 'first record'} holds NUL bytes, so this is not a text "
                 "CSV file (UTF-16 text, or a binary file?): convert it to UTF-8 text"
             )
         if read_options.get("encoding", "utf8") == "utf8":
@@ -150,32 +140,35 @@ class CSV(TextFormat):
                 header.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise SourceError(
-                    f"{origin_of(path)}: the header is not UTF-8 text (byte {header[exc.start]:#04x} at offset {exc.start}): "
+                    f"{where}: the header is not UTF-8 text (byte {header[exc.start]:#04x} at offset {exc.start}): "
                     "pass read_options={'encoding': 'utf8-lossy'} to read invalid bytes as \ufffd, or the file's "
                     "own encoding, e.g. read_options={'encoding': 'latin-1'}"
                 ) from None
         try:
-            names = pl.read_csv(header, has_header=has_header, n_rows=0, **self._polars_options(read_options)).columns
+            options = self._polars_options(read_options, separator)
+            names = pl.read_csv(header, has_header=has_header, n_rows=0, **options).columns
         except (pl.exceptions.NoDataError, ValueError):
             names = []
         except (pl.exceptions.PolarsError, PanicException) as exc:
-            raise SourceError(f"{origin_of(path)}: cannot read the header: {cause_of(exc)}") from None
+            raise SourceError(f"{where}: cannot read the header: {cause_of(exc)}") from None
         if "schema" not in read_options:
             return names
         given = list(read_options["schema"])
         if has_header and set(given) != set(names):
             raise ConfigError(
-                f"`read_options['schema']` has columns {given}, but the header of {origin_of(path)!r} has {names}"
+                f"`read_options['schema']` has columns {given}, but the header of {where!r} has {names}"
             )
         return names if has_header else given
 
-    def sample_header(self, header: bytes, names: list[str] | None, read_options: dict[str, Any]) -> str | None:
+    def sample_header(
+        self, header: bytes, names: list[str] | None, read_options: dict[str, Any], separator: str | None
+    ) -> str | None:
         if read_options.get("has_header", True):
-            return super().sample_header(header, names, read_options)
+            return super().sample_header(header, names, read_options, separator)
         # Without a header, sample blocks parse behind one made of the names, so every block has their width.
         quote = read_options.get("quote_char", '"')
         line = pl.DataFrame(schema=dict.fromkeys(names or [], pl.String)).write_csv(
-            separator=read_options["_separator"], quote_char=quote or '"', quote_style="never" if not quote else None
+            separator=separator or ",", quote_char=quote or '"', quote_style="never" if not quote else None
         )
         return line.encode().decode("latin-1")
 
@@ -190,8 +183,8 @@ class CSV(TextFormat):
         return pl.String()
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
-        ro = info.read_options
-        options, names = self._polars_options(ro), ro["_names"]
+        ro, facts = info.read_options, text_facts(info)
+        options, names = self._polars_options(ro, facts.separator), list(facts.names or ())
         schema = info.polars_schema() if info.schema else pl.Schema(dict.fromkeys(names, pl.String))
         if not data:
             return pl.DataFrame(schema=schema)
@@ -206,7 +199,7 @@ class CSV(TextFormat):
             return frame if frame.columns == schema.names() else frame.select(schema.names())
         # Samples parse behind the header: short records get nulls; a long one fails as in a chunk (and is left
         # out of the sample), never cut to the header's width unless the user asked for that.
-        header = ro["_header"].encode("latin-1")
+        header = (facts.header or "").encode("latin-1")
         if mode == "infer":
             overrides = dtypes_option(ro, "schema") or dtypes_option(ro, "schema_overrides")
             return pl.read_csv(
@@ -219,9 +212,9 @@ class CSV(TextFormat):
         )  # fmt: skip
         return frame.select(schema.names())
 
-    def _width(self, record: bytes, read_options: dict[str, Any]) -> int | None:
+    def _width(self, record: bytes, info: DatasetInfo) -> int | None:
         """How many fields `record` has, as the file's options split it; None if it does not parse."""
-        options = {**self._polars_options(read_options), "encoding": "utf8-lossy"}
+        options = {**self._polars_options(info.read_options, text_facts(info).separator), "encoding": "utf8-lossy"}
         try:
             return pl.read_csv(record, has_header=False, infer_schema=False, **options).width
         except (pl.exceptions.PolarsError, PanicException):
@@ -230,21 +223,21 @@ class CSV(TextFormat):
     def unreadable(self, piece: Piece, info: DatasetInfo) -> SourceError:
         """The sampled records are all wider than the header: the first line is likely no header at all
         (a title or comment line before it), so say which line was taken as the header and how to skip it."""
-        error, ro = super().unreadable(piece, info), info.read_options
+        error, ro, names = super().unreadable(piece, info), info.read_options, text_facts(info).names or ()
         data = self.read_bytes(piece)
         ends = real_newlines(np.frombuffer(data[:READ], dtype=np.uint8), self.quote(ro), 0)
-        width = self._width(data[: int(ends[0]) + 1 if ends.size else len(data)], ro)
-        if not ro.get("has_header", True) or width is None or width <= len(ro["_names"]):
+        width = self._width(data[: int(ends[0]) + 1 if ends.size else len(data)], info)
+        if not ro.get("has_header", True) or width is None or width <= len(names):
             return error
         first = next(start for path, start, _ in self._files(info) if path == piece.path)
-        line, header = lines_before(piece.path, first), ro["_header"].strip("\r\n")
+        line, header = lines_before(piece.path, first), (text_facts(info).header or "").strip("\r\n")
         shown = header if len(header) <= 60 else header[:57] + "..."
         hints = [] if "skip_rows" in ro else [f"{{'skip_rows': {line}}}"]
         if header[:1] in ("#", "%", ";") and "comment_prefix" not in ro:
             hints.append(f"{{'comment_prefix': {header[:1]!r}}}")
         skip = f"pass read_options={' or '.join(hints)} to skip the lines before it" if hints else "skip them"
         return SourceError(
-            f"{origin_of(piece.path)}, line {line}: this line was read as the header ({shown!r}, {len(ro['_names'])} field(s)), "
+            f"{info.origin(piece.path)}, line {line}: this line was read as the header ({shown!r}, {len(names)} field(s)), "
             f"but the records after it have {width} fields: if the real header comes later, {skip}; if these "
             f"records are the data, pass read_options={{'truncate_ragged_lines': True}} to keep the header's "
             "columns only"
@@ -253,10 +246,10 @@ class CSV(TextFormat):
     def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
         text = str(exc)
         if "more fields" in text or "not specified in schema" in text:
-            width = self._width(record, info.read_options)
+            width = self._width(record, info)
             fields = "more" if width is None else str(width)
             return DataError(
-                f"{where}: the record has {fields} fields but the header has {len(info.read_options['_names'])}; fix "
+                f"{where}: the record has {fields} fields but the header has {len(text_facts(info).names or ())}; fix "
                 "the line, or pass read_options={'truncate_ragged_lines': True} to drop the extra fields"
             )
         if "utf-8" in text.lower() or "utf8" in text.lower():

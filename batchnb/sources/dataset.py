@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from batchnb.errors import JobStateError
+from batchnb.sources.facts import RowCounts, facts_from_json, legacy_facts
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["ChunkSpec", "DatasetInfo", "Piece"]
+
+F = TypeVar("F", bound=RowCounts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +51,11 @@ class ChunkSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DatasetInfo:
-    """What the driver learnt from metadata: shared by every chunk of the job."""
+    """What the driver learnt from metadata: shared by every chunk of the job.
+
+    `read_options` is what the user passed, as given; what the format learnt for planning and reading is in
+    `facts`; `origins` names the user's file of each copy batchnb read instead (a decompressed or converted file).
+    """
 
     format: str
     paths: tuple[str, ...]
@@ -51,22 +63,50 @@ class DatasetInfo:
     read_options: dict[str, Any] = field(default_factory=dict)
     total_rows: int = 0
     total_bytes: int = 0
-    dtypes: str = ""  # the exact schema (sources.base.schema_to_ipc); `schema` is its readable form
+    dtypes: str = ""  # the exact schema (sources.schema.schema_to_ipc); `schema` is its readable form
+    facts: RowCounts = field(default_factory=RowCounts)
+    origins: dict[str, str] = field(default_factory=dict)  # copy -> the user's file it was made from
+
+    def origin(self, path: str) -> str:
+        """The user's file behind `path`, for messages (a line of a decompressed copy is the same line there)."""
+        return self.origins.get(path, path)
+
+    def facts_as(self, kind: type[F]) -> F:
+        """The facts as the format that planned the dataset typed them."""
+        if not isinstance(self.facts, kind):
+            msg = (
+                f"the {self.format} dataset was planned with {type(self.facts).__name__}, not {kind.__name__} "
+                "(a job state from another version of batchnb?): run(restart=True) to plan the job again"
+            )
+            raise JobStateError(msg)
+        return self.facts
 
     def for_workers(self) -> DatasetInfo:
-        """Without driver-only state (keys starting with "__"), so tasks stay small."""
-        options = {k: v for k, v in self.read_options.items() if not k.startswith("__")}
-        return DatasetInfo(**{**self.__dict__, "read_options": options})
+        """Without driver-only facts (the exact-rows record index), so tasks stay small."""
+        return replace(self, facts=self.facts.for_workers())
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for the record: a resumed run reads its chunks with the dataset planned first."""
-        return {**self.__dict__, "paths": list(self.paths)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**data, "paths": list(self.paths), "facts": self.facts.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatasetInfo:
-        return cls(**{**data, "paths": tuple(data["paths"])})
+        """Also a dataset recorded while the facts rode in `read_options`; one that cannot be read is a
+        JobStateError (the record is another version's), never a chunk failing later."""
+        data = dict(data)
+        try:
+            if "facts" not in data:
+                data["read_options"], data["facts"] = legacy_facts(data["format"], data.get("read_options") or {})
+            return cls(**{**data, "paths": tuple(data["paths"]), "facts": facts_from_json(data["facts"])})
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = (
+                f"the job state records its {data.get('format')!r} dataset in a form this version of batchnb cannot "
+                f"read ({type(exc).__name__}: {exc}): run(restart=True) to plan the job again"
+            )
+            raise JobStateError(msg) from exc
 
-    def polars_schema(self):
+    def polars_schema(self) -> pl.Schema:
         import polars as pl
 
         from batchnb.sources.schema import schema_of

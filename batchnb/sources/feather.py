@@ -9,6 +9,7 @@ import polars as pl
 from batchnb.errors import SourceError, cause_of
 from batchnb.sources.base import RowFormat, reading
 from batchnb.sources.dataset import DatasetInfo
+from batchnb.sources.facts import RowCounts
 
 __all__ = ["Feather"]
 
@@ -16,7 +17,7 @@ __all__ = ["Feather"]
 class Feather(RowFormat):
     name = "feather"
 
-    def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
+    def facts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> RowCounts:
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
@@ -31,7 +32,7 @@ class Feather(RowFormat):
                     f"cannot read Feather/Arrow IPC file {p!r}: {cause_of(exc)}; write it with `write_ipc` or "
                     "`to_feather`"
                 ) from exc
-        return counts
+        return RowCounts(row_counts=tuple(counts))
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
         with reading(path, "Feather/Arrow IPC"):

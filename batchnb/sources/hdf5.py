@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -10,6 +9,7 @@ import polars as pl
 from batchnb.errors import SourceError, cause_of
 from batchnb.sources.base import RowFormat, reading
 from batchnb.sources.dataset import DatasetInfo
+from batchnb.sources.facts import HDF5Facts
 
 __all__ = ["HDF5"]
 
@@ -67,25 +67,20 @@ class HDF5(RowFormat):
                 f"cannot open HDF5 file {path!r}: {cause_of(exc)}; is it a complete HDF5 file written by pandas?"
             ) from exc
 
-    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
-        keys = []
+    def facts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> HDF5Facts:
+        keys, counts = [], []
         for p in paths:
             with self._open(p) as store, reading(p, "HDF5"):
                 key = _key(store, p, read_options)
-                if not store.get_storer(key).is_table:
+                storer = store.get_storer(key)
+                if not storer.is_table:
                     raise SourceError(
                         f"HDF5 table {key!r} in {p!r} is in pandas' fixed format, which cannot be read in chunks: "
                         "write it with `to_hdf(..., format='table')`"
                     )
                 keys.append(key)
-        return super().inspect(paths, {**read_options, "_keys": keys}, workdir=workdir)
-
-    def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
-        counts = []
-        for p, key in zip(paths, read_options["_keys"], strict=True):
-            with self._open(p) as store, reading(p, "HDF5"):
-                counts.append(int(store.get_storer(key).nrows))
-        return counts
+                counts.append(int(storer.nrows))
+        return HDF5Facts(row_counts=tuple(counts), keys=tuple(keys))
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
         """Types from the table's first row, but a pandas object column is text: its first value may be None."""
@@ -95,7 +90,7 @@ class HDF5(RowFormat):
         return pl.Schema({c: pl.String if head[c].dtype == object else t for c, t in schema.items()})
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
-        key = info.read_options["_keys"][info.paths.index(path)]
+        key = info.facts_as(HDF5Facts).keys[info.paths.index(path)]
         with self._open(path) as store, reading(path, "HDF5", chunk=True):
             frame = store.select(key, start=start, stop=stop)
             return pl.from_pandas(frame, include_index=False)

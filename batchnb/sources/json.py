@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import polars as pl
@@ -14,7 +14,9 @@ from batchnb.errors import ConfigError, DataError, PanicException, SourceError, 
 from batchnb.sources.dataset import DatasetInfo
 from batchnb.sources.feather import Feather
 from batchnb.sources.pickle import materialize
-from batchnb.sources.text import BOOL, SCHEMA, ParseMode, TextFormat, dtypes_option, type_message
+from batchnb.sources.staging import Workdir
+from batchnb.sources.text import TextFormat
+from batchnb.sources.text_options import BOOL, SCHEMA, ParseMode, dtypes_option, type_message
 
 __all__ = ["NDJSON"]
 
@@ -65,9 +67,17 @@ class NDJSON(TextFormat):
     name = "json"
     options = {"exact_rows": BOOL, "schema": SCHEMA, "schema_overrides": SCHEMA}
 
-    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
+    def inspect(
+        self,
+        paths: tuple[str, ...],
+        read_options: dict[str, Any],
+        *,
+        workdir: Workdir,
+        origins: Mapping[str, str] | None = None,
+    ) -> DatasetInfo:
         shapes = [_shape(p) for p in paths]
-        document = next((p for p, shape in zip(paths, shapes, strict=True) if shape == "document"), None)
+        named = {p: (origins or {}).get(p, p) for p in paths}
+        document = next((named[p] for p, shape in zip(paths, shapes, strict=True) if shape == "document"), None)
         if document is not None:
             raise SourceError(
                 f"{document!r} is a single JSON object (such as pandas' `to_json(orient='columns')` writes), but "
@@ -77,12 +87,13 @@ class NDJSON(TextFormat):
         if "array" in shapes:
             if set(read_options) - set(TextFormat.options):  # only what every text source honours
                 raise ConfigError(
-                    f"`read_options` {sorted(read_options)} apply to newline-delimited JSON, but {paths[0]!r} is a "
+                    f"`read_options` {sorted(read_options)} apply to newline-delimited JSON, but {named[paths[0]]!r} is a "
                     "JSON array: drop them, or convert the file to one JSON object per line"
                 )
-            converted = materialize(paths, workdir, _load_array, "json")
-            return Feather().inspect(converted, {}, workdir=workdir)
-        return super().inspect(paths, read_options, workdir=workdir)
+            converted = materialize(paths, workdir, _load_array)
+            originals = {copy: (origins or {}).get(p, p) for copy, p in converted.items()}
+            return Feather().describe(tuple(converted), {}, origins=originals)
+        return super().inspect(paths, read_options, workdir=workdir, origins=origins)
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
         if not data.strip():

@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -21,6 +22,7 @@ from batchnb import storage
 from batchnb.errors import SourceError, cause_of
 from batchnb.sources.base import RowFormat, reading
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
+from batchnb.sources.facts import ParquetFacts
 from batchnb.sources.schema import polars_schema_of
 
 __all__ = ["Parquet", "RowGroupCache"]
@@ -63,10 +65,7 @@ _CACHE = RowGroupCache()
 class Parquet(RowFormat):
     name = "parquet"
 
-    def row_counts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> list[int]:
-        return [sum(rows for rows, _ in groups) for groups in read_options["_row_groups"]]
-
-    def inspect(self, paths, read_options, *, workdir):
+    def facts(self, paths: tuple[str, ...], read_options: dict[str, Any]) -> ParquetFacts:
         import pyarrow.parquet as pq
 
         groups, versions = [], []
@@ -77,29 +76,34 @@ class Parquet(RowFormat):
                 msg = f"cannot read Parquet file {p!r}: {cause_of(exc)}; is it a complete Parquet file?"
                 raise SourceError(msg) from exc
             groups.append(
-                [[meta.row_group(i).num_rows, meta.row_group(i).total_byte_size] for i in range(meta.num_row_groups)]
+                tuple((meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups))
             )
             versions.append((storage.info(p) or {}).get("version") if storage.is_url(p) else None)
-        options = {**read_options, "_row_groups": groups, "_versions": versions}
-        return super().inspect(paths, options, workdir=workdir)
+        return ParquetFacts(
+            row_counts=tuple(sum(rows for rows, _ in file) for file in groups),
+            row_groups=tuple(groups),
+            versions=tuple(versions),
+        )
 
-    def value_range(self, path: str, column: str, read_options: dict[str, Any]) -> tuple[Any, Any] | None:
-        """The least and greatest value of `column` over the row groups whose statistics have them."""
+    def value_ranges(
+        self, path: str, columns: Sequence[str], read_options: dict[str, Any]
+    ) -> dict[str, tuple[Any, Any]]:
+        """The least and greatest value of each column over the row groups whose statistics have them."""
         import pyarrow.parquet as pq
 
+        found: dict[str, list[Any]] = {}
         with (
             reading(path, "Parquet"),
             storage.open_input(path) if storage.is_url(path) else contextlib.nullcontext(path) as f,
         ):
-            meta = pq.ParquetFile(f).metadata
-            found = []
+            meta = pq.ParquetFile(f).metadata  # once per file, whatever the number of columns
             for i in range(meta.num_row_groups):
                 group = meta.row_group(i)
                 for j in range(group.num_columns):
-                    stats = group.column(j).statistics
-                    if group.column(j).path_in_schema == column and stats is not None and stats.has_min_max:
-                        found += [stats.min, stats.max]
-        return (min(found), max(found)) if found else None
+                    column, stats = group.column(j).path_in_schema, group.column(j).statistics
+                    if column in columns and stats is not None and stats.has_min_max:
+                        found.setdefault(column, []).extend((stats.min, stats.max))
+        return {column: (min(values), max(values)) for column, values in found.items()}
 
     def read_schema(self, path: str, read_options: dict[str, Any]) -> pl.Schema:
         with reading(path, "Parquet"):
@@ -111,7 +115,7 @@ class Parquet(RowFormat):
 
             with storage.open_input(path) as f:
                 return polars_schema_of(pq.ParquetFile(f).schema_arrow)
-        return pl.read_parquet_schema(path)
+        return pl.Schema(pl.read_parquet_schema(path))
 
     def read_sample_rows(self, info, path, start, stop, columns):
         # Sample blocks are small and scattered: slicing them out of cached groups would pin every group.
@@ -127,7 +131,7 @@ class Parquet(RowFormat):
         if not spec.pieces:
             return None
         piece, offset = spec.pieces[0], 0
-        for i, (rows, _) in enumerate(info.read_options["_row_groups"][info.paths.index(piece.path)]):
+        for i, (rows, _) in enumerate(_groups(info, piece.path)):
             offset += rows
             if piece.start < offset:
                 return piece.path, i
@@ -164,11 +168,16 @@ def _local_group(path: str, i: int, offset: int, rows: int) -> pl.DataFrame:
     return pl.scan_parquet(path).slice(offset, rows).collect()
 
 
+def _groups(info: DatasetInfo, path: str) -> tuple[tuple[int, int], ...]:
+    """(rows, uncompressed bytes) of each row group of `path`."""
+    return info.facts_as(ParquetFacts).row_groups[info.paths.index(path)]
+
+
 def _cut_groups(info: DatasetInfo, path: str, start: int, stop: int, cut) -> list[pl.DataFrame]:
     """Rows [start, stop) of one file, one frame per row group they fall in, each from
     `cut(group index, group offset, group rows, group bytes, lo, hi)`."""
     frames, offset = [], 0
-    for i, (rows, nbytes) in enumerate(info.read_options["_row_groups"][info.paths.index(path)]):
+    for i, (rows, nbytes) in enumerate(_groups(info, path)):
         lo, hi = max(start, offset), min(stop, offset + rows)
         if lo < hi:
             frames.append(cut(i, offset, rows, nbytes, lo, hi))
@@ -187,7 +196,7 @@ def _remote_rows(info: DatasetInfo, path: str, start: int, stop: int, columns) -
     (pyarrow reads a group's column chunks by range requests), whole groups cached like local ones."""
     import pyarrow.parquet as pq
 
-    version = (path, info.read_options["_versions"][info.paths.index(path)])  # known since inspect: no HEAD
+    version = (path, info.facts_as(ParquetFacts).versions[info.paths.index(path)])  # known since inspect: no HEAD
     with storage.open_input(path) as f:
         reader = pq.ParquetFile(f)
 

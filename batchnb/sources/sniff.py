@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchnb import storage
-from batchnb.config import COMPRESSIBLE_FORMATS, COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
+from batchnb.formats import COMPRESSIBLE_FORMATS, COMPRESSION_SUFFIXES
 
 __all__ = ["COMPRESSIONS", "check_content", "kind_name", "sniff", "sniff_bytes"]
 

@@ -8,7 +8,8 @@ fingerprint stay those of the original files.
 A staged copy is named after its original's path and version (size and modification time, or an object's
 ETag) and carries the original's modification time: a resumed run reuses a copy that matches and stages again
 one that is missing or was touched. Decompression is deterministic, so a copy staged again has the same bytes
-and the stored byte-range plan stays valid.
+and the stored byte-range plan stays valid. Which user's file each copy stands for travels with the dataset
+(`DatasetInfo.origins`), so messages name the user's file.
 """
 
 from __future__ import annotations
@@ -18,28 +19,40 @@ import contextlib
 import glob
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from batchnb import storage
-from batchnb.config import COMPRESSION_SUFFIXES
 from batchnb.errors import SourceError
-from batchnb.files import atomic_file, is_own
+from batchnb.files import atomic_file, is_own, private_dir
+from batchnb.formats import COMPRESSION_SUFFIXES
 from batchnb.sources.sniff import COMPRESSIONS, check_content, kind_name, sniff, sniff_bytes
 
-__all__ = ["origin_of", "stage"]
+__all__ = ["Workdir", "stage"]
 
 BLOCK = 4 * 2**20
 _ARROW_CODECS = {"gzip": "gzip", "bzip2": "bz2", "zstd": "zstd"}
 _REMOTE_MTIME_NS = 946_684_800 * 10**9  # 2000-01-01: a staged copy of an object, until someone touches it
-_ORIGINS = "origins"  # a folder beside the staged copies: per copy, the path of the file it was decompressed from
 
 
-def stage(paths: tuple[str, ...], fmt: str, workdir: Path) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Workdir:
+    """Where a job keeps copies of its inputs (decompressed text, pickles as Arrow): `output/_batchnb/converted`."""
+
+    output: Path
+
+    def path(self) -> Path:
+        """The folder, made here as real directories: never through a link planted in a received output."""
+        return private_dir(self.output, "converted", purpose="a staged copy")
+
+
+def stage(paths: tuple[str, ...], fmt: str, workdir: Workdir) -> tuple[str, ...]:
     """`paths` with each compressed CSV/NDJSON file replaced by its staged plain copy; every file's first bytes
     are checked against `fmt` (local files always, object-store files when they may need decompressing)."""
     out = []
@@ -74,55 +87,27 @@ def _inner_name(path: str, member: str | None) -> str:
     return name
 
 
-def _staged(path: str, kind: str, workdir: Path) -> str:
+def _staged(path: str, kind: str, workdir: Workdir) -> str:
     member = _only_member(path) if kind == "zip" else None
     tag, mtime_ns = _version(path)
     inner = Path(_inner_name(path, member))
     path_tag = hashlib.sha256((path if storage.is_url(path) else os.path.abspath(path)).encode()).hexdigest()[:8]
     prefix = f"{inner.stem}-{path_tag}-"
-    target = workdir / f"{prefix}{tag[:12]}{inner.suffix}"
-    origin = real_dir(workdir, _ORIGINS) / target.name
-    if is_own(target) and target.stat().st_mtime_ns == mtime_ns and is_own(origin):
+    folder = workdir.path()
+    target = folder / f"{prefix}{tag[:12]}{inner.suffix}"
+    if is_own(target) and target.stat().st_mtime_ns == mtime_ns:
         return str(target)
     _decompress(path, kind, member, target)
     os.utime(target, ns=(mtime_ns, mtime_ns))
-    with atomic_file(origin) as tmp:  # replaces a planted link itself, never the file it points to
-        with _open_temp(tmp, "w") as f:
-            f.write(path)
-    for old in glob.glob(glob.escape(str(workdir / prefix)) + "*" + glob.escape(inner.suffix)):
+    for old in glob.glob(glob.escape(str(folder / prefix)) + "*" + glob.escape(inner.suffix)):
         if old != str(target):  # a copy of an earlier version of the same file
             Path(old).unlink(missing_ok=True)
-            (workdir / _ORIGINS / Path(old).name).unlink(missing_ok=True)
     return str(target)
-
-
-def real_dir(workdir: Path, *names: str) -> Path:
-    """The staging directory below a job's output (`_batchnb/converted`) made and checked as real directories,
-    never a link planted in a received output; any other work directory as it is."""
-    if workdir.parent.name == "_batchnb":
-        from batchnb.files import private_dir
-
-        return private_dir(workdir.parent.parent, workdir.name, *names, purpose="a staged copy")
-    path = workdir.joinpath(*names)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _open_temp(tmp: Path, mode: str) -> IO:
     """The fresh temp `atomic_file` made, opened without following a link swapped in for it."""
     return os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), mode, encoding=None if "b" in mode else "utf-8")
-
-
-def origin_of(path: str) -> str:
-    """The user's file that a staged copy was decompressed from, for messages (a line number in the
-    copy is the same line in the original's text); any other path as it is."""
-    parent = Path(path).parent
-    if parent.name != "converted" or parent.parent.name != "_batchnb":
-        return path
-    try:
-        return (parent / _ORIGINS / Path(path).name).read_text(encoding="utf-8")
-    except OSError:
-        return path
 
 
 def _only_member(path: str) -> str:
@@ -152,12 +137,12 @@ def _is_metadata(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _open_stream(path: str, kind: str, member: str | None) -> Iterator[IO[bytes]]:
+def _open_stream(path: str, kind: str, member: str | None) -> Iterator[io.BufferedIOBase | IO[bytes]]:
     with storage.open_input(path) as raw, _decoder(raw, path, kind, member) as stream:
         yield stream
 
 
-def _decoder(raw: IO[bytes], path: str, kind: str, member: str | None) -> IO[bytes]:
+def _decoder(raw: IO[bytes], path: str, kind: str, member: str | None) -> io.BufferedIOBase | IO[bytes]:
     """Arrow's codecs where it has them (bzip2 twice as fast as the standard library), else the stdlib's."""
     import pyarrow as pa
 
@@ -171,7 +156,7 @@ def _decoder(raw: IO[bytes], path: str, kind: str, member: str | None) -> IO[byt
             return bz2.BZ2File(raw)
         if kind == "xz":
             return lzma.LZMAFile(raw)
-        if kind == "zip":
+        if kind == "zip" and member is not None:
             return zipfile.ZipFile(raw).open(member)
     except Exception as exc:
         raise _corrupt(path, kind, exc) from exc
@@ -203,7 +188,7 @@ def _corrupt(path: str, kind: str, exc: BaseException) -> SourceError:
     )
 
 
-def _read(src: IO[bytes], path: str, kind: str) -> bytes:
+def _read(src: io.BufferedIOBase | IO[bytes], path: str, kind: str) -> bytes:
     try:
         return src.read(BLOCK)
     except (KeyboardInterrupt, SystemExit):

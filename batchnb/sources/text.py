@@ -1,11 +1,8 @@
-"""Line-oriented formats (CSV, NDJSON): chunks are record-aligned byte ranges.
+"""Line-oriented formats (CSV, NDJSON): chunks are record-aligned byte ranges (`byte_ranges`).
 
-Planning reads a few KiB around each chunk boundary, never the whole file: the record that starts
-at or after the boundary is found from the quote parity there, inferred from the roles of nearby
-quotes (an opening quote follows a separator or newline, a closing one precedes one). Each worker
-then proves its own cut: a chunk whose bytes hold an odd number of quotes began or ended inside a
-quoted field, and fails with a message instead of splitting a record. Chained from the first chunk,
-which starts at a known record, every cut is right when every chunk is balanced.
+Each worker proves its own cut: a chunk whose bytes hold an odd number of quotes began or ended inside a
+quoted field, and fails with a message instead of splitting a record. Chained from the first chunk, which
+starts at a known record, every cut is right when every chunk is balanced.
 
 `read_options={"exact_rows": True}` plans instead from one vectorized pass over the bytes (memory-
 mapped windows counted in parallel): chunks become exact row ranges, at the cost of reading the
@@ -21,90 +18,52 @@ reads it; finding that line costs a bisection over the failed chunk's records, n
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
 from batchnb import storage
 from batchnb.errors import ConfigError, DataError, PanicException, SourceError
-from batchnb.sources.base import SAMPLE_BLOCKS, Check, RowFormat, conform, parallel_map, sample_starts
+from batchnb.sources.base import SAMPLE_BLOCKS, RowFormat, conform, parallel_map, sample_starts
+from batchnb.sources.byte_ranges import FileSpan, byte_range_specs, record_start, sample_blocks
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
-from batchnb.sources.record_index import READ, build_index, lines_before, offset_of_row, parity_at_start, real_newlines
-from batchnb.sources.schema import dtype_from_text, schema_to_ipc, schema_to_text, unify_schemas
-from batchnb.sources.staging import origin_of
+from batchnb.sources.facts import TextFacts
+from batchnb.sources.record_index import READ, build_index, lines_before, offset_of_row, real_newlines
+from batchnb.sources.schema import schema_to_ipc, schema_to_text, unify_schemas
+from batchnb.sources.staging import Workdir
+from batchnb.sources.text_options import BOOL, Check, ParseMode, dtypes_option
 
-__all__ = ["BOOL", "READ", "SCHEMA", "Check", "TextFormat", "as_dtype", "dtypes_option", "type_message"]
+__all__ = ["READ", "TextFormat", "text_facts"]
 
-ParseMode = Literal["strict", "lenient", "infer"]
-
-
-def as_dtype(value: Any) -> pl.DataType | None:
-    """A Polars dtype from a dtype, a dtype class or its name ("String", "Float64"); None if it is none."""
-    if isinstance(value, str):
-        value = getattr(pl, value, None)
-    if isinstance(value, type) and issubclass(value, pl.DataType):
-        return value()
-    return value if isinstance(value, pl.DataType) else None
-
-
-def dtypes_option(read_options: Mapping[str, Any], key: str) -> dict[str, pl.DataType]:
-    """`read_options[key]` (a column -> dtype mapping) with every dtype as a Polars dtype; a dtype kept as
-    text in a job's state ("Datetime(time_unit='us', ...)") is read back from that text."""
-    return {name: as_dtype(t) or dtype_from_text(str(t)) for name, t in (read_options.get(key) or {}).items()}
-
-
-def _is_schema(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(isinstance(k, str) and as_dtype(t) is not None for k, t in value.items())
-
-
-def type_message(where: str, column: str, value: str, dtype: pl.DataType) -> str:
-    """A value the sampled rows did not show breaks the column's type: say which, and the option that reads it."""
-    wider = "String"
-    if dtype.is_integer():
-        try:
-            float(value)
-            wider = "Float64"
-        except ValueError:
-            pass
-    return (
-        f"{where}: column {column!r} holds {value!r}, which is not {dtype} (the type the sampled rows of the file "
-        f"gave it): pass read_options={{'schema_overrides': {{{column!r}: pl.{wider}}}}} (or {wider!r}) to read "
-        "the column as that type, or fix the value"
-    )
-
-
-BOOL: Check = (lambda v: isinstance(v, bool), "True or False")
-SCHEMA: Check = (_is_schema, 'a dict of column name -> Polars dtype (pl.Float64, or its name "Float64")')
-
-LOOK = 64 * 1024  # bytes read on each side of a chunk boundary to place it
 INFER_BLOCK = 64 * 1024  # bytes per block of the type-inference sample
 SKIPPED_PER_BLOCK = 8  # records that do not parse left out of one sample block; a block with more is dropped
+EXACT_TYPE_SAMPLE = 20_000  # records of the type sample when rows are exact
 
 
-def record_start(path: str, x: int, lo_limit: int, size: int, quote: int | None, separator: int | None) -> int:
-    """Offset of the first record that starts at or after byte `x` (`lo_limit` is a known record start)."""
-    if x <= lo_limit:
-        return lo_limit
-    look = LOOK
-    while True:
-        lo = max(lo_limit, x - look)
-        with storage.open_input(path) as f:
-            f.seek(lo)
-            buf = np.frombuffer(f.read(min(size, x + look) - lo), dtype=np.uint8)
-        parity = 0
-        if quote is not None and lo > lo_limit:  # from lo_limit on, the parity is known to be 0
-            parity = parity_at_start(buf, quote, separator) or 0
-        real = real_newlines(buf, quote, parity)
-        after = real[real >= x - 1 - lo]  # a record starts just past each real newline
-        if after.size:
-            return lo + int(after[0]) + 1
-        if x + look >= size:
-            return size
-        look *= 4  # a record longer than the window: look further
+def text_facts(info: DatasetInfo) -> TextFacts:
+    return info.facts_as(TextFacts)
+
+
+def unify_blocks(
+    named: Sequence[tuple[str, pl.DataFrame]], names: Sequence[str] | None, merge: Callable[..., pl.DataType]
+) -> pl.Schema:
+    """Per file, the types its blocks (file, frame) agree on (`merge`); across files, `unify_schemas`
+    (lossless widening only). A block where a column is all empty says nothing about its type: Null there."""
+    per_file: dict[str, dict[str, pl.DataType]] = {}
+    for path, frame in named:
+        if not frame.height:
+            continue
+        merged = per_file.setdefault(path, {})
+        for column, dtype in frame.schema.items():
+            dtype = pl.Null() if frame[column].null_count() == frame.height else dtype
+            merged[column] = dtype if column not in merged else merge(merged[column], dtype)
+    order = list(names) if names is not None else list(dict.fromkeys(c for _, f in named for c in f.columns))
+    files = [(path, pl.Schema({c: types.get(c, pl.Null()) for c in order})) for path, types in per_file.items()]
+    schema = dict(unify_schemas(files)) if files else {}
+    return pl.Schema({c: pl.String() if schema.get(c, pl.Null()) == pl.Null else schema[c] for c in order})
 
 
 class TextFormat(RowFormat):
@@ -113,31 +72,42 @@ class TextFormat(RowFormat):
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Check]] = {"exact_rows": BOOL}  # the read_options keys this format honours
 
-    def quote(self, read_options: dict[str, Any]) -> int | None:
+    def quote(self, read_options: Mapping[str, Any]) -> int | None:
         return None
 
-    def separator_byte(self, read_options: dict[str, Any]) -> int | None:
+    def separator(self, read_options: Mapping[str, Any], path: str) -> str | None:
+        """The field separator the dataset is read with, decided once from the options and the first file."""
         return None
 
-    def layout(self, path: str, read_options: dict[str, Any]) -> tuple[bytes, int]:
-        """(the header record, or the first record where there is none; offset of the first data record)."""
+    def layout(self, path: str, read_options: dict[str, Any], where: str) -> tuple[bytes, int]:
+        """(the header record, or the first record where there is none; offset of the first data record);
+        `where` names the file in messages."""
         return b"", 0
 
-    def header_names(self, path: str, header: bytes, read_options: dict[str, Any]) -> list[str] | None:
+    def header_names(self, where: str, header: bytes, read_options: dict[str, Any], separator: str | None) -> list[str] | None:
         return None
+
+    def sample_header(
+        self, header: bytes, names: list[str] | None, read_options: dict[str, Any], separator: str | None
+    ) -> str | None:
+        """The header that sample blocks are parsed behind, kept as latin-1 text so any bytes round-trip."""
+        return header.decode("latin-1") if header else None
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
         """`strict` for chunks (a bad record fails the chunk); `infer` and `lenient` for samples, which
         must not fail the whole job over one bad record that its own chunk will report."""
         raise NotImplementedError
 
+    def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
+        """Why `record` (at `where`, "file, line n") does not parse, and what to do."""
+        raise NotImplementedError
+
     def merge_types(self, a: pl.DataType, b: pl.DataType) -> pl.DataType:
         """The type of a column that one block of a file inferred as `a` and another as `b`."""
-        return pl.concat([pl.DataFrame(schema={"c": a}), pl.DataFrame(schema={"c": b})], how="vertical_relaxed").dtypes[
-            0
-        ]
+        frames = [pl.DataFrame(schema={"c": a}), pl.DataFrame(schema={"c": b})]
+        return pl.concat(frames, how="vertical_relaxed").dtypes[0]
 
-    def decided_schema(self, inferred: pl.Schema, names: list[str] | None, read_options: dict[str, Any]) -> pl.Schema:
+    def decided_schema(self, inferred: pl.Schema, names: Sequence[str] | None, read_options: dict[str, Any]) -> pl.Schema:
         """The dataset's schema from the sample's types and the user's `schema_overrides`."""
         if read_options.get("schema"):
             return pl.Schema(dtypes_option(read_options, "schema"))
@@ -147,7 +117,7 @@ class TextFormat(RowFormat):
             if unknown:
                 raise ConfigError(
                     f"`read_options['schema_overrides']` names column(s) {unknown} that the file does not have: "
-                    f"its columns are {names}"
+                    f"its columns are {list(names)}"
                 )
         return pl.Schema({**dict(inferred), **overrides})
 
@@ -155,148 +125,99 @@ class TextFormat(RowFormat):
     def exact(info: DatasetInfo) -> bool:
         return bool(info.read_options.get("exact_rows"))
 
-    def inspect(self, paths: tuple[str, ...], read_options: dict[str, Any], *, workdir: Path) -> DatasetInfo:
-        quote = self.quote(read_options)
-        layouts = [self.layout(p, read_options) for p in paths]
-        names, header = None, b""
-        for p, (file_header, _) in zip(paths, layouts, strict=True):
-            file_names = self.header_names(p, file_header, read_options)
-            if names is not None and file_names != names:
-                raise SourceError(
-                    f"file {origin_of(p)!r} has columns {file_names}, but {origin_of(paths[0])!r} has {names}"
-                )
-            names, header = file_names, header or file_header
-        starts = [start for _, start in layouts]
-        sizes = [storage.file_size(p) for p in paths]
-        options = {
-            **read_options,
-            "_files": [[start, size] for start, size in zip(starts, sizes, strict=True)],
-            "_names": names,
-            "_header": self.sample_header(header, names, read_options),
-        }
-        indexes = None
-        if read_options.get("exact_rows"):
-            if any(storage.is_url(p) for p in paths):
-                raise SourceError("read_options={'exact_rows': True} needs local files (it maps them into memory)")
-            indexes = [build_index(p, start, quote) for p, start in zip(paths, starts, strict=True)]
-            options.update({"_row_counts": [ix.rows for ix in indexes], "__indexes": indexes})
-        draft = DatasetInfo(
-            format=self.name, paths=paths, schema={}, read_options=options,
-            total_rows=sum(ix.rows for ix in indexes) if indexes else 0,
-            total_bytes=sum(size - start for start, size in zip(starts, sizes, strict=True)),
-        )  # fmt: skip
+    # --- inspect: layout, record index, the type sample --------------------------------------------------------
+    def inspect(
+        self,
+        paths: tuple[str, ...],
+        read_options: dict[str, Any],
+        *,
+        workdir: Workdir,
+        origins: Mapping[str, str] | None = None,
+    ) -> DatasetInfo:
+        draft = self._draft(paths, read_options, dict(origins or {}))
         # Types come from a fixed stratified sample of records, independent of chunk size and seed.
-        pieces = self._sample_pieces(draft, 20_000) if indexes else self._byte_pieces(draft, INFER_BLOCK, seed=0)
+        facts = text_facts(draft)
+        if facts.indexes:
+            pieces = self._sample_pieces(draft, EXACT_TYPE_SAMPLE)
+        else:
+            pieces = sample_blocks(self._files(draft), INFER_BLOCK, 0, self._placer(draft))
         pieces = self._with_every_file(draft, pieces)
         parsed = list(zip(pieces, parallel_map(lambda p: self._parse_sample(p, draft, "infer"), pieces), strict=True))
         if parsed and all(f is None or not f.height for _, f in parsed) and not read_options.get("schema"):
             raise self.unreadable(parsed[0][0], draft)
-        pieces, frames = [p for p, f in parsed if f is not None], [f for _, f in parsed if f is not None]
-        schema = self.decided_schema(self._unify(pieces, frames, names), names, read_options)
-        info = DatasetInfo(**{**draft.__dict__, "schema": schema_to_text(schema), "dtypes": schema_to_ipc(schema)})
-        if indexes is None:  # rows are estimated from the sample's bytes per record until the chunks have run
-            sampled_bytes, sampled_rows = sum(p.stop - p.start for p in pieces), sum(f.height for f in frames)
-            per_row = sampled_bytes / sampled_rows if sampled_rows else float(max(1, draft.total_bytes))
-            options["_bytes_per_row"] = per_row
-            info = DatasetInfo(**{**info.__dict__, "total_rows": round(draft.total_bytes / per_row)})
-        return info
+        blocks = [(p, f) for p, f in parsed if f is not None]
+        inferred = unify_blocks([(draft.origin(p.path), f) for p, f in blocks], facts.names, self.merge_types)
+        schema = self.decided_schema(inferred, facts.names, read_options)
+        info = dataclasses.replace(draft, schema=schema_to_text(schema), dtypes=schema_to_ipc(schema))
+        if facts.indexes:
+            return info
+        # Rows are estimated from the sample's bytes per record until the chunks have run.
+        sampled_bytes, sampled_rows = sum(p.stop - p.start for p, _ in blocks), sum(f.height for _, f in blocks)
+        per_row = sampled_bytes / sampled_rows if sampled_rows else float(max(1, draft.total_bytes))
+        facts = dataclasses.replace(facts, bytes_per_row=per_row)
+        return dataclasses.replace(info, total_rows=round(draft.total_bytes / per_row), facts=facts)
 
-    def unreadable(self, piece: Piece, info: DatasetInfo) -> SourceError:
-        """No sampled block parses: say why the first one does not, rather than plan a dataset of nothing."""
-        data = self.read_bytes(piece)
-        try:
-            self.check_balanced(info, piece.path, piece.start, data)
-        except SourceError as exc:
-            return SourceError(f"no sampled record can be read: {exc}")
-        error = self.parse_error(data, info, "infer")
-        if error is None:
-            return SourceError(f"{origin_of(piece.path)}: cannot read the records at bytes {piece.start}-{piece.stop}")
-        return SourceError(
-            f"no sampled record can be read: {self.located_error(error, data, info, 'infer', piece.path, piece.start)}"
+    def _draft(self, paths: tuple[str, ...], read_options: dict[str, Any], origins: dict[str, str]) -> DatasetInfo:
+        """The dataset before its types are known: where each file's records are, the header, the record index."""
+        separator = self.separator(read_options, paths[0])
+        layouts = [self.layout(p, read_options, origins.get(p, p)) for p in paths]
+        names, header = None, b""
+        for p, (file_header, _) in zip(paths, layouts, strict=True):
+            file_names = self.header_names(origins.get(p, p), file_header, read_options, separator)
+            if names is not None and file_names != names:
+                first = origins.get(paths[0], paths[0])
+                raise SourceError(f"file {origins.get(p, p)!r} has columns {file_names}, but {first!r} has {names}")
+            names, header = file_names, header or file_header
+        files = tuple((start, storage.file_size(p)) for p, (_, start) in zip(paths, layouts, strict=True))
+        indexes = ()
+        if read_options.get("exact_rows"):
+            if any(storage.is_url(p) for p in paths):
+                raise SourceError("read_options={'exact_rows': True} needs local files (it maps them into memory)")
+            quote = self.quote(read_options)
+            indexes = tuple(build_index(p, start, quote) for p, (start, _) in zip(paths, files, strict=True))
+        facts = TextFacts(
+            row_counts=tuple(ix.rows for ix in indexes),
+            files=files,
+            names=None if names is None else tuple(names),
+            header=self.sample_header(header, names, read_options, separator),
+            separator=separator,
+            indexes=indexes,
         )
-
-    def sample_header(self, header: bytes, names: list[str] | None, read_options: dict[str, Any]) -> str | None:
-        """The header that sample blocks are parsed behind, kept as latin-1 text so any bytes round-trip."""
-        return header.decode("latin-1") if header else None
-
-    def _unify(self, pieces: list[Piece], frames: list[pl.DataFrame], names: list[str] | None) -> pl.Schema:
-        """Per file, the types its blocks agree on; across files, `unify_schemas` (lossless widening only).
-
-        A block where a column is all empty says nothing about its type: it counts as Null there."""
-        per_file: dict[str, dict[str, pl.DataType]] = {}
-        for piece, frame in zip(pieces, frames, strict=True):
-            if not frame.height:
-                continue
-            merged = per_file.setdefault(piece.path, {})
-            for column, dtype in frame.schema.items():
-                dtype = pl.Null() if frame[column].null_count() == frame.height else dtype
-                merged[column] = dtype if column not in merged else self.merge_types(merged[column], dtype)
-        order = names if names is not None else list(dict.fromkeys(c for f in frames for c in f.columns))
-        named = [(path, pl.Schema({c: types.get(c, pl.Null()) for c in order})) for path, types in per_file.items()]
-        schema = dict(unify_schemas(named)) if named else {}
-        return pl.Schema({c: pl.String() if schema.get(c, pl.Null()) == pl.Null else schema[c] for c in order})
+        return DatasetInfo(
+            format=self.name, paths=paths, schema={}, read_options=dict(read_options),
+            total_rows=sum(facts.row_counts), total_bytes=sum(size - start for start, size in files),
+            facts=facts, origins=origins,
+        )  # fmt: skip
 
     def _with_every_file(self, info: DatasetInfo, pieces: list[Piece]) -> list[Piece]:
         """A file too small to hold a sampled block still gets one, at its start: its types count too."""
         sampled = {p.path for p in pieces}
+        place = self._placer(info)
         for path, first, size in self._files(info):
             if path not in sampled and first < size:
-                stop = self._record_start(info, path, min(size, first + INFER_BLOCK), first, size)
-                pieces.append(Piece(path=path, start=first, stop=stop))
+                pieces.append(Piece(path=path, start=first, stop=place(path, min(size, first + INFER_BLOCK), first, size)))
         return pieces
 
-    def _files(self, info: DatasetInfo) -> list[tuple[str, int, int]]:
+    def _files(self, info: DatasetInfo) -> list[FileSpan]:
         """(path, offset of the first record, size) of every file."""
-        return [(p, start, size) for p, (start, size) in zip(info.paths, info.read_options["_files"], strict=True)]
+        return [(p, start, size) for p, (start, size) in zip(info.paths, text_facts(info).files, strict=True)]
 
-    def _record_start(self, info: DatasetInfo, path: str, x: int, first: int, size: int) -> int:
-        return record_start(path, x, first, size, self.quote(info.read_options), self.separator_byte(info.read_options))
+    def _placer(self, info: DatasetInfo) -> Callable[[str, int, int, int], int]:
+        """Where the first record at or after a byte starts, in this dataset's files."""
+        quote, separator = self.quote(info.read_options), text_facts(info).separator
+        sep = ord(separator) if separator else None
+        return lambda path, x, first, size: record_start(path, x, first, size, quote, sep)
 
-    def _byte_pieces(self, info: DatasetInfo, block_bytes: int, seed: int) -> list[Piece]:
-        """Stratified blocks of whole records: one at a seeded offset in each of SAMPLE_BLOCKS equal
-        slices of the data bytes (so the sample depends only on the source and the seed)."""
-        files = self._files(info)
-        total = sum(size - first for _, first, size in files)
-        rng = np.random.default_rng(seed)
-        pieces = []
-        for j in range(SAMPLE_BLOCKS if total else 0):
-            lo, hi = j * total // SAMPLE_BLOCKS, (j + 1) * total // SAMPLE_BLOCKS
-            offset = lo + int(rng.integers(0, max(1, hi - lo - block_bytes + 1)))
-            for path, first, size in files:  # the global byte offset -> its file
-                if offset < size - first:
-                    start = self._record_start(info, path, first + offset, first, size)
-                    stop = self._record_start(info, path, min(size, start + block_bytes), first, size)
-                    if start < stop:
-                        pieces.append(Piece(path=path, start=start, stop=stop))
-                    break
-                offset -= size - first
-        return pieces
-
+    # --- plan -------------------------------------------------------------------------------------------------
     def plan(self, info: DatasetInfo, chunk_size: int) -> tuple[ChunkSpec, ...]:
-        if self.exact(info):
+        per_row = text_facts(info).bytes_per_row
+        if self.exact(info) or per_row is None:
             return super().plan(info, chunk_size)
-        per_row = info.read_options["_bytes_per_row"]
-        target = max(1, round(chunk_size * per_row))
-        specs: list[ChunkSpec] = []
-        rows = 0
-        for path, first, size in self._files(info):
-            cuts = [
-                first,
-                *(self._record_start(info, path, x, first, size) for x in range(first + target, size, target)),
-            ]
-            bounds = sorted({*cuts, size})  # a record longer than a chunk merges two cuts into one
-            for a, b in itertools.pairwise(bounds):
-                estimate = max(1, round((b - a) / per_row))
-                specs.append(
-                    ChunkSpec(index=len(specs), pieces=(Piece(path=path, start=a, stop=b),),
-                              rows=(rows, rows + estimate), nbytes=b - a)
-                )  # fmt: skip
-                rows += estimate
-        return tuple(specs)
+        return byte_range_specs(self._files(info), chunk_size, per_row, self._placer(info))
 
     def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:
-        quote = self.quote(info.read_options)
-        indexes = info.read_options["__indexes"]
+        """Exact rows [start, stop) as byte ranges, through the record index (driver only)."""
+        quote, indexes = self.quote(info.read_options), text_facts(info).indexes
         out = []
         for piece in super().pieces(info, start, stop):
             index = indexes[info.paths.index(piece.path)]
@@ -305,26 +226,22 @@ class TextFormat(RowFormat):
             out.append(Piece(path=piece.path, start=lo, stop=hi))
         return tuple(out)
 
-    @staticmethod
-    def read_bytes(piece: Piece) -> bytes:
-        with storage.open_input(piece.path) as f:
-            f.seek(piece.start)
-            return f.read(piece.stop - piece.start)
-
+    # --- samples ----------------------------------------------------------------------------------------------
     def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
-        per_block = None
-        if self.exact(info):
+        per_block, per_row = None, text_facts(info).bytes_per_row
+        if self.exact(info) or per_row is None:
             pieces = self._sample_pieces(info, n, seed)
-        elif info.total_bytes <= 1.25 * n * info.read_options["_bytes_per_row"]:
+        elif info.total_bytes <= 1.25 * n * per_row:
             # Probably no more than n records: all of them are the sample, as for every other format.
             whole = self.sample_all(info, columns)
             if whole.height <= n:
                 return whole
-            pieces = self._byte_pieces(info, -(-info.total_bytes // SAMPLE_BLOCKS), seed)
+            pieces = sample_blocks(self._files(info), -(-info.total_bytes // SAMPLE_BLOCKS), seed, self._placer(info))
             per_block = -(-n // SAMPLE_BLOCKS)
         else:
             per_block = -(-n // SAMPLE_BLOCKS)
-            pieces = self._byte_pieces(info, round(1.25 * per_block * info.read_options["_bytes_per_row"]) + 1, seed)
+            block_bytes = round(1.25 * per_block * per_row) + 1
+            pieces = sample_blocks(self._files(info), block_bytes, seed, self._placer(info))
 
         def read(piece: Piece) -> pl.DataFrame | None:
             frame = self._parse_sample(piece, info, "lenient")
@@ -355,10 +272,17 @@ class TextFormat(RowFormat):
         return conform(frames, info, columns)
 
     def _sample_pieces(self, info: DatasetInfo, n: int, seed: int = 0) -> list[Piece]:
-        out = []
+        out: list[Piece] = []
         for start, stop in sample_starts(info.total_rows, n, seed=seed):
             out.extend(self.pieces(info, start, stop))
         return out
+
+    # --- chunks, and where a record that does not parse is ----------------------------------------------------
+    @staticmethod
+    def read_bytes(piece: Piece) -> bytes:
+        with storage.open_input(piece.path) as f:
+            f.seek(piece.start)
+            return f.read(piece.stop - piece.start)
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         data = self.read_bytes(Piece(path=path, start=start, stop=stop))
@@ -368,13 +292,38 @@ class TextFormat(RowFormat):
         except (pl.exceptions.PolarsError, PanicException) as exc:
             raise self.located_error(exc, data, info, "strict", path, start) from None
 
+    def check_balanced(self, info: DatasetInfo, path: str, start: int, data: bytes) -> None:
+        """A byte-range chunk must hold whole quoted fields: an odd quote count means a cut inside one."""
+        quote = self.quote(info.read_options)
+        if self.exact(info) or quote is None or data.find(bytes([quote])) == -1:  # memchr: usually no quotes
+            return
+        if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == quote) % 2:
+            raise DataError(
+                f"{info.origin(path)}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} "
+                "characters, so a chunk boundary fell inside a quoted field (or a field has an unmatched quote); "
+                "pass read_options={'exact_rows': True} to plan from a full pass over the file instead"
+            )
+
+    def unreadable(self, piece: Piece, info: DatasetInfo) -> SourceError:
+        """No sampled block parses: say why the first one does not, rather than plan a dataset of nothing."""
+        data = self.read_bytes(piece)
+        try:
+            self.check_balanced(info, piece.path, piece.start, data)
+        except SourceError as exc:
+            return SourceError(f"no sampled record can be read: {exc}")
+        error = self.parse_error(data, info, "infer")
+        if error is None:
+            return SourceError(f"{info.origin(piece.path)}: cannot read the records at bytes {piece.start}-{piece.stop}")
+        located = self.located_error(error, data, info, "infer", piece.path, piece.start)
+        return SourceError(f"no sampled record can be read: {located}")
+
     def located_error(
         self, exc: BaseException, data: bytes, info: DatasetInfo, mode: ParseMode, path: str, start: int
     ) -> DataError:
         """The error of the first record of `data` (read from `path` at `start`) that does not parse."""
         begin, end, first = self.first_bad_record(data, info, mode)
         line = lines_before(path, start) + data.count(b"\n", 0, begin) + 1
-        return self.record_error(first or exc, info, f"{origin_of(path)}, line {line}", data[begin:end])
+        return self.record_error(first or exc, info, f"{info.origin(path)}, line {line}", data[begin:end])
 
     def parse_error(self, data: bytes, info: DatasetInfo, mode: ParseMode) -> BaseException | None:
         try:
@@ -399,19 +348,3 @@ class TextFormat(RowFormat):
             else:
                 hi = mid
         return (ends[lo - 1] if lo else 0), ends[lo], self.parse_error(data[: ends[lo]], info, mode)
-
-    def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
-        """Why `record` (at `where`, "file, line n") does not parse, and what to do."""
-        raise NotImplementedError
-
-    def check_balanced(self, info: DatasetInfo, path: str, start: int, data: bytes) -> None:
-        """A byte-range chunk must hold whole quoted fields: an odd quote count means a cut inside one."""
-        quote = self.quote(info.read_options)
-        if self.exact(info) or quote is None or data.find(bytes([quote])) == -1:  # memchr: usually no quotes
-            return
-        if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == quote) % 2:
-            raise DataError(
-                f"{origin_of(path)}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} characters, so a "
-                "chunk boundary fell inside a quoted field (or a field has an unmatched quote); pass "
-                "read_options={'exact_rows': True} to plan from a full pass over the file instead"
-            )
