@@ -13,13 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from batchnb.errors import ConfigError
-from batchnb.formats import (  # noqa: F401 - the names sources/ imported from here before batchnb.formats held them
-    CODE_RUNNING_FORMATS,
-    COMPRESSIBLE_FORMATS,
-    COMPRESSION_SUFFIXES,
-    code_running_message,
-    format_from_suffix,
-)
+from batchnb.formats import format_from_suffix
 from batchnb.identity import callable_reference, import_callable, job_identity
 
 if TYPE_CHECKING:

@@ -278,14 +278,15 @@ def test_type_error_and_panic_are_not_retried(tmp_path, pq, engine):
 
 
 def test_panic_reading_a_chunk_fails_that_chunk_only(tmp_path, src, monkeypatch):
-    read_chunk = sources.read_chunk
+    csv = type(sources.get("csv"))  # a chunk task carries its format: the worker calls its read()
+    read = csv.read
 
-    def panics_on_second(info, spec):
+    def panics_on_second(self, info, spec):
         if spec.index == 1:
             raise PanicException("invalid utf-8 sequence")
-        return read_chunk(info, spec)
+        return read(self, info, spec)
 
-    monkeypatch.setattr(sources, "read_chunk", panics_on_second)
+    monkeypatch.setattr(csv, "read", panics_on_second)
     result = run(bn.BatchJob(src, tmp_path / "out", engine="sequential", chunk_size=CHUNK, retries=3))
     assert (result.status, result.chunks_done, result.chunks_failed) == ("failed", 2, 1)
     (error,) = result.errors

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from batchnb import engines, sources
+from batchnb import engines, sinks, sources
 from batchnb.checksum import file_checksum
 from batchnb.config import JobConfig
 from batchnb.driver.lock import JobLock, check_owned, discard, remove_temp_files
@@ -147,11 +147,13 @@ def _task_maker(
     config: JobConfig, dataset: DatasetInfo, scorer: Any, *, keep: tuple[str, ...]
 ) -> Callable[[ChunkSpec], ChunkTask]:
     output = str(Path(config.output).resolve())
+    source_format, sink = sources.get(dataset.format), sinks.get(config.output_format)
 
     def make_task(spec: ChunkSpec) -> ChunkTask:
         return ChunkTask(
-            spec=spec, dataset=dataset, scorer=scorer, keep=keep, output=output, output_format=config.output_format
-        )
+            spec=spec, dataset=dataset, scorer=scorer, keep=keep, output=output, output_format=config.output_format,
+            source_format=source_format, sink=sink,
+        )  # fmt: skip
 
     return make_task
 

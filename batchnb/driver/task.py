@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -15,6 +15,10 @@ from batchnb.detectors.base import FittedDetector
 from batchnb.errors import PASS_THROUGH, DataError, describe, is_panic
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
 from batchnb.sources.schema import schema_to_ipc
+
+if TYPE_CHECKING:
+    from batchnb.sinks import Sink
+    from batchnb.sources.base import Format
 
 __all__ = ["ChunkOutcome", "ChunkTask", "apply_scorer", "run_chunk"]
 
@@ -29,6 +33,10 @@ class ChunkTask:
     keep: tuple[str, ...]
     output: str
     output_format: str
+    # The format and sink objects themselves: one registered at run time (a plugin defined in a notebook) is
+    # unknown to a worker process's registries. None: looked up by name.
+    source_format: Format | None = None
+    sink: Sink | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,20 +110,22 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _run_chunk(task: ChunkTask) -> ChunkOutcome:
-    from batchnb import sinks
-    from batchnb.sources import read_chunk
+    from batchnb import sinks, sources
 
     t0 = time.perf_counter()
-    frame = read_chunk(task.dataset, task.spec)
+    if task.source_format is not None:
+        frame = task.source_format.read(task.dataset, task.spec)
+    else:
+        frame = sources.read_chunk(task.dataset, task.spec)
     t1 = time.perf_counter()
-    sink = sinks.get(task.output_format)
+    sink = task.sink or sinks.get(task.output_format)
     query = None
     if isinstance(task.scorer, FittedDetector) and sink.write_lazy is not None:
         query = task.scorer.apply_lazy(frame, task.keep)
     if query is not None:  # score and write as one streaming query; the counts come from the part
         part, nbytes, checksum, write_timings = sinks.write_atomic(query, task.output, task.spec.index, sink)
         rows_out, anomalies = (
-            pl.scan_parquet(os.path.join(task.output, part))
+            sink.scan([os.path.join(task.output, part)], None)
             .select(pl.len(), pl.col("is_anomaly").sum())
             .collect()
             .row(0)

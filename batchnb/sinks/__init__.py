@@ -82,18 +82,25 @@ def conform_to(frame: pl.DataFrame, schema: pl.Schema | None) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
-def _deferred_scan(read_one: Callable[[str], pl.DataFrame]) -> Callable[[list[str], pl.Schema | None], pl.LazyFrame]:
-    """A LazyFrame over parts that only Python can read: parts are loaded one at a time on collect."""
+@dataclass(frozen=True)
+class _DeferredScan:
+    """A LazyFrame over parts that only Python can read: parts are loaded one at a time on collect.
 
-    def scan(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
+    A class rather than a closure, so that a chunk task carrying its Sink pickles it as a reference.
+    """
+
+    read_one: Callable[[str], pl.DataFrame]
+
+    def __call__(self, paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
         from polars.io.plugins import register_io_source
 
-        schema = schema if schema is not None else read_one(paths[0]).schema
+        read_one = self.read_one
+        known = schema if schema is not None else read_one(paths[0]).schema
 
         def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
             remaining = n_rows
             for path in paths:
-                frame = conform_to(read_one(path), schema)
+                frame = conform_to(read_one(path), known)
                 if with_columns is not None:
                     frame = frame.select(with_columns)
                 if predicate is not None:
@@ -105,9 +112,7 @@ def _deferred_scan(read_one: Callable[[str], pl.DataFrame]) -> Callable[[list[st
                 if remaining is not None and remaining <= 0:
                     return
 
-        return register_io_source(source, schema=schema)
-
-    return scan
+        return register_io_source(source, schema=known)
 
 
 def _read_hdf5(path: str) -> pl.DataFrame:
@@ -122,22 +127,54 @@ def _read_pickle(path: str) -> pl.DataFrame:
     return pl.from_pandas(pd.read_pickle(path), include_index=False)
 
 
-_BUILT_IN = (
+def _write_parquet(frame: pl.DataFrame, path: str) -> None:
     # Snappy, the Parquet default of pyarrow, pandas and Spark: encoding a part costs 40 % less CPU
     # than zstd (level 1) for about 13 % more bytes on float data (benchmarks/README.md).
-    Sink(
-        "parquet",
-        ".parquet",
-        lambda f, p: f.write_parquet(p, compression="snappy"),
-        lambda ps, schema: pl.scan_parquet(ps),
-        lambda q, p: q.sink_parquet(p, compression="snappy"),
-    ),
-    Sink("csv", ".csv", lambda f, p: f.write_csv(p), lambda ps, schema: pl.scan_csv(ps, schema=schema)),
-    Sink("json", ".jsonl", lambda f, p: f.write_ndjson(p), lambda ps, schema: pl.scan_ndjson(ps, schema=schema)),
-    Sink("feather", ".feather", lambda f, p: f.write_ipc(p), lambda ps, schema: pl.scan_ipc(ps)),
-    Sink("hdf5", ".h5", _write_hdf5, _deferred_scan(_read_hdf5)),
-    Sink("pickle", ".pkl", _write_pickle, _deferred_scan(_read_pickle)),
+    frame.write_parquet(path, compression="snappy")
+
+
+def _sink_parquet(query: pl.LazyFrame, path: str) -> None:
+    query.sink_parquet(path, compression="snappy")
+
+
+def _scan_parquet(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
+    return pl.scan_parquet(paths)
+
+
+def _write_csv(frame: pl.DataFrame, path: str) -> None:
+    frame.write_csv(path)
+
+
+def _scan_csv(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
+    return pl.scan_csv(paths, schema=schema)
+
+
+def _write_ndjson(frame: pl.DataFrame, path: str) -> None:
+    frame.write_ndjson(path)
+
+
+def _scan_ndjson(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
+    return pl.scan_ndjson(paths, schema=schema)
+
+
+def _write_ipc(frame: pl.DataFrame, path: str) -> None:
+    frame.write_ipc(path)
+
+
+def _scan_ipc(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
+    return pl.scan_ipc(paths)
+
+
+# Named functions, not lambdas: a chunk task carries its Sink, and these pickle as references.
+_BUILT_IN = (
+    Sink("parquet", ".parquet", _write_parquet, _scan_parquet, _sink_parquet),
+    Sink("csv", ".csv", _write_csv, _scan_csv),
+    Sink("json", ".jsonl", _write_ndjson, _scan_ndjson),
+    Sink("feather", ".feather", _write_ipc, _scan_ipc),
+    Sink("hdf5", ".h5", _write_hdf5, _DeferredScan(_read_hdf5)),
+    Sink("pickle", ".pkl", _write_pickle, _DeferredScan(_read_pickle)),
 )
+
 
 # Output formats by name; plugins: entry points in the group "batchnb.sinks" naming a Sink.
 def _checked(item: object) -> Sink:
