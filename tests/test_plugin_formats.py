@@ -137,5 +137,27 @@ def test_unknown_format_names_list_the_registered_plugins(plugins, tmp_path):
 def test_a_sink_extension_must_be_a_plain_suffix():
     with pytest.raises(bn.ConfigError, match=r"`extension` '/../x' must be a dot and 1 to 16 letters or digits"):
         sinks.Sink("bad", "/../x", write_pipes, scan_pipes)
-    with pytest.raises(bn.ConfigError, match="must be a batchnb.sinks.Sink"):
+    with pytest.raises(bn.ConfigError, match=r"must be a batchnb\.sinks\.Sink"):
         sinks.REGISTRY.register("bad", object())
+
+
+def test_entry_point_format_and_sink_are_accepted_and_run(tmp_path, monkeypatch, data):
+    """Installed plugins: entry points in "batchnb.sources" and "batchnb.sinks", read on the first unknown name."""
+    (tmp_path / "pipes_plugin.py").write_text(
+        "from test_plugin_formats import PIPE_SINK, PipeFormat\n\nfmt = PipeFormat()\nsink = PIPE_SINK\n"
+    )
+    dist = tmp_path / "batchnb_pipes-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: batchnb-pipes\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[batchnb.sources]\npipes = pipes_plugin:fmt\n\n[batchnb.sinks]\npipes = pipes_plugin:sink\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for registry in (sources.REGISTRY, sinks.REGISTRY):  # read the groups again, as a new process would
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        monkeypatch.setattr(registry, "_plugins_read", False)
+    path, frame = data
+    result = run_job(path, tmp_path / "out", format="pipes", output_format="pipes", engine="sequential")
+    assert (result.status, result.rows_out) == ("succeeded", ROWS)
+    assert (tmp_path / "out" / "part-000000.psv").exists()
+    assert result.read().collect()["id"].to_list() == frame["id"].to_list()
