@@ -21,6 +21,7 @@ __all__ = ["main"]
 # Nested option groups become flat flags: `--max-workers` sets resources.max_workers, `--backoff-base` backoff.base.
 _GROUPS: dict[str, tuple[type, str]] = {"resources": (Resources, ""), "backoff": (Backoff, "backoff-")}
 _POSITIONAL = ("source", "output")
+_FIELDS = {f.name: f for f in dataclasses.fields(JobConfig)}
 
 
 def _flag_kind(hint: Any) -> dict[str, Any]:
@@ -122,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or resume) a job")
-    run.add_argument("source", nargs="?", help="input file, glob or job output directory")
-    run.add_argument("output", nargs="?", help="output directory")
+    for name in _POSITIONAL:  # optional here: a --config file may name them
+        run.add_argument(name, nargs="?", help=_FIELDS[name].metadata["help"])
     run.add_argument("--config", help="job config file (.json, .toml, .yaml); flags override it")
     _add_option_flags(run)
     run.add_argument("--restart", action="store_true", help="discard another job's state in OUTPUT first")

@@ -160,7 +160,9 @@ def _as_source(source: Any) -> str | tuple[str, ...]:
 class JobConfig:
     """Everything that defines a job; the widget form, the CLI and TOML files are generated from these fields."""
 
-    source: str | tuple[str, ...] = field(metadata={"help": "input file, glob or list of files"})
+    source: str | tuple[str, ...] = field(
+        metadata={"help": "input file, glob, list of files or a job's output directory"}
+    )
     output: str = field(metadata={"help": "output directory: result parts and job state"})
     detector: Any = field(default="zscore", metadata={"help": "detector name or module:function"})
     columns: tuple[str, ...] | None = field(default=None, metadata={"help": "feature columns (default: every numeric)"})
@@ -172,7 +174,9 @@ class JobConfig:
     output_format: str = field(
         default="parquet", metadata={"help": "format of the result parts", "choices": _output_formats}
     )
-    keep: tuple[str, ...] | None = field(default=None, metadata={"help": "input columns copied to the output"})
+    keep: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "input columns copied to the output (default: all)"}
+    )
     threshold: float | None = field(default=None, metadata={"help": "flag rows scoring above this"})
     contamination: float | None = field(default=None, metadata={"help": "flag this fraction of rows, in (0, 0.5)"})
     fit_sample: int = field(default=100_000, metadata={"help": "rows used to fit the detector"})

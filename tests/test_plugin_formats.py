@@ -161,3 +161,20 @@ def test_entry_point_format_and_sink_are_accepted_and_run(tmp_path, monkeypatch,
     assert (result.status, result.rows_out) == ("succeeded", ROWS)
     assert (tmp_path / "out" / "part-000000.psv").exists()
     assert result.read().collect()["id"].to_list() == frame["id"].to_list()
+
+
+def test_form_and_cli_offer_the_plugin_names(plugins, data, tmp_path):
+    from batchnb import cli
+    from batchnb.views.form import JobForm
+
+    path, _ = data
+    job = bn.BatchJob(path, tmp_path / "out", format="pipes", output_format="pipes", engine="sequential")
+    form = JobForm(job, background=False)
+    for name in ("format", "output_format"):
+        dropdown = form.controls[name].input
+        assert "pipes" in [v for _, v in dropdown.options] and dropdown.value == "pipes", name
+    assert form.valid and form.job.config.format == "pipes"
+    args = cli._parser().parse_args(
+        ["run", str(path), str(tmp_path / "o"), "--format", "pipes", "--output-format", "pipes"]
+    )
+    assert (args.format, args.output_format) == ("pipes", "pipes")

@@ -89,6 +89,23 @@ def test_form_has_a_control_for_every_config_field(form):
     assert {"Run", "Cancel", "Retry failed"} <= {b.description for b in tree if isinstance(b, ipywidgets.Button)}
 
 
+def test_form_shows_each_fields_help_as_tooltip_and_line(form):
+    """The help text of every JobConfig, Resources and Backoff field, the same that `batchnb run --help` shows."""
+    from batchnb import cli
+
+    cli_help = {dest: kind["help"] for _flag, dest, kind in cli._option_flags()}
+    kinds = {"": bn.JobConfig, "resources": bn.Resources, "backoff": bn.Backoff}
+    tree = _descendants(form)
+    for name, control in form.controls.items():
+        outer, _, inner = name.rpartition(".")
+        help_text = next(f for f in dataclasses.fields(kinds[outer]) if f.name == inner).metadata["help"]
+        assert help_text and control.input.tooltip == help_text, name
+        assert control.help.value == f"<small>{html.escape(help_text)}</small>" and control.help in tree, name
+        assert cli_help.get(name, help_text) == help_text, name
+    assert form.controls["resources.memory_limit"].input.tooltip == "fraction of RAM (0.8) or a size (8GB)"
+    assert "1_000 to 1_000_000" in form.controls["chunk_size"].help.value
+
+
 def _descendants(widget) -> list:
     out = [widget]
     for child in getattr(widget, "children", ()):

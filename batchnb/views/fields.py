@@ -9,6 +9,7 @@ messages `BatchJob(...)` raises.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import types
 import typing
@@ -21,7 +22,11 @@ NONE_LABEL = "(default)"
 
 
 class Control:
-    """A widget for one field: `widget` to show, `get()` the value for the config, `error` to flag a problem."""
+    """A widget for one field: `widget` to show, `get()` the value for the config, `error` to flag a problem.
+
+    `help` (the field's metadata help, the same text `batchnb run --help` shows) is the input's tooltip and a
+    short line under it.
+    """
 
     def __init__(self, name: str, widget, get: Callable[[], Any], *, label: str | None = None, help: str = "") -> None:
         import ipywidgets as w
@@ -34,16 +39,22 @@ class Control:
         widget.add_class(f"batchnb-field-{name.replace('.', '-')}")
         widget.description = label or name.removeprefix("resources.").replace(".", " ").replace("_", " ")
         widget.style = {"description_width": "130px"}
-        if help:
-            widget.tooltip = help
+        self.help = w.HTML("")
+        self.help.add_class("batchnb-field-help")
+        self.help.layout = w.Layout(margin="-4px 0 4px 136px")  # under the input, past its description
+        self.set_help(help)
         self.extra: list = []  # widgets shown beside the input (badges, estimates, descriptions)
-        self.row = w.HBox([widget, self.error])
+        self.row = w.VBox([w.HBox([widget, self.error]), self.help])
+
+    def set_help(self, text: str) -> None:
+        self.input.tooltip = text or None
+        self.help.value = f"<small>{html.escape(text)}</small>" if text else ""
 
     def show_extra(self, *widgets) -> None:
         import ipywidgets as w
 
         self.extra = list(widgets)
-        self.row.children = (w.VBox([w.HBox([self.input, *widgets])]), self.error)
+        self.row.children = (w.HBox([self.input, *widgets, self.error]), self.help)
 
     def observe(self, callback: Callable[[Any], None]) -> None:
         self.input.observe(callback, names="value")
@@ -74,16 +85,27 @@ def _optional(hint: Any) -> tuple[Any, bool]:
 def controls_for(cls: type, value: Any, *, prefix: str = "") -> list[Control]:
     """Controls for every field of dataclass `cls`, showing the current `value` (an instance of `cls`)."""
     hints = typing.get_type_hints(cls)
-    return [control_for(prefix + f.name, hints[f.name], getattr(value, f.name)) for f in dataclasses.fields(cls)]
+    return [control_for(prefix + f.name, hints[f.name], getattr(value, f.name), f) for f in dataclasses.fields(cls)]
 
 
-def control_for(name: str, hint: Any, current: Any) -> Control:
+def control_for(name: str, hint: Any, current: Any, field: dataclasses.Field | None = None) -> Control:
+    """The control of one field; its metadata gives the help text and, for registry names, the choices."""
+    meta = field.metadata if field is not None else {}
+    control = _input_for(name, hint, current, meta.get("choices"))
+    control.set_help(meta.get("help", ""))
+    return control
+
+
+def _input_for(name: str, hint: Any, current: Any, choices: Callable[[], list[str]] | None) -> Control:
     import ipywidgets as w
 
     inner, optional = _optional(hint)
-    if typing.get_origin(inner) is Literal:
+    if choices is not None or typing.get_origin(inner) is Literal:
+        names = list(choices()) if choices is not None else [str(v) for v in typing.get_args(inner)]
+        if current is not None and current not in names:
+            names.append(current)
         options = [(NONE_LABEL, None)] if optional else []
-        options += [(str(v), v) for v in typing.get_args(inner)]
+        options += [(v, v) for v in names]
         dropdown = w.Dropdown(options=options, value=current)
         return Control(name, dropdown, lambda: dropdown.value)
     if inner is bool:

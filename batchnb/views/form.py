@@ -53,12 +53,14 @@ class JobForm(w.VBox):
         for field in dataclasses.fields(JobConfig):
             value = getattr(config, field.name)
             if field.name in SPECIAL:
-                self._add(getattr(self, f"_control_{field.name}")(value))
+                special: Control = getattr(self, f"_control_{field.name}")(value)
+                special.set_help(field.metadata.get("help", ""))  # the CLI's help too: one text per field
+                self._add(special)
             elif dataclasses.is_dataclass(hints[field.name]):
                 for control in controls_for(hints[field.name], value, prefix=f"{field.name}."):
                     self._add(control)
             else:
-                self._add(control_for(field.name, hints[field.name], value))
+                self._add(control_for(field.name, hints[field.name], value, field))
 
         self.format_badge = w.HTML("")
         self.format_badge.add_class("batchnb-format")
@@ -105,12 +107,11 @@ class JobForm(w.VBox):
     def _control_source(self, value) -> Control:
         if isinstance(value, tuple):
             area = w.Textarea(value="\n".join(value), rows=min(6, len(value)))
-            return Control("source", area, lambda: tuple(p.strip() for p in area.value.splitlines() if p.strip()),
-                           help="one path or glob per line")  # fmt: skip
+            return Control("source", area, lambda: tuple(p.strip() for p in area.value.splitlines() if p.strip()))
         text = w.Text(
             value=value, placeholder="data/*.parquet", layout=w.Layout(width="420px"), continuous_update=False
         )
-        return Control("source", text, lambda: text.value.strip(), help="a path, a glob, or one path per line")
+        return Control("source", text, lambda: text.value.strip())
 
     def _control_detector(self, value) -> Control:
         options = [(name, name) for name in detectors.names()]
@@ -123,8 +124,7 @@ class JobForm(w.VBox):
 
     def _columns_control(self, name: str, value, label: str) -> Control:
         select = w.SelectMultiple(options=list(value or ()), value=tuple(value or ()), rows=5)
-        return Control(name, select, lambda: tuple(select.value) or None, label=label,
-                       help="none selected: every numeric column" if name == "columns" else "none selected: all")  # fmt: skip
+        return Control(name, select, lambda: tuple(select.value) or None, label=label)
 
     def _control_columns(self, value) -> Control:
         return self._columns_control("columns", value, "feature columns")
@@ -135,7 +135,7 @@ class JobForm(w.VBox):
     def _control_chunk_size(self, value) -> Control:
         low, high = CHUNK_SIZE_RANGE
         field = w.BoundedIntText(value=value, min=low, max=high, step=1_000)
-        return Control("chunk_size", field, lambda: field.value, help=f"rows per chunk, {low:_} to {high:_}")
+        return Control("chunk_size", field, lambda: field.value)
 
     def _control_engine(self, value) -> Control:
         options = [(name, name) for name in engines.names()]
