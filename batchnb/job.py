@@ -335,4 +335,10 @@ class BatchJob:
         """
         from batchnb.reports import make_report
 
-        return make_report(self.output, path, html=html, kernel_name=kernel_name, allow_pickle=self.config.allow_pickle)
+        return make_report(
+            self.output,
+            None if path is None else Path(path),
+            html=html,
+            kernel_name=kernel_name,
+            allow_pickle=self.config.allow_pickle,
+        )

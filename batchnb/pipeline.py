@@ -146,7 +146,8 @@ class Pipeline:
         cycle = find_cycle({s.name: s.after for s in self._steps.values()})
         if cycle:
             raise ConfigError(f"pipeline {self.name!r} has a dependency cycle: {' -> '.join(cycle)}")
-        order, seen = [], set()
+        order: list[str] = []
+        seen: set[str] = set()
         while len(order) < len(self._steps):
             for step in self._steps.values():
                 if step.name not in seen and all(d in seen for d in step.after):
@@ -181,7 +182,7 @@ class Pipeline:
                 digest.update(json.dumps(fingerprint(resolve_paths(step.job.config.source))).encode())
             except Exception:  # noqa: BLE001 - an input that does not exist yet: the step must run
                 digest.update(str(time.time()).encode())
-        else:
+        elif step.notebook is not None:
             digest.update(Path(step.notebook).read_bytes())
             digest.update(json.dumps(step.parameters, sort_keys=True, default=str).encode())
         for dep in step.after:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import polars as pl
@@ -73,6 +73,8 @@ def fit_detector(
     """The fitted scorer: depends only on the sample (hence only on source and seed)."""
     if callable_detector(config):
         return config.detector
+    if sample is None:
+        raise ConfigError(f"detector {config.detector!r} needs a sample to fit on, and none was read")
     detector = _detector(config)
     state = detector.fit(sample, features, seed=config.seed)
     needs_scores = config.threshold is None and (config.contamination is not None or detector.default_threshold is None)
@@ -104,7 +106,7 @@ def fit_to_json(scorer: FittedDetector) -> dict[str, Any]:
     return data
 
 
-def _number(x: Any) -> bool:
+def _number(x: Any) -> TypeGuard[float | int]:
     """A JSON number a float holds (not NaN, not bool, not an int too large for a float)."""
     if isinstance(x, float):
         return not math.isnan(x)

@@ -26,10 +26,18 @@ class Detector(Protocol):
     process boundary ship the state to workers with cloudpickle, so it must pickle.
     """
 
-    name: str
-    description: str
-    default_threshold: float | None
-    default_contamination: float | None
+    # Read-only members, so that a frozen dataclass is a Detector.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def default_threshold(self) -> float | None: ...
+
+    @property
+    def default_contamination(self) -> float | None: ...
 
     def fit(self, sample: pl.DataFrame, columns: Sequence[str], *, seed: int) -> Any: ...
 
@@ -63,7 +71,9 @@ def flag_cutoff(
     if contamination is None and detector is not None and detector.default_threshold is not None:
         return float(detector.default_threshold)
     if contamination is None:
-        contamination = detector.default_contamination if detector is not None else 0.01
+        contamination = detector.default_contamination if detector is not None else None
+    if contamination is None:
+        contamination = 0.01
     scores = sample_scores[np.isfinite(sample_scores)]
     if scores.size == 0:
         return float("inf")

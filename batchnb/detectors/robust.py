@@ -37,7 +37,9 @@ def _unfitted(column: str) -> pl.Expr:
 
 def _center_spread_expr(columns: Sequence[str], state: Stats) -> pl.Expr:
     """max over features of |x - center| / spread: z-score and MAD differ only in their fit."""
-    return _max_over_features([_distance(c, *state[c]) if state.get(c) is not None else _unfitted(c) for c in columns])
+    return _max_over_features(
+        [_distance(c, *fit) if (fit := state.get(c)) is not None else _unfitted(c) for c in columns]
+    )
 
 
 def _max_over_features(exprs: list[pl.Expr]) -> pl.Expr:
@@ -119,10 +121,11 @@ class IQR:
     def score_expr(self, columns: Sequence[str], state: Stats) -> pl.Expr:
         exprs = []
         for c in columns:
-            if state.get(c) is None:
+            quartiles = state.get(c)
+            if quartiles is None:
                 exprs.append(_unfitted(c))
                 continue
-            q1, q3 = state[c]
+            q1, q3 = quartiles
             x = feature(c)
             if not q3 > q1:
                 exprs.append(_flat(x))

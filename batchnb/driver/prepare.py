@@ -46,7 +46,11 @@ def open_dataset(config: JobConfig) -> DatasetInfo:
     """The source's metadata (or the record index of a text file), as a SourceError when it cannot be read."""
     with converted(SourceError, f"cannot read the source {config.source!r}"):
         return sources.open_dataset(
-            config.source, config.format, config.read_options, workdir=workdir(config), allow_pickle=config.allow_pickle
+            config.source,
+            config.format,
+            dict(config.read_options),
+            workdir=workdir(config),
+            allow_pickle=config.allow_pickle,
         )
 
 
