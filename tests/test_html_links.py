@@ -16,7 +16,7 @@ from conftest import make_frame, write_source
 
 import batchnb as bn
 from batchnb.record.snapshot import ChunkBoard
-from batchnb.views.panels import errors_html, status_html
+from batchnb.views.html import errors_html, status_html
 
 HOSTILE = [
     "javascript:alert(1)",

@@ -25,9 +25,10 @@ from batchnb.record.store import JobState
 from batchnb.sources.dataset import ChunkSpec, Piece
 from batchnb.views import detect, make_view
 from batchnb.views.form import JobForm
+from batchnb.views.html import chunk_map_html, stats_html
 from batchnb.views.live import LiveView
 from batchnb.views.logline import LogView
-from batchnb.views.panels import chunk_map_html, heartbeat, stats_html, text_line
+from batchnb.views.panels import heartbeat, text_line
 
 NUMERIC = ["id", "x1", "x2", "x3", "flat", "const", "count"]
 
@@ -414,6 +415,20 @@ def test_result_and_status_html(sources, tmp_path):
         assert text in page, text
     snap = bn.status(out)._repr_html_()
     assert "succeeded" in snap and "100.0%" in snap
+
+
+def test_repr_html_and_the_live_view_render_progress_alike():
+    """One renderer: a snapshot's _repr_html_ holds exactly the header and figures the live view shows."""
+    p = bn.Progress(name="nightly", status="running", chunks_total=10, chunks_done=4, chunks_running=2,
+                    rows_done=40_000, rows_total=100_000, percent=40.0, rows_per_s=12_345.0, eta_s=5.0,
+                    elapsed_s=3.0, retries=1, last_error="ValueError: bad row")  # fmt: skip
+    view = LiveView(name="nightly", display=False, updater=False)
+    view.update(p)
+    view.tick(force=True)
+    page = p._repr_html_()
+    assert view.header.value in page and view.stats.value in page
+    for text in ("running", "40,000 / 100,000 rows", "12.35k rows/s", "1 retries so far", "ValueError: bad row"):
+        assert text in page, text
 
 
 def test_papermill_run_gets_plain_text_and_a_static_summary(tmp_path, monkeypatch):

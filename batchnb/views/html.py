@@ -1,12 +1,49 @@
-"""Static HTML for results and snapshots: survives nbconvert exports, needs no widget front end."""
+"""The one HTML renderer of a job's Progress and JobResult: `_repr_html_` and the live view both use it.
+
+Static markup (it survives nbconvert exports and needs no widget front end); every text a job state or an
+output names is escaped, and a link to an output is always a path (`_link`).
+"""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-__all__ = ["progress_html", "result_html"]
+from batchnb.views.panels import chunk_counts, fmt_bytes, fmt_duration, fmt_rate, heartbeat
+
+if TYPE_CHECKING:  # types only: Progress._repr_html_ imports this module
+    from batchnb.record.snapshot import ChunkBoard, Progress
+
+__all__ = ["CSS", "chunk_map_html", "errors_html", "progress_html", "result_html", "stats_html", "status_html"]
+
+# Colours of chunk states (also the legend). Kept small: the whole map is re-sent when it changes.
+COLOURS = {
+    "pending": "#d9d9d9",
+    "partial": "#a6dba0",
+    "done": "#2ca25f",
+    "running": "#3182bd",
+    "retrying": "#fd8d3c",
+    "failed": "#de2d26",
+    "skipped": "#969696",
+}
+STATUS_COLOURS = {
+    "pending": "#777", "planning": "#777", "running": "#3182bd",
+    "succeeded": "#2ca25f", "failed": "#de2d26", "cancelled": "#e6550d",
+}  # fmt: skip
+
+CSS = (
+    "<style>"
+    ".bn-map{display:flex;flex-wrap:wrap;gap:1px;max-width:640px;line-height:0}"
+    ".bn-map i{display:inline-block;width:8px;height:8px}"
+    + "".join(f".bn-map i.{k},.bn-legend i.{k}{{background:{v}}}" for k, v in COLOURS.items())
+    + ".bn-legend{font-size:11px;color:#555}.bn-legend i{display:inline-block;width:8px;height:8px;margin:0 3px 0 8px}"
+    ".bn-stats{font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.5}"
+    ".bn-beat{color:#e6550d}.bn-errors pre{max-height:240px;overflow:auto;font-size:11px}"
+    ".bn-badge{color:#fff;border-radius:3px;padding:1px 6px;margin-left:6px;font-size:12px}"
+    "</style>"
+)
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -53,16 +90,71 @@ def result_html(result) -> str:
     return _table(rows) + errors
 
 
-def progress_html(p) -> str:
-    eta = f"{p.eta_s:.0f} s" if p.eta_s is not None else "-"
-    rows = [
-        ("status", f"<b>{html.escape(p.status)}</b>"),
-        ("progress", f"{p.percent:.1f}% ({p.rows_done:,} of {p.rows_total:,} rows)"),
-        ("chunks", f"{p.chunks_done}/{p.chunks_total} done, {p.chunks_running} running, {p.chunks_failed} failed, "
-                   f"{p.chunks_skipped} skipped, {p.retries} retries"),
-        ("speed", f"{p.rows_per_s:,.0f} rows/s, elapsed {p.elapsed_s:.1f} s, ETA {eta}"),
-        ("resources", f"CPU {p.cpu_percent:.0f}%, RSS {p.rss_bytes / 2**20:,.0f} MiB"),
-    ]  # fmt: skip
-    if p.last_error:
-        rows.append(("last error", f"<code>{html.escape(p.last_error)}</code>"))
-    return _table(rows)
+def status_html(name: str, status: str) -> str:
+    colour = STATUS_COLOURS.get(status, "#777")
+    return (
+        f"{CSS}<b>{html.escape(name)}</b>"
+        f"<span class='bn-badge batchnb-status-text' style='background:{colour}'>{html.escape(status)}</span>"
+    )
+
+
+def stats_html(p: Progress, board: ChunkBoard | None = None) -> str:
+    counts = chunk_counts(p, board)
+    total = f"{p.rows_total:,}" if p.rows_total else "?"
+    beat = heartbeat(board) if p.status == "running" else None
+    parts = [
+        f"<span class='bn-rows'>{p.rows_done:,} / {total} rows</span> ({p.percent:.1f}%)",
+        f"<span class='bn-rate'>{fmt_rate(p.rows_per_s)}</span>",
+        f"elapsed <span class='bn-elapsed'>{fmt_duration(p.elapsed_s)}</span>",
+        f"ETA <span class='bn-eta'>{fmt_duration(p.eta_s) if p.status == 'running' else '-'}</span>",
+        f"CPU {p.cpu_percent:.0f}%",
+        f"RSS {fmt_bytes(p.rss_bytes)}",
+    ]
+    chunk_line = f"chunks {p.chunks_done:,}/{p.chunks_total:,} done · " + " · ".join(
+        f"<span class='bn-{k}'>{v:,} {k}</span>" for k, v in counts.items() if k != "done"
+    )
+    lines = [" · ".join(parts), chunk_line]
+    if p.retries:
+        lines.append(f"{p.retries:,} retries so far")
+    if beat:
+        lines.append(f"<span class='bn-beat'>{html.escape(beat)}</span>")
+    return "<div class='bn-stats'>" + "<br>".join(lines) + "</div>"
+
+
+def chunk_map_html(board: ChunkBoard | None) -> str:
+    """One 8px cell per chunk (or per group of chunks): at most `max_cells` elements, whatever the job size."""
+    if board is None or not board.cells:
+        return ""
+    cells = "".join(f"<i class={state}></i>" for state in board.cells)
+    per = "chunk" if board.group == 1 else f"{board.group:,} chunks"
+    legend = "".join(f"<i class={k}></i>{k}" for k in COLOURS)
+    return f"<div class=bn-map>{cells}</div><div class=bn-legend>one cell = {per}:{legend}</div>"
+
+
+def errors_html(board: ChunkBoard | None) -> str:
+    """The latest failed attempts, newest first, each with its traceback behind a <details>."""
+    if board is None or not board.errors:
+        return ""
+    items = []
+    for e in board.errors:
+        then = "retrying" if e["delay"] is not None else "gave up"
+        summary = f"chunk {e['chunk']}, attempt {e['attempt']} ({then}): {e['type']}: {e['message']}"
+        items.append(
+            f"<details><summary>{html.escape(summary[:300])}</summary><pre>{html.escape(e['traceback'] or '')}</pre>"
+            "</details>"
+        )
+    return "<div class=bn-errors><b>latest errors</b>" + "".join(items) + "</div>"
+
+
+def progress_html(p: Progress, board: ChunkBoard | None = None) -> str:
+    """A whole snapshot: the status badge, the figures the live view shows, the last error, the chunk board."""
+    last = (
+        f"<div class='bn-last-error'>last error: <code>{html.escape(p.last_error)}</code></div>" if p.last_error else ""
+    )
+    return (
+        status_html(p.name or "batchnb", p.status)
+        + stats_html(p, board)
+        + last
+        + chunk_map_html(board)
+        + errors_html(board)
+    )

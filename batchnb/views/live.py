@@ -15,8 +15,8 @@ from typing import Any
 
 from batchnb.errors import JobStateError
 from batchnb.record.snapshot import ChunkBoard, ChunkMonitor, Progress
+from batchnb.views.html import chunk_map_html, errors_html, stats_html, status_html
 from batchnb.views.logline import SummarySlot
-from batchnb.views.panels import chunk_map_html, errors_html, stats_html, status_html
 
 __all__ = ["LiveView"]
 
