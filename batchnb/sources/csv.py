@@ -155,9 +155,7 @@ class CSV(TextFormat):
             return names
         given = list(read_options["schema"])
         if has_header and set(given) != set(names):
-            raise ConfigError(
-                f"`read_options['schema']` has columns {given}, but the header of {where!r} has {names}"
-            )
+            raise ConfigError(f"`read_options['schema']` has columns {given}, but the header of {where!r} has {names}")
         return names if has_header else given
 
     def sample_header(

@@ -43,7 +43,7 @@ class RowCounts:
 
     def for_workers(self) -> RowCounts:
         """Without driver-only fields, so tasks stay small."""
-        empty = {f.name: f.default for f in dataclasses.fields(self) if f.metadata.get("driver_only")}
+        empty: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(self) if f.metadata.get("driver_only")}
         return dataclasses.replace(self, **empty) if empty else self
 
     def to_json(self) -> dict[str, Any]:

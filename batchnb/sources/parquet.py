@@ -76,7 +76,9 @@ class Parquet(RowFormat):
                 msg = f"cannot read Parquet file {p!r}: {cause_of(exc)}; is it a complete Parquet file?"
                 raise SourceError(msg) from exc
             groups.append(
-                tuple((meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups))
+                tuple(
+                    (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)
+                )
             )
             versions.append((storage.info(p) or {}).get("version") if storage.is_url(p) else None)
         return ParquetFacts(
@@ -202,9 +204,9 @@ def _remote_rows(info: DatasetInfo, path: str, start: int, stop: int, columns) -
 
         def cut(i: int, offset: int, rows: int, nbytes: int, lo: int, hi: int) -> pl.DataFrame:
             if columns is not None:
-                group = pl.from_arrow(reader.read_row_group(i, columns=list(columns)))
+                group = pl.DataFrame(reader.read_row_group(i, columns=list(columns)))
             else:
-                group = _CACHE.get((*version, offset), lambda: pl.from_arrow(reader.read_row_group(i)))
+                group = _CACHE.get((*version, offset), lambda: pl.DataFrame(reader.read_row_group(i)))
             return group.slice(lo - offset, hi - lo)
 
         return _joined(_cut_groups(info, path, start, stop, cut), lambda: pl.DataFrame(schema=info.polars_schema()))

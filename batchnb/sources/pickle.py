@@ -19,9 +19,7 @@ from batchnb.sources.staging import Workdir
 __all__ = ["Pickle", "materialize"]
 
 
-def materialize(
-    paths: tuple[str, ...], workdir: Workdir, load: Callable[[str], pl.DataFrame]
-) -> dict[str, str]:
+def materialize(paths: tuple[str, ...], workdir: Workdir, load: Callable[[str], pl.DataFrame]) -> dict[str, str]:
     """Arrow IPC copies of `paths` in the job's work directory, reused while the input is unchanged:
     copy -> the user's file, in the order of `paths`."""
     folder = workdir.path()

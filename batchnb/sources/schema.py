@@ -36,40 +36,45 @@ __all__ = [
     "widen",
 ]
 
-_INT_BITS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.Int128: 128}
-_UINT_BITS = {pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32, pl.UInt64: 64}
-_SIGNED = {8: pl.Int8, 16: pl.Int16, 32: pl.Int32, 64: pl.Int64, 128: pl.Int128}
+_DtypeClass = type[pl.DataType]
+_INT_BITS: dict[_DtypeClass, int] = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.Int128: 128}
+_UINT_BITS: dict[_DtypeClass, int] = {pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32, pl.UInt64: 64}
+_SIGNED: dict[int, _DtypeClass] = {8: pl.Int8, 16: pl.Int16, 32: pl.Int32, 64: pl.Int64, 128: pl.Int128}
 _TIME_UNITS = ("ms", "us", "ns")
 
 
-_MANTISSA = {pl.Float32: 24, pl.Float64: 53}
+_MANTISSA: dict[_DtypeClass, int] = {pl.Float32: 24, pl.Float64: 53}
+
+
+def _bits(integer: _DtypeClass) -> int:
+    return _INT_BITS.get(integer) or _UINT_BITS[integer]
 
 
 def _widen_ints(a: pl.DataType, b: pl.DataType) -> pl.DataType:
     """The narrowest integer type holding every value of both; Int64 for UInt64 and a signed type up to
     64 bits (Int128 does not cross Arrow), which holds the UInt64 values up to 2**63 - 1 (see the module)."""
-    a, b = a.base_type(), b.base_type()
+    ta, tb = a.base_type(), b.base_type()
     if a.is_unsigned_integer() and b.is_unsigned_integer():
-        return max(a, b, key=_UINT_BITS.__getitem__)
+        return max(ta, tb, key=_UINT_BITS.__getitem__)()
     # a signed type holds an unsigned one of half its width
-    bits = max(_INT_BITS[t] if t.is_signed_integer() else 2 * _UINT_BITS[t] for t in (a, b))
-    if bits > 64 and pl.Int128 not in (a, b):
-        return pl.Int64
-    return _SIGNED[bits]
+    bits = max(_INT_BITS[t] if t in _INT_BITS else 2 * _UINT_BITS[t] for t in (ta, tb))
+    if bits > 64 and pl.Int128 not in (ta, tb):
+        return pl.Int64()
+    return _SIGNED[bits]()
 
 
 def exact_range(source: pl.DataType, target: pl.DataType) -> tuple[int, int] | None:
     """The values of integer type `source` that `target` holds exactly, when it does not hold them all
     (UInt64 in Int64, a 64-bit integer in Float64); None when every value fits or no integer is cast."""
-    source, target = source.base_type(), target.base_type()
-    if not source.is_integer() or source == target:
+    ts, tt = source.base_type(), target.base_type()
+    if not source.is_integer() or ts == tt:
         return None
-    bits = _INT_BITS.get(source) or _UINT_BITS[source]
-    if target in _MANTISSA:
-        limit = 2 ** _MANTISSA[target]
-        return (-limit, limit) if bits > _MANTISSA[target] else None
+    bits = _bits(ts)
+    if tt in _MANTISSA:
+        limit = 2 ** _MANTISSA[tt]
+        return (-limit, limit) if bits > _MANTISSA[tt] else None
     if target.is_integer():
-        width = _INT_BITS.get(target) or _UINT_BITS[target]
+        width = _bits(tt)
         if target.is_signed_integer() and source.is_unsigned_integer() and bits >= width:
             return (0, 2 ** (width - 1) - 1)
     return None
@@ -93,9 +98,8 @@ def check_exact(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> Non
         if bounds is None:
             continue
         values = frame.get_column(column)
-        value = next(
-            (v for v in (values.min(), values.max()) if v is not None and not bounds[0] <= v <= bounds[1]), None
-        )
+        ends = (values.min(), values.max())  # integers, or None for an empty or all-null column
+        value = next((v for v in ends if isinstance(v, int) and not bounds[0] <= v <= bounds[1]), None)
         if value is not None:
             raise DataError(range_message(column, path, dtype, schema[column], value, bounds))
 
@@ -114,14 +118,14 @@ def widen(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
     if a.is_integer() and b.is_integer():
         return _widen_ints(a, b)
     if a.is_numeric() and b.is_numeric() and (a.is_float() or b.is_float()) and not (a.is_decimal() or b.is_decimal()):
-        return pl.Float64
+        return pl.Float64()
     if isinstance(a, pl.Datetime) and isinstance(b, pl.Datetime) and a.time_zone == b.time_zone:
         unit = max(a.time_unit, b.time_unit, key=_TIME_UNITS.index)
         return pl.Datetime(unit, a.time_zone)
     textual = (pl.String, pl.Categorical, pl.Enum)
     if isinstance(a, textual) or a == pl.String:
         if isinstance(b, textual) or b == pl.String:
-            return pl.String
+            return pl.String()
     return None
 
 
@@ -156,7 +160,7 @@ def unify_schemas(named: Sequence[tuple[str, pl.Schema]]) -> pl.Schema:
     return pl.Schema(merged)
 
 
-_DTYPES = {str(t): t for t in (
+_DTYPES: dict[str, pl.DataType] = {str(t): t() for t in (
     pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
     pl.Float32, pl.Float64, pl.Boolean, pl.String, pl.Date, pl.Null,
 )}  # fmt: skip
@@ -171,13 +175,10 @@ def dtype_from_text(text: str) -> pl.DataType:
     if text in _DTYPES:
         return _DTYPES[text]
     if text.startswith("Datetime"):
-        unit = "us" if "us" in text else "ns" if "ns" in text else "ms"
-        return pl.Datetime(unit)
+        return pl.Datetime("us" if "us" in text else "ns" if "ns" in text else "ms")
     if text.startswith("Duration"):
         return pl.Duration()
-    if text.startswith("Categorical") or text.startswith("Enum"):
-        return pl.String
-    return pl.String
+    return pl.String()  # Categorical and Enum too: their categories are not in the text
 
 
 def schema_to_text(schema: pl.Schema) -> dict[str, str]:
@@ -221,4 +222,4 @@ def polars_schema_of(arrow_schema) -> pl.Schema:
     """The Polars schema of an Arrow schema (without `Schema.empty_table()`, which imports pandas)."""
     import pyarrow as pa
 
-    return pl.from_arrow(pa.Table.from_batches([], schema=arrow_schema)).schema
+    return pl.DataFrame(pa.Table.from_batches([], schema=arrow_schema)).schema

@@ -22,24 +22,23 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import polars as pl
 
 from batchnb import storage
-from batchnb.errors import ConfigError, DataError, PanicException, SourceError
+from batchnb.errors import ConfigError, SourceError
 from batchnb.sources.base import SAMPLE_BLOCKS, RowFormat, conform, parallel_map, sample_starts
 from batchnb.sources.byte_ranges import FileSpan, byte_range_specs, record_start, sample_blocks
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.facts import TextFacts
-from batchnb.sources.record_index import READ, build_index, lines_before, offset_of_row, real_newlines
+from batchnb.sources.record_index import FileIndex, build_index, offset_of_row
 from batchnb.sources.schema import schema_to_ipc, schema_to_text, unify_schemas
 from batchnb.sources.staging import Workdir
-from batchnb.sources.text_options import BOOL, Check, ParseMode, dtypes_option
+from batchnb.sources.text_options import BOOL, Check, dtypes_option
+from batchnb.sources.text_records import TextRecords
 
-__all__ = ["READ", "TextFormat", "text_facts"]
+__all__ = ["TextFormat", "text_facts"]
 
 INFER_BLOCK = 64 * 1024  # bytes per block of the type-inference sample
-SKIPPED_PER_BLOCK = 8  # records that do not parse left out of one sample block; a block with more is dropped
 EXACT_TYPE_SAMPLE = 20_000  # records of the type sample when rows are exact
 
 
@@ -66,14 +65,11 @@ def unify_blocks(
     return pl.Schema({c: pl.String() if schema.get(c, pl.Null()) == pl.Null else schema[c] for c in order})
 
 
-class TextFormat(RowFormat):
+class TextFormat(TextRecords, RowFormat):
     """Shared planning for CSV and NDJSON; subclasses parse bytes."""
 
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Check]] = {"exact_rows": BOOL}  # the read_options keys this format honours
-
-    def quote(self, read_options: Mapping[str, Any]) -> int | None:
-        return None
 
     def separator(self, read_options: Mapping[str, Any], path: str) -> str | None:
         """The field separator the dataset is read with, decided once from the options and the first file."""
@@ -84,7 +80,9 @@ class TextFormat(RowFormat):
         `where` names the file in messages."""
         return b"", 0
 
-    def header_names(self, where: str, header: bytes, read_options: dict[str, Any], separator: str | None) -> list[str] | None:
+    def header_names(
+        self, where: str, header: bytes, read_options: dict[str, Any], separator: str | None
+    ) -> list[str] | None:
         return None
 
     def sample_header(
@@ -93,21 +91,14 @@ class TextFormat(RowFormat):
         """The header that sample blocks are parsed behind, kept as latin-1 text so any bytes round-trip."""
         return header.decode("latin-1") if header else None
 
-    def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
-        """`strict` for chunks (a bad record fails the chunk); `infer` and `lenient` for samples, which
-        must not fail the whole job over one bad record that its own chunk will report."""
-        raise NotImplementedError
-
-    def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
-        """Why `record` (at `where`, "file, line n") does not parse, and what to do."""
-        raise NotImplementedError
-
     def merge_types(self, a: pl.DataType, b: pl.DataType) -> pl.DataType:
         """The type of a column that one block of a file inferred as `a` and another as `b`."""
         frames = [pl.DataFrame(schema={"c": a}), pl.DataFrame(schema={"c": b})]
         return pl.concat(frames, how="vertical_relaxed").dtypes[0]
 
-    def decided_schema(self, inferred: pl.Schema, names: Sequence[str] | None, read_options: dict[str, Any]) -> pl.Schema:
+    def decided_schema(
+        self, inferred: pl.Schema, names: Sequence[str] | None, read_options: dict[str, Any]
+    ) -> pl.Schema:
         """The dataset's schema from the sample's types and the user's `schema_overrides`."""
         if read_options.get("schema"):
             return pl.Schema(dtypes_option(read_options, "schema"))
@@ -120,10 +111,6 @@ class TextFormat(RowFormat):
                     f"its columns are {list(names)}"
                 )
         return pl.Schema({**dict(inferred), **overrides})
-
-    @staticmethod
-    def exact(info: DatasetInfo) -> bool:
-        return bool(info.read_options.get("exact_rows"))
 
     # --- inspect: layout, record index, the type sample --------------------------------------------------------
     def inspect(
@@ -142,7 +129,7 @@ class TextFormat(RowFormat):
         else:
             pieces = sample_blocks(self._files(draft), INFER_BLOCK, 0, self._placer(draft))
         pieces = self._with_every_file(draft, pieces)
-        parsed = list(zip(pieces, parallel_map(lambda p: self._parse_sample(p, draft, "infer"), pieces), strict=True))
+        parsed = list(zip(pieces, parallel_map(lambda p: self.parse_sample(p, draft, "infer"), pieces), strict=True))
         if parsed and all(f is None or not f.height for _, f in parsed) and not read_options.get("schema"):
             raise self.unreadable(parsed[0][0], draft)
         blocks = [(p, f) for p, f in parsed if f is not None]
@@ -169,7 +156,7 @@ class TextFormat(RowFormat):
                 raise SourceError(f"file {origins.get(p, p)!r} has columns {file_names}, but {first!r} has {names}")
             names, header = file_names, header or file_header
         files = tuple((start, storage.file_size(p)) for p, (_, start) in zip(paths, layouts, strict=True))
-        indexes = ()
+        indexes: tuple[FileIndex, ...] = ()
         if read_options.get("exact_rows"):
             if any(storage.is_url(p) for p in paths):
                 raise SourceError("read_options={'exact_rows': True} needs local files (it maps them into memory)")
@@ -195,7 +182,9 @@ class TextFormat(RowFormat):
         place = self._placer(info)
         for path, first, size in self._files(info):
             if path not in sampled and first < size:
-                pieces.append(Piece(path=path, start=first, stop=place(path, min(size, first + INFER_BLOCK), first, size)))
+                pieces.append(
+                    Piece(path=path, start=first, stop=place(path, min(size, first + INFER_BLOCK), first, size))
+                )
         return pieces
 
     def _files(self, info: DatasetInfo) -> list[FileSpan]:
@@ -244,30 +233,14 @@ class TextFormat(RowFormat):
             pieces = sample_blocks(self._files(info), block_bytes, seed, self._placer(info))
 
         def read(piece: Piece) -> pl.DataFrame | None:
-            frame = self._parse_sample(piece, info, "lenient")
+            frame = self.parse_sample(piece, info, "lenient")
             frame = frame if frame is None or per_block is None else frame.head(per_block)
             return frame if frame is None or columns is None else frame.select(columns)
 
         return conform([f for f in parallel_map(read, pieces) if f is not None], info, columns)
 
-    def _parse_sample(self, piece: Piece, info: DatasetInfo, mode: ParseMode) -> pl.DataFrame | None:
-        """A sample block cut inside a quoted field is left out; a few records that do not parse are left
-        out of their block (the chunk holding them reports them), a block with more is left out."""
-        data = self.read_bytes(piece)
-        try:
-            self.check_balanced(info, piece.path, piece.start, data)
-        except SourceError:
-            return None
-        for _ in range(SKIPPED_PER_BLOCK + 1):
-            try:
-                return self.parse(data, info, mode=mode)
-            except (pl.exceptions.PolarsError, PanicException):
-                begin, end, _exc = self.first_bad_record(data, info, mode)
-                data = data[:begin] + data[end:]
-        return None
-
     def sample_all(self, info: DatasetInfo, columns: Sequence[str] | None) -> pl.DataFrame:
-        whole = [self._parse_sample(Piece(path=p, start=a, stop=b), info, "lenient") for p, a, b in self._files(info)]
+        whole = [self.parse_sample(Piece(path=p, start=a, stop=b), info, "lenient") for p, a, b in self._files(info)]
         frames = [f if columns is None else f.select(columns) for f in whole if f is not None]
         return conform(frames, info, columns)
 
@@ -276,75 +249,3 @@ class TextFormat(RowFormat):
         for start, stop in sample_starts(info.total_rows, n, seed=seed):
             out.extend(self.pieces(info, start, stop))
         return out
-
-    # --- chunks, and where a record that does not parse is ----------------------------------------------------
-    @staticmethod
-    def read_bytes(piece: Piece) -> bytes:
-        with storage.open_input(piece.path) as f:
-            f.seek(piece.start)
-            return f.read(piece.stop - piece.start)
-
-    def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
-        data = self.read_bytes(Piece(path=path, start=start, stop=stop))
-        self.check_balanced(info, path, start, data)
-        try:
-            return self.parse(data, info, mode="strict")
-        except (pl.exceptions.PolarsError, PanicException) as exc:
-            raise self.located_error(exc, data, info, "strict", path, start) from None
-
-    def check_balanced(self, info: DatasetInfo, path: str, start: int, data: bytes) -> None:
-        """A byte-range chunk must hold whole quoted fields: an odd quote count means a cut inside one."""
-        quote = self.quote(info.read_options)
-        if self.exact(info) or quote is None or data.find(bytes([quote])) == -1:  # memchr: usually no quotes
-            return
-        if np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == quote) % 2:
-            raise DataError(
-                f"{info.origin(path)}: bytes {start}-{start + len(data)} hold an odd number of {chr(quote)!r} "
-                "characters, so a chunk boundary fell inside a quoted field (or a field has an unmatched quote); "
-                "pass read_options={'exact_rows': True} to plan from a full pass over the file instead"
-            )
-
-    def unreadable(self, piece: Piece, info: DatasetInfo) -> SourceError:
-        """No sampled block parses: say why the first one does not, rather than plan a dataset of nothing."""
-        data = self.read_bytes(piece)
-        try:
-            self.check_balanced(info, piece.path, piece.start, data)
-        except SourceError as exc:
-            return SourceError(f"no sampled record can be read: {exc}")
-        error = self.parse_error(data, info, "infer")
-        if error is None:
-            return SourceError(f"{info.origin(piece.path)}: cannot read the records at bytes {piece.start}-{piece.stop}")
-        located = self.located_error(error, data, info, "infer", piece.path, piece.start)
-        return SourceError(f"no sampled record can be read: {located}")
-
-    def located_error(
-        self, exc: BaseException, data: bytes, info: DatasetInfo, mode: ParseMode, path: str, start: int
-    ) -> DataError:
-        """The error of the first record of `data` (read from `path` at `start`) that does not parse."""
-        begin, end, first = self.first_bad_record(data, info, mode)
-        line = lines_before(path, start) + data.count(b"\n", 0, begin) + 1
-        return self.record_error(first or exc, info, f"{info.origin(path)}, line {line}", data[begin:end])
-
-    def parse_error(self, data: bytes, info: DatasetInfo, mode: ParseMode) -> BaseException | None:
-        try:
-            self.parse(data, info, mode=mode)
-        except (pl.exceptions.PolarsError, PanicException) as exc:
-            return exc
-        return None
-
-    def first_bad_record(
-        self, data: bytes, info: DatasetInfo, mode: ParseMode
-    ) -> tuple[int, int, BaseException | None]:
-        """(start, end) in `data` of the first record whose prefix no longer parses, and the error: a
-        bisection over record ends, so a failed chunk costs a few more parses, never one per record."""
-        ends = (real_newlines(np.frombuffer(data, dtype=np.uint8), self.quote(info.read_options), 0) + 1).tolist()
-        if not ends or ends[-1] != len(data):
-            ends.append(len(data))
-        lo, hi = 0, len(ends) - 1  # data[:ends[hi]] fails
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.parse_error(data[: ends[mid]], info, mode) is None:
-                lo = mid + 1
-            else:
-                hi = mid
-        return (ends[lo - 1] if lo else 0), ends[lo], self.parse_error(data[: ends[lo]], info, mode)
