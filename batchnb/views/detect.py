@@ -31,7 +31,7 @@ def in_kernel() -> bool:
     if "ipykernel.zmqshell" not in sys.modules:
         return False
     try:
-        shell = sys.modules["IPython"].get_ipython()  # type: ignore[attr-defined]
+        shell = sys.modules["IPython"].get_ipython()
     except Exception:  # noqa: BLE001 - detection fails safe
         return False
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
@@ -50,7 +50,7 @@ def _interactive_frontend() -> bool:
     if os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID") or "google.colab" in sys.modules:
         return True
     try:
-        shell = sys.modules["IPython"].get_ipython()  # type: ignore[attr-defined]
+        shell = sys.modules["IPython"].get_ipython()
         return "__vsc_ipynb_file__" in shell.user_ns
     except Exception:  # noqa: BLE001
         return False

@@ -104,7 +104,7 @@ def _input_for(name: str, hint: Any, current: Any, choices: Callable[[], list[st
         names = list(choices()) if choices is not None else [str(v) for v in typing.get_args(inner)]
         if current is not None and current not in names:
             names.append(current)
-        options = [(NONE_LABEL, None)] if optional else []
+        options: list[tuple[str, str | None]] = [(NONE_LABEL, None)] if optional else []
         options += [(v, v) for v in names]
         dropdown = w.Dropdown(options=options, value=current)
         return Control(name, dropdown, lambda: dropdown.value)

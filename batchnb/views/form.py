@@ -20,7 +20,7 @@ import ipywidgets as w
 
 from batchnb import detectors, engines
 from batchnb.config import CHUNK_SIZE_RANGE, JobConfig
-from batchnb.plan import plan_warnings
+from batchnb.plan import Plan, plan_warnings
 from batchnb.views.fields import Control, control_for, controls_for
 from batchnb.views.live import LiveView
 from batchnb.views.panels import fmt_bytes
@@ -42,7 +42,7 @@ class JobForm(w.VBox):
         self.job = job
         self.background = background
         self.valid = True
-        self.plan = None
+        self.plan: Plan | None = None
         self.source_error: str | None = None
         self._generation = 0
         self._inspected_key: Any = None
