@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from batchnb.errors import ConfigError
 from batchnb.formats import format_from_suffix
@@ -156,6 +156,46 @@ def _as_source(source: Any) -> str | tuple[str, ...]:
     raise ConfigError(msg)
 
 
+def _column_names(name: str, value: Any) -> tuple[str, ...] | None:
+    """`columns`/`keep` as a tuple of names (one name alone is a list of one), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(c, str) for c in value):
+        raise ConfigError(f"`{name}` must be a list of column names or None, got {value!r}")
+    if name == "columns" and not value:
+        raise ConfigError("`columns` is empty: name at least one feature column, or pass None for all numeric")
+    return tuple(value)
+
+
+_Nested = TypeVar("_Nested", Backoff, Resources)
+
+
+def _nested(name: str, kind: type[_Nested], value: Any) -> _Nested:
+    """`backoff`/`resources` from an instance or a dict of its fields (a config file's table)."""
+    if isinstance(value, Mapping):
+        allowed = [f.name for f in dataclasses.fields(kind)]
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ConfigError(f"`{name}` has unknown option(s) {unknown}: expected some of {allowed}")
+        return kind(**value)
+    if not isinstance(value, kind):
+        raise ConfigError(f"`{name}` must be a bn.{kind.__name__}, got {value!r}")
+    return value
+
+
+def _check_flag_rule(threshold: Any, contamination: Any) -> None:
+    if threshold is not None and contamination is not None:
+        raise ConfigError("give at most one of `threshold` and `contamination`")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+        raise ConfigError(f"`threshold` must be a number, got {threshold!r}")
+    if contamination is not None and (
+        isinstance(contamination, bool) or not isinstance(contamination, int | float) or not 0 < contamination < 0.5
+    ):
+        raise ConfigError(f"`contamination` must be a fraction in (0, 0.5), got {contamination!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """Everything that defines a job; the widget form, the CLI and TOML files are generated from these fields."""
@@ -197,17 +237,8 @@ class JobConfig:
             raise ConfigError(f"`output` must be a directory path, got {self.output!r}")
         setter(self, "output", os.fspath(self.output))
         self._check_detector()
-        for name in ("columns", "keep"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, str):
-                value = (value,)
-            if not isinstance(value, Sequence) or not all(isinstance(c, str) for c in value):
-                raise ConfigError(f"`{name}` must be a list of column names or None, got {value!r}")
-            if name == "columns" and not value:
-                raise ConfigError("`columns` is empty: name at least one feature column, or pass None for all numeric")
-            setter(self, name, tuple(value))
+        setter(self, "columns", _column_names("columns", self.columns))
+        setter(self, "keep", _column_names("keep", self.keep))
         self._check_int("chunk_size", *CHUNK_SIZE_RANGE)
         self._check_int("fit_sample", 2, 10**9)
         self._check_int("seed", 0, 2**32 - 1)
@@ -215,17 +246,9 @@ class JobConfig:
         self._check_engine()
         self._check_formats()
         self._check_output()
-        self._check_flag_rule()
-        for name, kind in (("backoff", Backoff), ("resources", Resources)):
-            value = getattr(self, name)
-            if isinstance(value, Mapping):
-                allowed = [f.name for f in dataclasses.fields(kind)]
-                unknown = sorted(set(value) - set(allowed))
-                if unknown:
-                    raise ConfigError(f"`{name}` has unknown option(s) {unknown}: expected some of {allowed}")
-                setter(self, name, kind(**value))
-            elif not isinstance(value, kind):
-                raise ConfigError(f"`{name}` must be a bn.{kind.__name__}, got {value!r}")
+        _check_flag_rule(self.threshold, self.contamination)
+        setter(self, "backoff", _nested("backoff", Backoff, self.backoff))
+        setter(self, "resources", _nested("resources", Resources, self.resources))
         if not isinstance(self.read_options, Mapping):
             raise ConfigError(f"`read_options` must be a dict, got {self.read_options!r}")
         setter(self, "read_options", dict(self.read_options))
@@ -314,20 +337,6 @@ class JobConfig:
         from batchnb import sources
 
         sources.get(self.format).check_options(self.read_options)
-
-    def _check_flag_rule(self) -> None:
-        if self.threshold is not None and self.contamination is not None:
-            raise ConfigError("give at most one of `threshold` and `contamination`")
-        if self.threshold is not None and (
-            isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float)
-        ):
-            raise ConfigError(f"`threshold` must be a number, got {self.threshold!r}")
-        if self.contamination is not None and (
-            isinstance(self.contamination, bool)
-            or not isinstance(self.contamination, int | float)
-            or not 0 < self.contamination < 0.5
-        ):
-            raise ConfigError(f"`contamination` must be a fraction in (0, 0.5), got {self.contamination!r}")
 
     # --- round trip -------------------------------------------------------------------------
     @property
