@@ -14,6 +14,7 @@ import pprint
 import re
 import threading
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -29,7 +30,6 @@ __all__ = ["JobForm"]
 
 MAIN = ("source", "output", "detector", "columns", "threshold", "contamination", "chunk_size", "engine", "retries",
         "resources")  # fmt: skip
-SPECIAL = ("source", "detector", "columns", "keep", "chunk_size", "engine")
 NUMERIC_PREFIXES = ("Int", "UInt", "Float", "Decimal")
 
 
@@ -48,19 +48,7 @@ class JobForm(w.VBox):
         self._inspected_key: Any = None
         self._inspector: threading.Thread | None = None
         config = job.config
-        self.controls: dict[str, Control] = {}
-        hints = typing.get_type_hints(JobConfig)
-        for field in dataclasses.fields(JobConfig):
-            value = getattr(config, field.name)
-            if field.name in SPECIAL:
-                special: Control = getattr(self, f"_control_{field.name}")(value)
-                special.set_help(field.metadata.get("help", ""))  # the CLI's help too: one text per field
-                self._add(special)
-            elif dataclasses.is_dataclass(hints[field.name]):
-                for control in controls_for(hints[field.name], value, prefix=f"{field.name}."):
-                    self._add(control)
-            else:
-                self._add(control_for(field.name, hints[field.name], value, field))
+        self.controls: dict[str, Control] = _controls(config)
 
         self.format_badge = w.HTML("")
         self.format_badge.add_class("batchnb-format")
@@ -94,55 +82,12 @@ class JobForm(w.VBox):
                          self.live.widget]  # fmt: skip
         for control in self.controls.values():
             control.observe(lambda _change: self.changed())
+        self.controls["detector"].input.observe(lambda _: self._describe_detector(), names="value")
         self._describe_detector()
         self.changed()
 
     def __repr__(self) -> str:
         return f"JobForm({self.job!r})"
-
-    def _add(self, control: Control) -> None:
-        self.controls[control.name] = control
-
-    # --- special controls ---------------------------------------------------------------------------------
-    def _control_source(self, value) -> Control:
-        if isinstance(value, tuple):
-            area = w.Textarea(value="\n".join(value), rows=min(6, len(value)))
-            return Control("source", area, lambda: tuple(p.strip() for p in area.value.splitlines() if p.strip()))
-        text = w.Text(
-            value=value, placeholder="data/*.parquet", layout=w.Layout(width="420px"), continuous_update=False
-        )
-        return Control("source", text, lambda: text.value.strip())
-
-    def _control_detector(self, value) -> Control:
-        options = [(name, name) for name in detectors.names()]
-        if not isinstance(value, str):
-            label = getattr(value, "name", None) or getattr(value, "__qualname__", type(value).__name__)
-            options.append((f"{label} (given in code)", value))
-        dropdown = w.Dropdown(options=options, value=value)
-        dropdown.observe(lambda _: self._describe_detector(), names="value")
-        return Control("detector", dropdown, lambda: dropdown.value)
-
-    def _columns_control(self, name: str, value, label: str) -> Control:
-        select = w.SelectMultiple(options=list(value or ()), value=tuple(value or ()), rows=5)
-        return Control(name, select, lambda: tuple(select.value) or None, label=label)
-
-    def _control_columns(self, value) -> Control:
-        return self._columns_control("columns", value, "feature columns")
-
-    def _control_keep(self, value) -> Control:
-        return self._columns_control("keep", value, "keep columns")
-
-    def _control_chunk_size(self, value) -> Control:
-        low, high = CHUNK_SIZE_RANGE
-        field = w.BoundedIntText(value=value, min=low, max=high, step=1_000)
-        return Control("chunk_size", field, lambda: field.value)
-
-    def _control_engine(self, value) -> Control:
-        options = [(name, name) for name in engines.names()]
-        if not isinstance(value, str):
-            options.append((f"{value.name} (given in code)", value))
-        dropdown = w.Dropdown(options=options, value=value)
-        return Control("engine", dropdown, lambda: dropdown.value)
 
     def _describe_detector(self) -> None:
         value = self.controls["detector"].input.value
@@ -181,28 +126,14 @@ class JobForm(w.VBox):
     def _invalid(self, message: str) -> None:
         self.valid = False
         self.run_button.disabled = True
-        control = self._control_named_in(message)
+        control = _named_in(message, self.controls)
         text = f"<span style='color:#de2d26'>{html.escape(message, quote=False)}</span>"
         if control is not None:
             control.error.value = text
         self.message.value = text
 
-    def _control_named_in(self, message: str) -> Control | None:
-        for name in re.findall(r"`([A-Za-z_.]+)`", message):
-            for key, control in self.controls.items():
-                if key == name or key.endswith("." + name):
-                    return control
-        return None
-
     def _show_code(self, config: JobConfig) -> None:
-        try:
-            text = "import batchnb as bn\n\njob = bn.BatchJob.from_config(\n" + pprint.pformat(
-                config.to_dict(), indent=4, sort_dicts=False, width=100) + "\n)"  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - e.g. a notebook function cannot be written down
-            text = f"# {exc}"
-        self.code.value = (
-            f"<details><summary>code for this job</summary><pre>{html.escape(text, quote=False)}</pre></details>"
-        )
+        self.code.value = _code_html(config)
 
     def _check_against_source(self, config: JobConfig) -> None:
         if self.plan is None:
@@ -301,6 +232,89 @@ class JobForm(w.VBox):
 
         display(self._repr_mimebundle_(), raw=True)
         self.live._slot = SummarySlot()
+
+
+def _controls(config: JobConfig) -> dict[str, Control]:
+    """One control per config field (nested ones as "resources.max_workers"), showing `config`'s values."""
+    controls: list[Control] = []
+    hints = typing.get_type_hints(JobConfig)
+    for field in dataclasses.fields(JobConfig):
+        value = getattr(config, field.name)
+        if field.name in _SPECIAL:
+            special = _SPECIAL[field.name](value)
+            special.set_help(field.metadata.get("help", ""))  # the CLI's help too: one text per field
+            controls.append(special)
+        elif dataclasses.is_dataclass(hints[field.name]):
+            controls += controls_for(hints[field.name], value, prefix=f"{field.name}.")
+        else:
+            controls.append(control_for(field.name, hints[field.name], value, field))
+    return {control.name: control for control in controls}
+
+
+def _named_in(message: str, controls: dict[str, Control]) -> Control | None:
+    """The control of the first option a message names in backticks (`resources.max_workers` or `max_workers`)."""
+    for name in re.findall(r"`([A-Za-z_.]+)`", message):
+        for key, control in controls.items():
+            if key == name or key.endswith("." + name):
+                return control
+    return None
+
+
+# --- the controls the field types alone cannot make -------------------------------------------------------------
+def _control_source(value) -> Control:
+    if isinstance(value, tuple):
+        area = w.Textarea(value="\n".join(value), rows=min(6, len(value)))
+        return Control("source", area, lambda: tuple(p.strip() for p in area.value.splitlines() if p.strip()))
+    text = w.Text(value=value, placeholder="data/*.parquet", layout=w.Layout(width="420px"), continuous_update=False)
+    return Control("source", text, lambda: text.value.strip())
+
+
+def _control_detector(value) -> Control:
+    options = [(name, name) for name in detectors.names()]
+    if not isinstance(value, str):
+        label = getattr(value, "name", None) or getattr(value, "__qualname__", type(value).__name__)
+        options.append((f"{label} (given in code)", value))
+    dropdown = w.Dropdown(options=options, value=value)
+    return Control("detector", dropdown, lambda: dropdown.value)
+
+
+def _columns_control(name: str, value, label: str) -> Control:
+    select = w.SelectMultiple(options=list(value or ()), value=tuple(value or ()), rows=5)
+    return Control(name, select, lambda: tuple(select.value) or None, label=label)
+
+
+def _control_chunk_size(value) -> Control:
+    low, high = CHUNK_SIZE_RANGE
+    field = w.BoundedIntText(value=value, min=low, max=high, step=1_000)
+    return Control("chunk_size", field, lambda: field.value)
+
+
+def _control_engine(value) -> Control:
+    options = [(name, name) for name in engines.names()]
+    if not isinstance(value, str):
+        options.append((f"{value.name} (given in code)", value))
+    dropdown = w.Dropdown(options=options, value=value)
+    return Control("engine", dropdown, lambda: dropdown.value)
+
+
+_SPECIAL: dict[str, Callable[[Any], Control]] = {
+    "source": _control_source,
+    "detector": _control_detector,
+    "columns": lambda value: _columns_control("columns", value, "feature columns"),
+    "keep": lambda value: _columns_control("keep", value, "keep columns"),
+    "chunk_size": _control_chunk_size,
+    "engine": _control_engine,
+}
+
+
+def _code_html(config: JobConfig) -> str:
+    """The code that makes this job, for copying into a script."""
+    try:
+        text = "import batchnb as bn\n\njob = bn.BatchJob.from_config(\n" + pprint.pformat(
+            config.to_dict(), indent=4, sort_dicts=False, width=100) + "\n)"  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - e.g. a notebook function cannot be written down
+        text = f"# {exc}"
+    return f"<details><summary>code for this job</summary><pre>{html.escape(text, quote=False)}</pre></details>"
 
 
 def _badge(text: str, colour: str) -> str:
