@@ -155,7 +155,8 @@ def discard(output: str) -> None:
             recorded = []
     for idx, name in recorded:
         part = confined_part(state_path(output), idx, name)  # a name outside the output is refused
-        Path(output, part).unlink(missing_ok=True)  # a link is removed itself, never what it points to
+        if part is not None:
+            Path(output, part).unlink(missing_ok=True)  # a link is removed itself, never what it points to
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(output, "_batchnb", "state.sqlite" + suffix).unlink(missing_ok=True)
     remove_temp_files(output)

@@ -6,6 +6,10 @@ as a parse error or a schema mismatch, a Polars panic, which the worker turns in
 `ConfigError`, and a `TypeError` such as a detector returning something other than a DataFrame): that one
 is recorded as failed after one attempt. A `SourceError` (an OS error while reading) is retried. A full disk (ENOSPC, EDQUOT) is no chunk's
 fault and every chunk would meet it: the job stops, ends failed with the cause, and resumes when run again.
+
+The loop is small objects with one job each: `_Queue` (chunks to start, attempt counts), `RetrySchedule`
+(backoff), `Deadlines` (chunk and job timeouts), `Admission` (engine slots, memory guard), `Commit` (finished
+chunks) and `Reporter` (progress from the record to the view and the timeline).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import traceback
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeGuard
 
-from batchnb.config import JobConfig
-from batchnb.driver.memory import MemoryGuard, recommend_chunk_size
-from batchnb.driver.sampling import RateWindow, ResourceSampler
+from batchnb.config import Backoff, JobConfig, Resources
+from batchnb.driver.memory import Admission, MemoryGuard, recommend_chunk_size
+from batchnb.driver.sampling import PROGRESS_EVERY_S, Reporter
 from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
 from batchnb.engines.base import Engine
 from batchnb.errors import ChunkError, EngineError, describe, fails_again
@@ -34,10 +40,6 @@ from batchnb.sources.dataset import ChunkSpec
 __all__ = ["Runner"]
 
 log = logging.getLogger("batchnb")
-
-PROGRESS_EVERY_S = 0.5
-ENGINE_POLL_S = 1.0  # cluster engines: liveness and size checks
-MEMORY_EVERY_S = 0.1  # while chunks run, memory is sampled this often (own process and known workers only)
 
 
 @dataclass
@@ -80,12 +82,120 @@ def interleave(specs: list[ChunkSpec], key: Callable[[ChunkSpec], Hashable | Non
     return out
 
 
-def _disk_full(exc: BaseException | None) -> bool:
+def _disk_full(exc: BaseException | None) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutputCheckError(Exception):
     """A part that does not match the others (schema, row count): a failed attempt, never a silent pass."""
+
+
+class _Queue:
+    """Chunks waiting to start, next one last, and how many attempts each has had in this run."""
+
+    def __init__(self, specs: list[ChunkSpec]) -> None:
+        self._specs = specs[::-1]  # pop() from the end keeps the given order
+        self.attempts: dict[int, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._specs)
+
+    def pop(self) -> tuple[ChunkSpec, int]:
+        """The next chunk and the number of the attempt it starts now."""
+        spec = self._specs.pop()
+        attempt = self.attempts[spec.index] = self.attempts.get(spec.index, 0) + 1
+        return spec, attempt
+
+    def again(self, spec: ChunkSpec, attempts_so_far: int) -> None:
+        self._specs.append(spec)
+        self.attempts[spec.index] = attempts_so_far
+
+
+class RetrySchedule:
+    """Failed attempts waiting out their backoff delay, earliest first."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self._heap: list[tuple[float, int, ChunkSpec, int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def add(self, spec: ChunkSpec, attempt: int) -> float:
+        """Schedule the attempt after `attempt`; returns its delay."""
+        delay = self.backoff.delay(attempt)
+        heapq.heappush(self._heap, (time.monotonic() + delay, spec.index, spec, attempt))
+        return delay
+
+    def due(self, now: float) -> list[tuple[ChunkSpec, int]]:
+        """The (chunk, attempts so far) whose delay has passed."""
+        ready = []
+        while self._heap and self._heap[0][0] <= now:
+            _, _, spec, attempt = heapq.heappop(self._heap)
+            ready.append((spec, attempt))
+        return ready
+
+    def wait_s(self, longest: float) -> float:
+        """How long the loop may wait before the next retry is due."""
+        if not self._heap:
+            return longest
+        return max(0.0, min(longest, self._heap[0][0] - time.monotonic()))
+
+
+class Deadlines:
+    """`chunk_timeout` for each running chunk and `job_timeout` for the run, on the monotonic clock."""
+
+    def __init__(self, resources: Resources, start: float) -> None:
+        self.chunk_s, self.job_s, self.start = resources.chunk_timeout, resources.job_timeout, start
+        self.job_over = False  # stays True once the job ran over
+
+    def check_job(self, now: float) -> bool:
+        if self.job_s is not None and now - self.start > self.job_s:
+            self.job_over = True
+        return self.job_over
+
+    def overdue(self, flight: dict[Future, _Inflight], now: float) -> list[tuple[Future, _Inflight]]:
+        if self.chunk_s is None:
+            return []
+        return [(future, job) for future, job in flight.items() if now - job.started > self.chunk_s]
+
+
+class Commit:
+    """Finished chunks: each part checked against the others, then all that arrived at once recorded together."""
+
+    def __init__(self, state: JobState, config: JobConfig, *, one_row_per_row: bool, driver_s: dict) -> None:
+        self.state, self.output, self.one_row_per_row = state, config.output, one_row_per_row
+        self.schema = state.get("output_schema")
+        self.driver_s = driver_s
+
+    def outcome(self, future: Future) -> tuple[ChunkOutcome | None, BaseException | None]:
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # noqa: BLE001 - any chunk failure is recorded, never fatal
+            return None, exc
+        try:
+            self._check(outcome)
+        except OutputCheckError as exc:
+            Path(self.output, outcome.part).unlink(missing_ok=True)
+            return None, exc
+        return outcome, None
+
+    def _check(self, outcome: ChunkOutcome) -> None:
+        if self.one_row_per_row and outcome.rows_out != outcome.rows_in:
+            raise OutputCheckError(
+                f"chunk {outcome.index} wrote {outcome.rows_out} rows for {outcome.rows_in} input rows"
+            )
+        if self.schema is None:
+            self.schema = outcome.schema
+            self.state.set(output_schema=outcome.schema, output_dtypes=outcome.dtypes)
+        elif outcome.schema != self.schema:
+            msg = f"chunk {outcome.index} output columns {outcome.schema} differ from the other parts' {self.schema}"
+            raise OutputCheckError(msg)
+
+    def record(self, finished: list[ChunkOutcome], attempts: dict[int, int]) -> None:
+        t = time.perf_counter()
+        self.state.record_done(finished, attempts)
+        self.driver_s["commit"] += time.perf_counter() - t
 
 
 class Runner:
@@ -104,127 +214,100 @@ class Runner:
         on_progress: Callable[[Progress], None] | None = None,
         memory: MemoryGuard | None = None,
     ) -> None:
-        self.config = config
-        self.state = state
-        self.engine = engine
-        self.workers = workers
-        self.make_task = make_task
-        self.one_row_per_row = one_row_per_row
+        self.config, self.state, self.engine, self.make_task = config, state, engine, make_task
         self.cancel_event = cancel
-        self.on_progress = on_progress
         self.memory = memory
-        self._rate = RateWindow()
-        self._sampler = ResourceSampler()
-        self._last_error: str | None = None
-        self._timed_out = False
-        self._polled = 0.0
-        self._window: int | None = None
+        self.admission = Admission(engine, workers, memory)
+        self.retries = RetrySchedule(config.backoff)
+        # Driver seconds per activity, for the overhead breakdown (workers time their own steps per chunk).
+        self.driver_s = {"submit": 0.0, "commit": 0.0, "progress": 0.0}
+        self.commit = Commit(state, config, one_row_per_row=one_row_per_row, driver_s=self.driver_s)
+        self.reporter = Reporter(state, engine, on_progress)
+        self.flight: dict[Future, _Inflight] = {}
+        self.queue = _Queue([])
+        self.lost: EngineError | None = None  # the cluster went away: the job ends failed, no chunk is to blame
         self._stop: str | None = None  # why the job stops early although every chunk could still run
+        self._lanes = 1
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, todo: list[ChunkSpec]) -> JobStatus:
         self._t0 = time.monotonic()
-        self._elapsed_before = float(self.state.get("elapsed_s", 0.0))
-        self._counts = self.state.counts()
-        self._rows_done = self.state.totals()["rows_in"]
-        specs = self.state.specs()
-        # Planned rows, corrected by what each finished chunk really held (CSV chunk rows are estimates).
-        self._rows_total = sum(
-            c.rows_in if c.status == ChunkStatus.DONE else c.rows[1] - c.rows[0] for c in self.state.chunks()
-        )
-        self._chunks_total = len(specs)
-        self._retries = self.state.retries()
-        self._schema = self.state.get("output_schema")
-        # Driver seconds per activity, for the overhead breakdown (workers time their own steps per chunk).
-        self._driver_s = {"submit": 0.0, "commit": 0.0, "progress": 0.0}
-        lanes = self.engine.affinity_lanes()
-        queue = interleave(list(todo), self._locality, lanes) if lanes > 1 else list(todo)
-        queue.reverse()  # pop() from the end keeps input order
-        retry_heap: list[tuple[float, int, ChunkSpec, int]] = []
-        inflight: dict[Future, _Inflight] = {}
-        attempts: dict[int, int] = {}
-        window = max(1, self.engine.in_flight_per_worker * self.workers)
-        last_written = time.monotonic()
-        self._report(running=0, force=True)
-        lost: EngineError | None = None  # the cluster went away: the job ends failed, no chunk is to blame
-        while queue or inflight or retry_heap:
+        self.deadlines = Deadlines(self.config.resources, self._t0)
+        self._elapsed_before = self.state.begin_run()
+        self._lanes = self.engine.affinity_lanes()
+        self.queue = _Queue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
+        self._report(force=True)
+        while self.queue or self.flight or self.retries:
             now = time.monotonic()
-            lost = lost or self._poll_engine(now)
-            window = self._window or window
-            if lost or self._stop or self.cancel_event.is_set() or self._job_timed_out(now):
-                for future in inflight:
+            self.lost = self.lost or self.admission.poll(now)
+            if self.lost or self._stop or self.cancel_event.is_set() or self.deadlines.check_job(now):
+                for future in self.flight:
                     self.engine.cancel(future)
                 break
-            while retry_heap and retry_heap[0][0] <= now:
-                _, _, spec, attempt = heapq.heappop(retry_heap)
-                queue.append(spec)
-                attempts[spec.index] = attempt
-            rss = self._watch_memory(inflight, queue, attempts, retry_heap)
-            while queue and len(inflight) < window and not self.cancel_event.is_set():
-                if self.memory is not None and not self.memory.admit(rss, len(inflight)):
-                    break  # backpressure: wait for running chunks to give memory back
-                spec = queue.pop()
-                attempt = attempts.get(spec.index, 0) + 1
-                attempts[spec.index] = attempt
-                t = time.perf_counter()
-                self.state.mark_running(spec.index, attempt)
-                try:
-                    task = self.make_task(spec)
-                    affinity = self._locality(spec, task) if lanes > 1 else None
-                    future = self.engine.submit(run_chunk, task, affinity=affinity)
-                except EngineError as exc:
-                    lost = exc
-                    self.state.mark([spec.index], ChunkStatus.PENDING)
-                    break
-                inflight[future] = _Inflight(spec, attempt, time.monotonic())
-                self._driver_s["submit"] += time.perf_counter() - t
-            timeout = PROGRESS_EVERY_S if self.memory is None or not inflight else MEMORY_EVERY_S
-            if retry_heap:
-                timeout = max(0.0, min(timeout, retry_heap[0][0] - time.monotonic()))
-            if inflight:
-                done, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
-            else:
-                done = set()
-                time.sleep(timeout)
-            finished: list[ChunkOutcome] = []
-            for future in done:
-                job = inflight.pop(future)
-                outcome, exc = self._outcome(future)
-                if isinstance(exc, EngineError):  # not the chunk's fault: no attempt is spent
-                    lost = lost or exc
-                    self.state.mark([job.spec.index], ChunkStatus.PENDING)
-                elif outcome is not None:
-                    finished.append(outcome)
-                    self._rows_total += outcome.rows_in - job.spec.n_rows
-                elif _disk_full(exc):  # not the chunk's fault either: it runs again when the job resumes
-                    self._stop = self._stop or self._disk_full_reason(job.spec.index, exc)
-                    self.state.mark([job.spec.index], ChunkStatus.PENDING)
-                else:
-                    self._failed_attempt(job, exc, retry_heap)
-            self._expire(inflight, retry_heap)
-            if finished:
-                if self.memory is not None:
-                    self.memory.measured = True  # a whole chunk ran while we sampled: its cost is known
-                t = time.perf_counter()
-                self.state.record_done(finished, attempts)
-                self._driver_s["commit"] += time.perf_counter() - t
-                self._counts[ChunkStatus.DONE.value] = self._counts.get(ChunkStatus.DONE.value, 0) + len(finished)
-                self._rows_done += sum(o.rows_in for o in finished)
+            for spec, attempts_so_far in self.retries.due(now):
+                self.queue.again(spec, attempts_so_far)
+            self._submit(self._watch_memory())
+            finished = self._collect(self.retries.wait_s(self.admission.wait_s(len(self.flight), PROGRESS_EVERY_S)))
             # An engine that runs the next chunk inside submit() keeps the driver there for a whole chunk:
-            # write what just finished now, or bn.status() would show it only after that chunk.
-            due = time.monotonic() - last_written >= PROGRESS_EVERY_S or bool(finished and self.engine.runs_inline)
+            # write what just finished now, or the record's pace would show it only after that chunk.
+            due = self.reporter.due(time.monotonic()) or bool(finished and self.engine.runs_inline)
             if due or finished:
-                t = time.perf_counter()
-                self._report(running=len(inflight), force=due)
-                self._driver_s["progress"] += time.perf_counter() - t
-                if due:
-                    last_written = time.monotonic()
-        status = self._finish(inflight, lost)
-        if lost is not None:
-            raise lost
+                self._report(force=due)
+        status = self._finish()
+        if self.lost is not None:
+            raise self.lost
         return status
 
-    def _disk_full_reason(self, index: int, exc: BaseException) -> str:
+    def _submit(self, rss: int) -> None:
+        """Start chunks while the window and the memory guard have room."""
+        while self.queue and not self.cancel_event.is_set() and self.admission.room(len(self.flight), rss):
+            spec, attempt = self.queue.pop()
+            t = time.perf_counter()
+            self.state.mark_running(spec.index, attempt)
+            try:
+                task = self.make_task(spec)
+                affinity = self._locality(spec, task) if self._lanes > 1 else None
+                future = self.engine.submit(run_chunk, task, affinity=affinity)
+            except EngineError as exc:
+                self.lost = exc
+                self.state.mark([spec.index], ChunkStatus.PENDING)
+                return
+            self.flight[future] = _Inflight(spec, attempt, time.monotonic())
+            self.driver_s["submit"] += time.perf_counter() - t
+
+    def _collect(self, timeout: float) -> list[ChunkOutcome]:
+        """Wait up to `timeout` for chunks to finish; record them, and what failed, timed out or went away."""
+        if self.flight:
+            done, _ = wait(list(self.flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        else:
+            done = set()
+            time.sleep(timeout)
+        finished: list[ChunkOutcome] = []
+        for future in done:
+            job = self.flight.pop(future)
+            outcome, error = self.commit.outcome(future)
+            if isinstance(error, EngineError):  # not the chunk's fault: no attempt is spent
+                self.lost = self.lost or error
+                self.state.mark([job.spec.index], ChunkStatus.PENDING)
+            elif outcome is not None:
+                finished.append(outcome)
+            elif _disk_full(error):  # not the chunk's fault either: it runs again when the job resumes
+                self._stop = self._stop or self._disk_full_reason(job.spec.index, error)
+                self.state.mark([job.spec.index], ChunkStatus.PENDING)
+            else:
+                self._failed_attempt(job, error)
+        for future, job in self.deadlines.overdue(self.flight, time.monotonic()):
+            self.engine.cancel(future)
+            del self.flight[future]
+            timeout_error = TimeoutError(f"chunk {job.spec.index} ran over chunk_timeout={self.deadlines.chunk_s}s")
+            self._failed_attempt(job, timeout_error)
+        if finished:
+            if self.memory is not None:
+                self.memory.measured = True  # a whole chunk ran while we sampled: its cost is known
+            self.commit.record(finished, self.queue.attempts)
+        return finished
+
+    def _disk_full_reason(self, index: int, exc: OSError) -> str:
         return (
             f"no space left on the disk of the output {self.config.output!r} (chunk {index}: {describe(exc)}): "
             "free some space or use another output, then run again to resume; finished parts are kept"
@@ -236,187 +319,81 @@ class Runner:
         dataset = (task or self.make_task(spec)).dataset
         return sources.get(dataset.format).locality(dataset, spec)
 
-    def _poll_engine(self, now: float) -> EngineError | None:
-        """Cluster engines: is the cluster still there, and how many chunks can it run at once?"""
-        if now - self._polled < ENGINE_POLL_S:
-            return None
-        self._polled = now
-        slots = self.engine.capacity()
-        self._window = self.engine.in_flight_per_worker * slots if slots else None
-        try:
-            self.engine.check()
-        except EngineError as exc:
-            return exc
-        return None
-
-    def _watch_memory(self, inflight: dict[Future, _Inflight], queue: list, attempts: dict, retry_heap: list) -> int:
+    def _watch_memory(self) -> int:
         """Sample the RSS of the driver and its workers; above the limit, give back the newest chunk.
 
         Returns the RSS to project new admissions from.
         """
-        if self.memory is None:
+        memory = self.memory
+        if memory is None:
             return 0
-        rss = self._sampler.rss(self.engine.worker_pids())
-        oldest = min((job.started for job in inflight.values()), default=time.monotonic())
-        self.memory.observe(rss, len(inflight), oldest_s=time.monotonic() - oldest)
-        if rss <= self.memory.limit or not inflight or not self.engine.can_kill:
+        rss = self.reporter.rss()
+        oldest = min((job.started for job in self.flight.values()), default=time.monotonic())
+        memory.observe(rss, len(self.flight), oldest_s=time.monotonic() - oldest)
+        if rss <= memory.limit or not self.flight or not self.engine.can_kill:
             return rss  # an engine that cannot stop a running chunk relies on admission alone
-        future, job = max(inflight.items(), key=lambda item: item[1].started)
+        future, job = max(self.flight.items(), key=lambda item: item[1].started)
         self.engine.cancel(future)
-        del inflight[future]
-        if inflight:  # others share the blame: run it again later, this attempt does not count
-            attempts[job.spec.index] = job.attempt - 1
-            queue.append(job.spec)
+        del self.flight[future]
+        if self.flight:  # others share the blame: run it again later, this attempt does not count
+            self.queue.again(job.spec, job.attempt - 1)
             self.state.mark([job.spec.index], ChunkStatus.PENDING)
             log.warning("memory %.0f MiB over the limit: chunk %d postponed", rss / 2**20, job.spec.index)
             return rss
-        size = recommend_chunk_size(self.config.chunk_size, rss - self.memory.baseline, self.memory.available())
+        size = recommend_chunk_size(self.config.chunk_size, rss - memory.baseline, memory.available())
         msg = (
-            f"chunk {job.spec.index} alone needs about {(rss - self.memory.baseline) / 2**20:,.0f} MiB, but "
-            f"memory_limit={self.memory.limit / 2**20:,.0f} MiB leaves {self.memory.available() / 2**20:,.0f} MiB "
-            f"beside the driver's {self.memory.baseline / 2**20:,.0f} MiB: use chunk_size={size:_} or less"
+            f"chunk {job.spec.index} alone needs about {(rss - memory.baseline) / 2**20:,.0f} MiB, but "
+            f"memory_limit={memory.limit / 2**20:,.0f} MiB leaves {memory.available() / 2**20:,.0f} MiB "
+            f"beside the driver's {memory.baseline / 2**20:,.0f} MiB: use chunk_size={size:_} or less"
         )
-        self._failed_attempt(job, MemoryError(msg), retry_heap, final=True)
+        self._failed_attempt(job, MemoryError(msg), final=True)
         return rss
 
-    def _outcome(self, future: Future) -> tuple[ChunkOutcome | None, BaseException | None]:
-        try:
-            outcome = future.result()
-        except BaseException as exc:  # noqa: BLE001 - any chunk failure is recorded, never fatal
-            return None, exc
-        try:
-            self._check(outcome)
-        except OutputCheckError as exc:
-            from pathlib import Path
-
-            Path(self.config.output, outcome.part).unlink(missing_ok=True)
-            return None, exc
-        return outcome, None
-
-    def _check(self, outcome: ChunkOutcome) -> None:
-        if self.one_row_per_row and outcome.rows_out != outcome.rows_in:
-            raise OutputCheckError(
-                f"chunk {outcome.index} wrote {outcome.rows_out} rows for {outcome.rows_in} input rows"
-            )
-        if self._schema is None:
-            self._schema = outcome.schema
-            self.state.set(output_schema=outcome.schema, output_dtypes=outcome.dtypes)
-        elif outcome.schema != self._schema:
-            msg = f"chunk {outcome.index} output columns {outcome.schema} differ from the other parts' {self._schema}"
-            raise OutputCheckError(msg)
-
-    def _failed_attempt(
-        self, job: _Inflight, exc: BaseException | None, retry_heap: list, *, final: bool = False
-    ) -> None:
+    def _failed_attempt(self, job: _Inflight, exc: BaseException | None, *, final: bool = False) -> None:
+        """Record a failed attempt; schedule the next one unless the budget is spent or it would fail again."""
         spec = job.spec
         error = ChunkError(
-            chunk=spec.index,
-            attempts=job.attempt,
-            type=type(exc).__name__,
-            message=str(exc),
-            traceback=_traceback_text(exc),
-            rows=spec.rows,
-        )
-        self._last_error = str(error)
+            chunk=spec.index, attempts=job.attempt, type=type(exc).__name__, message=str(exc),
+            traceback=_traceback_text(exc), rows=spec.rows,
+        )  # fmt: skip
         final = final or fails_again(exc)
         if job.attempt <= self.config.retries and not self.cancel_event.is_set() and not final:
-            delay = self.config.backoff.delay(job.attempt)
+            delay = self.retries.add(spec, job.attempt)
             self.state.record_attempt(error, delay=delay)
-            heapq.heappush(retry_heap, (time.monotonic() + delay, spec.index, spec, job.attempt))
-            self._retries += 1
             log.warning("%s; retrying in %.2fs", error, delay)
         else:
             self.state.record_attempt(error, delay=None)
             self.state.record_failed(error)
-            self._counts[ChunkStatus.FAILED.value] = self._counts.get(ChunkStatus.FAILED.value, 0) + 1
             log.error("%s; giving up", error)
 
-    def _expire(self, inflight: dict[Future, _Inflight], retry_heap: list) -> None:
-        limit = self.config.resources.chunk_timeout
-        if limit is None:
-            return
-        now = time.monotonic()
-        for future, job in list(inflight.items()):
-            if now - job.started > limit:
-                self.engine.cancel(future)
-                del inflight[future]
-                self._failed_attempt(
-                    job, TimeoutError(f"chunk {job.spec.index} ran over chunk_timeout={limit}s"), retry_heap
-                )
-
-    def _job_timed_out(self, now: float) -> bool:
-        limit = self.config.resources.job_timeout
-        if limit is not None and now - self._t0 > limit:
-            self._timed_out = True
-        return self._timed_out
-
-    def _finish(self, inflight: dict[Future, _Inflight], lost: EngineError | None = None) -> JobStatus:
-        self._counts = self.state.counts()
-        failed = self._counts.get(ChunkStatus.FAILED.value, 0)
-        unfinished = sum(self._counts.get(s.value, 0) for s in (ChunkStatus.PENDING, ChunkStatus.RUNNING))
-        if lost is not None:
+    def _finish(self) -> JobStatus:
+        counts = self.state.counts()
+        failed = counts.get(ChunkStatus.FAILED.value, 0)
+        unfinished = sum(counts.get(s.value, 0) for s in (ChunkStatus.PENDING, ChunkStatus.RUNNING))
+        reason = (  # the job stopped for a reason no chunk is to blame for
+            str(self.lost) if self.lost is not None
+            else f"job ran over job_timeout={self.config.resources.job_timeout}s" if self.deadlines.job_over
+            else self._stop
+        )  # fmt: skip
+        if reason is not None:
             status = JobStatus.FAILED
-            self._last_error = str(lost)
-        elif self._timed_out:
-            status = JobStatus.FAILED
-            self._last_error = f"job ran over job_timeout={self.config.resources.job_timeout}s"
-        elif self._stop is not None:
-            status = JobStatus.FAILED
-            self._last_error = self._stop
         elif self.cancel_event.is_set() and unfinished:
             status = JobStatus.CANCELLED
         elif failed or unfinished:
             status = JobStatus.FAILED
         else:
             status = JobStatus.SUCCEEDED
-        self.state.mark([i.spec.index for i in inflight.values()], ChunkStatus.PENDING)
-        elapsed = self._elapsed_before + time.monotonic() - self._t0
-        reason = self._last_error if self._timed_out or lost is not None or self._stop is not None else None
-        self.state.set(elapsed_s=elapsed, finished_at=time.time(), reason=reason, driver_s=self._driver_s)
+        self.state.mark([job.spec.index for job in self.flight.values()], ChunkStatus.PENDING)
+        self.state.set(elapsed_s=self._elapsed(), finished_at=time.time(), reason=reason, driver_s=self.driver_s)
         self.state.set_status(status)
-        self._report(running=0, force=True, status=status)
+        self.flight.clear()
+        self._report(force=True)
         return status
 
-    # --- progress -----------------------------------------------------------------------------------
-    def _report(self, *, running: int, force: bool, status: JobStatus = JobStatus.RUNNING) -> None:
-        now = time.monotonic()
-        if force or not hasattr(self, "_resources"):
-            self._resources = self._sampler.sample()  # a /proc walk: twice a second, not once per chunk
-            extra = self.engine.remote_resources()  # cluster workers psutil cannot see
-            if extra is not None:
-                self._resources = (self._resources[0] + extra[0], self._resources[1] + extra[1])
-        self._rate.add(self._rows_done, now)
-        rate = self._rate.rate()
-        elapsed = self._elapsed_before + now - self._t0
-        remaining = max(0, self._rows_total - self._rows_done)
-        progress = Progress(
-            name=self.config.name or "",
-            status=status.value,
-            chunks_total=self._chunks_total,
-            chunks_done=self._counts.get(ChunkStatus.DONE.value, 0),
-            chunks_failed=self._counts.get(ChunkStatus.FAILED.value, 0),
-            chunks_skipped=self._counts.get(ChunkStatus.SKIPPED.value, 0),
-            chunks_running=running,
-            rows_done=self._rows_done,
-            rows_total=self._rows_total,
-            percent=100.0 * self._rows_done / self._rows_total if self._rows_total else 100.0,
-            rows_per_s=rate,
-            eta_s=remaining / rate if rate > 0 else None,
-            elapsed_s=elapsed,
-            retries=self._retries,
-            last_error=self._last_error,
-            updated_at=time.time(),
-            cpu_percent=self._resources[0],
-            rss_bytes=self._resources[1],
-        )
-        if force:
-            self.state.set(progress=progress.to_dict())
-            self.state.append_timeline(
-                rows_done=progress.rows_done, chunks_done=progress.chunks_done, rows_per_s=rate,
-                cpu=progress.cpu_percent, rss=progress.rss_bytes,
-            )  # fmt: skip
-        if self.on_progress is not None:
-            try:
-                self.on_progress(progress)
-            except Exception:  # a broken view is logged, never kills the job
-                log.exception("progress view failed")
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._t0
+
+    def _report(self, *, force: bool) -> None:
+        t = time.perf_counter()
+        self.reporter.report(running=len(self.flight), elapsed_s=self._elapsed(), force=force)
+        self.driver_s["progress"] += time.perf_counter() - t

@@ -10,11 +10,19 @@ back for its whole run), so even a function that allocates far more than its inp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["MemoryGuard", "recommend_chunk_size"]
+from batchnb.errors import EngineError
+
+if TYPE_CHECKING:
+    from batchnb.engines.base import Engine
+
+__all__ = ["Admission", "MemoryGuard", "recommend_chunk_size"]
 
 HEADROOM = 0.9  # admit while the projected peak stays under this share of the limit
 SETTLE_S = 1.0  # a chunk running this long has usually read and decoded its input: its cost counts
+ENGINE_POLL_S = 1.0  # cluster engines: liveness and size checks
+MEMORY_EVERY_S = 0.1  # while chunks run, memory is sampled this often (own process and known workers only)
 
 
 def recommend_chunk_size(chunk_size: int, per_chunk: float, available: float) -> int:
@@ -64,3 +72,35 @@ class MemoryGuard:
 
     def available(self) -> float:
         return max(0.0, self.limit * HEADROOM - self.baseline)
+
+
+class Admission:
+    """Whether one more chunk may start: the engine's slots (a cluster's, polled) and the memory guard."""
+
+    def __init__(self, engine: Engine, workers: int, memory: MemoryGuard | None) -> None:
+        self.engine, self.memory = engine, memory
+        self.window = max(1, engine.in_flight_per_worker * workers)
+        self._default, self._polled = self.window, 0.0
+
+    def poll(self, now: float) -> EngineError | None:
+        """Cluster engines: is the cluster still there, and how many chunks can it run at once?"""
+        if now - self._polled < ENGINE_POLL_S:
+            return None
+        self._polled = now
+        slots = self.engine.capacity()
+        if slots:
+            self.window = self.engine.in_flight_per_worker * slots
+        try:
+            self.engine.check()
+        except EngineError as exc:
+            return exc
+        return None
+
+    def room(self, running: int, rss: int) -> bool:
+        if running >= self.window:
+            return False
+        return self.memory is None or self.memory.admit(rss, running)  # else wait for memory to come back
+
+    def wait_s(self, running: int, longest: float) -> float:
+        """How long the loop may wait for chunks: memory is sampled often while chunks run."""
+        return longest if self.memory is None or not running else min(longest, MEMORY_EVERY_S)

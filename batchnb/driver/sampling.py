@@ -1,13 +1,25 @@
-"""The pace of a job and the psutil sampling behind its CPU and memory figures."""
+"""The pace of a job, the psutil sampling behind its CPU and memory figures, and the loop's progress reports."""
 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RateWindow", "ResourceSampler"]
+from batchnb.record.snapshot import Live, Progress, progress
+
+if TYPE_CHECKING:
+    from batchnb.engines.base import Engine
+    from batchnb.record.store import JobState
+
+__all__ = ["PROGRESS_EVERY_S", "RateWindow", "Reporter", "ResourceSampler"]
+
+log = logging.getLogger("batchnb")
+
+PROGRESS_EVERY_S = 0.5  # the loop reports this often, and writes a timeline sample to the record
 
 
 class RateWindow:
@@ -69,3 +81,44 @@ class ResourceSampler:
                 continue
         self._known = alive
         return cpu, rss
+
+
+class Reporter:
+    """Progress as the record tells it, plus what only the loop knows (chunks in flight, pace, resources):
+    to the view on every report, and to the record's timeline every `PROGRESS_EVERY_S`."""
+
+    def __init__(self, state: JobState, engine: Engine, on_progress: Callable[[Progress], None] | None) -> None:
+        self.state, self.engine, self.on_progress = state, engine, on_progress
+        self._rate = RateWindow()
+        self._sampler = ResourceSampler()
+        self._resources: tuple[float, int] | None = None
+        self.written = -float("inf")  # monotonic time of the last timeline sample
+
+    def due(self, now: float) -> bool:
+        return now - self.written >= PROGRESS_EVERY_S
+
+    def rss(self) -> int:
+        """RSS of the driver and its known workers, cheap enough for the memory guard's ten samples a second."""
+        return self._sampler.rss(self.engine.worker_pids())
+
+    def report(self, *, running: int, elapsed_s: float, force: bool) -> None:
+        now = time.monotonic()
+        if force or self._resources is None:
+            cpu, rss = self._sampler.sample()  # a /proc walk: twice a second, not once per chunk
+            extra = self.engine.remote_resources()  # cluster workers psutil cannot see
+            self._resources = (cpu + extra[0], rss + extra[1]) if extra is not None else (cpu, rss)
+        cpu, rss = self._resources
+        snapshot = progress(self.state, live=Live(running=running, elapsed_s=elapsed_s, cpu_percent=cpu, rss_bytes=rss))
+        self._rate.add(snapshot.rows_done, now)
+        snapshot = snapshot.paced(self._rate.rate())
+        if force:
+            self.written = now
+            self.state.append_timeline(
+                rows_done=snapshot.rows_done, chunks_done=snapshot.chunks_done, rows_per_s=snapshot.rows_per_s,
+                cpu=snapshot.cpu_percent, rss=snapshot.rss_bytes,
+            )  # fmt: skip
+        if self.on_progress is not None:
+            try:
+                self.on_progress(snapshot)
+            except Exception:  # a broken view is logged, never kills the job
+                log.exception("progress view failed")

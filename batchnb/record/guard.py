@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batchnb.errors import JobStateError
-from batchnb.sinks import PART_NAME  # the part names batchnb writes: a state naming any other was not written by it
+from batchnb.formats import PART_NAME  # the part names batchnb writes: a state naming any other was not written by it
 
-__all__ = ["Connection", "Rows", "confined_part", "decoded", "refuse_links", "state_error", "state_path"]
+__all__ = [
+    "BAD_VALUE",
+    "Connection",
+    "Rows",
+    "bad_value",
+    "confined_part",
+    "decoded",
+    "refuse_links",
+    "state_error",
+    "state_path",
+]
 
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,6 +95,18 @@ def _not_text(exc: UnicodeDecodeError, path: Path) -> JobStateError:
     )
 
 
+BAD_VALUE = (ValueError, TypeError, KeyError, AttributeError)  # what a value of the wrong kind raises
+
+
+def bad_value(path: Path, exc: BaseException) -> JobStateError:
+    shown = str(exc)[:120] + ("..." if len(str(exc)) > 120 else "")
+    return JobStateError(
+        f"the job state {str(path)!r} holds a value batchnb does not write ({type(exc).__name__}: {shown}): it "
+        "was damaged or not written by batchnb; run the job again with run(restart=True) to discard it, or use "
+        "another output directory"
+    )
+
+
 def decoded(method: F) -> F:
     """A value of the state that batchnb could not have written is a JobStateError, not a TypeError deep inside."""
 
@@ -92,14 +114,8 @@ def decoded(method: F) -> F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            shown = str(exc)[:120] + ("..." if len(str(exc)) > 120 else "")
-            msg = (
-                f"the job state {str(self.path)!r} holds a value batchnb does not write ({type(exc).__name__}: "
-                f"{shown}): it was damaged or not written by batchnb; run the job again with run(restart=True) "
-                "to discard it, or use another output directory"
-            )
-            raise JobStateError(msg) from exc
+        except BAD_VALUE as exc:
+            raise bad_value(self.path, exc) from exc
 
     return wrapper  # type: ignore[return-value]  # same signature: functools.wraps does not tell mypy so
 

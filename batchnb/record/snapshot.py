@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from batchnb.driver.lock import driver_gone
-from batchnb.errors import JobStateError
+from batchnb.errors import ChunkError, JobStateError
+from batchnb.record.guard import BAD_VALUE, bad_value
 from batchnb.record.store import JobState, state_path
 
-__all__ = ["ChunkBoard", "ChunkMonitor", "Progress", "status"]
+__all__ = ["ChunkBoard", "ChunkMonitor", "Live", "Progress", "progress", "status"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,11 @@ class Progress:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def paced(self, rows_per_s: float) -> Progress:
+        """This snapshot at the given pace, with the time left it implies."""
+        left = max(0, self.rows_total - self.rows_done)
+        return replace(self, rows_per_s=rows_per_s, eta_s=left / rows_per_s if rows_per_s > 0 else None)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], **future_fields: Any) -> Progress:
         known = {f.name for f in fields(cls)}
@@ -51,11 +57,100 @@ class Progress:
         return progress_html(self)
 
 
-def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
-    """The latest snapshot the driver wrote (at most ~1 s old while it runs).
+@dataclass(frozen=True, kw_only=True)
+class Live:
+    """What only the running loop knows: the chunks in flight now, its own clock and the resources it sampled."""
 
-    Until the job has written its state, the answer is `status="pending"` with zero counts.
-    Raises JobStateError only when `output` holds no job at all.
+    running: int
+    elapsed_s: float
+    cpu_percent: float
+    rss_bytes: int
+
+
+_META = ("status", "run", "elapsed_s", "reason", "config", "progress")
+_ACTIVE = ("planning", "running")
+_TERMINAL = ("succeeded", "failed", "cancelled")
+_GONE = "the driver stopped without finishing (killed or crashed): run() again to resume"
+
+
+def progress(state: JobState, *, live: Live | None = None) -> Progress:
+    """The job's Progress as its record tells it: the one count, whoever asks.
+
+    Chunk counts, rows done, planned rows corrected by what finished chunks held, retries, status and the last
+    error come from the record; the pace, CPU and memory from the driver's newest timeline sample unless the
+    running loop gives its own (`live`). A record written before runs noted their start holds its last
+    Progress as JSON: that one is returned.
+    """
+    with state.reading():
+        meta = state.meta(*_META)
+        if live is None and "run" not in meta:
+            return _stored(meta, name=state.path.parent.parent.name)
+        tally, retries, last = state.tally(), state.retries(), state.latest_attempt()
+        sample = state.latest_sample() if live is None else None
+        waiting = state.waiting_for_retry() if live is None else 0
+    try:
+        return _built(meta, live=live, tally=tally, retries=retries, last=last, sample=sample, waiting=waiting)
+    except BAD_VALUE as exc:
+        raise bad_value(state.path, exc) from exc
+
+
+def _stored(meta: dict[str, Any], *, name: str) -> Progress:
+    data, status_now = meta.get("progress"), meta.get("status", "pending")
+    if data is None:
+        return Progress(name=name, status=status_now)
+    return Progress.from_dict({**data, "status": status_now})
+
+
+def _built(
+    meta: dict[str, Any],
+    *,
+    live: Live | None,
+    tally: dict[str, tuple[int, int, int]],
+    retries: int,
+    last: tuple[float, ChunkError] | None,
+    sample: tuple[float, float, float, int] | None = None,
+    waiting: int = 0,
+) -> Progress:
+    status_now = str(meta.get("status", "pending"))
+    terminal = status_now in _TERMINAL
+    run = meta.get("run") or {}
+    started, before = float(run.get("started_at", 0.0)), float(run.get("elapsed_before", 0.0))
+    rows_done = int(tally.get("done", (0, 0, 0))[1])
+    rows_total = sum(int(rows if state == "done" else planned) for state, (_, rows, planned) in tally.items())
+    if live is None:
+        at, rate, cpu, rss = sample or (0.0, 0.0, 0.0, 0)
+        running = 0 if terminal else max(0, int(tally.get("running", (0, 0, 0))[0]) - waiting)
+        elapsed = float(meta.get("elapsed_s", 0.0)) if terminal else before + max(0.0, float(at) - started)
+        live = Live(running=running, elapsed_s=elapsed, cpu_percent=float(cpu), rss_bytes=int(rss))
+        updated, rate = float(at), float(rate)
+    else:
+        updated, rate = time.time(), 0.0  # the loop adds its own pace
+    this_run = str(last[1]) if last is not None and last[0] >= started else None
+    return Progress(
+        name=str((meta.get("config") or {}).get("name") or ""),
+        status=status_now,
+        chunks_total=sum(int(n) for n, _, _ in tally.values()),
+        chunks_done=int(tally.get("done", (0, 0, 0))[0]),
+        chunks_failed=int(tally.get("failed", (0, 0, 0))[0]),
+        chunks_skipped=int(tally.get("skipped", (0, 0, 0))[0]),
+        chunks_running=live.running,
+        rows_done=rows_done,
+        rows_total=rows_total,
+        percent=100.0 * rows_done / rows_total if rows_total else 100.0,
+        elapsed_s=live.elapsed_s,
+        cpu_percent=live.cpu_percent,
+        rss_bytes=live.rss_bytes,
+        retries=retries,
+        last_error=(meta.get("reason") if terminal else None) or this_run,
+        updated_at=updated,
+    ).paced(rate)
+
+
+def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
+    """The job's progress from its record, from any process (the driver samples its pace every ~0.5 s).
+
+    Until the job has written its state, the answer is `status="pending"` with zero counts; a job whose
+    driver is gone (killed, crashed) reads "failed". Raises JobStateError only when `output` holds no job.
     """
     path = state_path(output)
     if not path.exists():
@@ -63,15 +158,10 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
             return Progress(name=Path(output).name)
         raise JobStateError(f"{str(output)!r} holds no batchnb job: check the output directory")
     with JobState.open(output) as state:
-        data = state.get("progress")
-        status_now = state.get("status", "pending")
-    extra = {}
-    if status_now in ("planning", "running") and driver_gone(output):
-        extra = {"status": "failed", "chunks_running": 0, "eta_s": None,
-                 "last_error": "the driver stopped without finishing (killed or crashed): run() again to resume"}  # fmt: skip
-    if data is None:
-        return Progress.from_dict({"name": Path(output).name, "status": status_now, **extra})
-    return Progress.from_dict({**data, "status": status_now, **extra})
+        snapshot = progress(state)
+    if snapshot.status in _ACTIVE and driver_gone(output):
+        return replace(snapshot, status="failed", chunks_running=0, eta_s=None, last_error=_GONE)
+    return snapshot
 
 
 @dataclass(frozen=True, kw_only=True)

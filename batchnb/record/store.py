@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchnb.errors import ChunkError, JobStateError
-from batchnb.record.guard import Connection, confined_part, decoded, refuse_links, state_error, state_path
+from batchnb.record.guard import Connection, Rows, confined_part, decoded, refuse_links, state_error, state_path
 from batchnb.record.status import ChunkRecord, ChunkStatus, JobStatus
 from batchnb.sources.dataset import ChunkSpec
 
@@ -160,7 +160,7 @@ class JobState:
     def meta(self, *keys: str) -> dict[str, Any]:
         """Several meta values in one read; a key not written yet is left out."""
         marks = ", ".join("?" * len(keys))
-        rows = self._conn.lookup(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys) or []
+        rows = self._conn.lookup(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys) or Rows()
         return {key: json.loads(value) for key, value in rows}
 
     def set(self, **values: Any) -> None:
@@ -250,7 +250,7 @@ class JobState:
         """(chunks, input rows, planned rows) per chunk status, aggregated by the record itself."""
         rows = self._conn.lookup("SELECT status, chunks, rows_in, planned FROM tally WHERE chunks > 0")
         if rows is None:  # a record no writer of this version has opened yet
-            rows = self._conn.lookup(_TALLY_OF_CHUNKS) or []
+            rows = self._conn.lookup(_TALLY_OF_CHUNKS) or Rows()
         return {status: (n, rows_in, planned) for status, n, rows_in, planned in rows}
 
     def totals(self) -> dict[str, int]:
