@@ -13,8 +13,7 @@ from batchnb import storage
 from batchnb.errors import ConfigError, DataError, PanicException, SourceError, cause_of
 from batchnb.sources.dataset import DatasetInfo
 from batchnb.sources.feather import Feather
-from batchnb.sources.pickle import materialize
-from batchnb.sources.staging import Workdir
+from batchnb.sources.staging import Workdir, arrow_copies
 from batchnb.sources.text import TextFormat
 from batchnb.sources.text_options import BOOL, SCHEMA, ParseMode, dtypes_option, type_message
 
@@ -90,7 +89,7 @@ class NDJSON(TextFormat):
                     f"`read_options` {sorted(read_options)} apply to newline-delimited JSON, but {named[paths[0]]!r} is a "
                     "JSON array: drop them, or convert the file to one JSON object per line"
                 )
-            converted = materialize(paths, workdir, _load_array)
+            converted = arrow_copies(paths, workdir, _load_array)
             originals = {copy: (origins or {}).get(p, p) for copy, p in converted.items()}
             return Feather().describe(tuple(converted), {}, origins=originals)
         return super().inspect(paths, read_options, workdir=workdir, origins=origins)

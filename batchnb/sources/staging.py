@@ -23,10 +23,12 @@ import io
 import lzma
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import polars as pl
 
 from batchnb import storage
 from batchnb.errors import SourceError
@@ -34,7 +36,7 @@ from batchnb.files import atomic_file, is_own, private_dir
 from batchnb.formats import COMPRESSION_SUFFIXES
 from batchnb.sources.sniff import COMPRESSIONS, check_content, kind_name, sniff, sniff_bytes
 
-__all__ = ["Workdir", "stage"]
+__all__ = ["Workdir", "arrow_copies", "stage"]
 
 BLOCK = 4 * 2**20
 _ARROW_CODECS = {"gzip": "gzip", "bzip2": "bz2", "zstd": "zstd"}
@@ -216,3 +218,20 @@ def _check_inner(path: str, kind: str, head: bytes) -> None:
             "decompress it and pass the file it holds with the matching `format=`"
         )
         raise SourceError(msg)
+
+
+def arrow_copies(paths: tuple[str, ...], workdir: Workdir, load: Callable[[str], pl.DataFrame]) -> dict[str, str]:
+    """Arrow IPC copies of `paths` in the job's work directory, reused while the input is unchanged:
+    copy -> the user's file, in the order of `paths`."""
+    folder = workdir.path()
+    out = {}
+    for p in paths:
+        st = os.stat(p)
+        tag = hashlib.sha256(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        target = folder / f"{Path(p).stem}-{tag}.arrow"
+        if not target.exists():
+            frame = load(p)
+            with atomic_file(target) as tmp:  # never a planted link
+                frame.write_ipc(tmp)
+        out[str(target)] = p
+    return out
