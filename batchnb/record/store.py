@@ -111,7 +111,101 @@ def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_T
         raise state_error(first, path) from exc
 
 
-class JobState:
+class _Questions:
+    """What views, reports and `bn.status` ask the record: answered by SQLite, never by a scan in Python."""
+
+    _conn: Connection
+    path: Path
+
+    @decoded
+    def meta(self, *keys: str) -> dict[str, Any]:
+        """Several meta values in one read; a key not written yet is left out."""
+        marks = ", ".join("?" * len(keys))
+        rows = self._conn.lookup(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys) or Rows()
+        return {key: json.loads(value) for key, value in rows}
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One consistent view of the record for several reads, while the driver goes on writing."""
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:  # an error may have ended it already
+                self._conn.execute("COMMIT")
+
+    def tally(self) -> dict[str, tuple[int, int, int]]:
+        """(chunks, input rows, planned rows) per chunk status, aggregated by the record itself."""
+        rows = self._conn.lookup("SELECT status, chunks, rows_in, planned FROM tally WHERE chunks > 0")
+        if rows is None:  # a record no writer of this version has opened yet
+            rows = self._conn.lookup(_TALLY_OF_CHUNKS) or Rows()
+        return {status: (n, rows_in, planned) for status, n, rows_in, planned in rows}
+
+    @decoded
+    def latest_attempt(self) -> tuple[float, ChunkError] | None:
+        """When the newest failed attempt happened, and its error (without traceback)."""
+        rows = self._conn.lookup(
+            "SELECT at, chunk, attempt, type, message FROM attempts WHERE rowid = (SELECT MAX(rowid) FROM attempts)"
+        )
+        if not rows:
+            return None
+        at, chunk, attempt, kind, message = rows[0]
+        return float(at), ChunkError(chunk=int(chunk), attempts=int(attempt), type=str(kind), message=str(message),
+                                     traceback="")  # fmt: skip
+
+    def retries(self) -> int:
+        """Attempts after the first: every failed attempt that was given another try."""
+        rows = self._conn.lookup("SELECT COUNT(*) FROM attempts WHERE delay IS NOT NULL")
+        return rows[0][0] if rows else 0
+
+    def waiting_for_retry(self) -> int:
+        """Running chunks that are not running now: they failed and wait for their retry."""
+        rows = self._conn.lookup(f"SELECT COUNT(*) FROM chunks WHERE status = 'running' AND {_WAITING}")
+        return rows[0][0] if rows else 0
+
+    def latest_sample(self) -> tuple[float, float, float, int] | None:
+        """(at, rows/s, CPU %, RSS bytes) of the driver's newest timeline sample."""
+        rows = self._conn.lookup(
+            "SELECT at, rows_per_s, cpu_percent, rss_bytes FROM timeline WHERE rowid = (SELECT MAX(rowid) FROM timeline)"
+        )
+        return rows[0] if rows else None
+
+    def chunk_count(self) -> int:
+        rows = self._conn.lookup("SELECT COUNT(*) FROM chunks")
+        return rows[0][0] if rows else 0
+
+    def board_cells(self, group: int) -> list[tuple[int, str, int]]:
+        """(cell, state, chunks) for cells of `group` chunks; a running chunk waiting to retry is 'retrying'."""
+        return self._conn.execute(
+            f"SELECT idx / ? AS cell, CASE WHEN status = 'running' AND {_WAITING} THEN 'retrying' ELSE status END"
+            " AS state, COUNT(*) FROM chunks GROUP BY cell, state",
+            (group,),
+        )
+
+    def oldest_running(self, limit: int) -> list[tuple[int, float]]:
+        """(chunk, start time) of the running chunks that started first."""
+        return self._conn.execute(
+            f"SELECT idx, started FROM chunks WHERE status = 'running' AND started IS NOT NULL AND NOT {_WAITING}"
+            " ORDER BY started LIMIT ?",
+            (limit,),
+        )
+
+    def typical_seconds(self) -> float | None:
+        """Mean seconds of a done chunk."""
+        return self._conn.execute("SELECT AVG(seconds) FROM chunks WHERE status = 'done'")[0][0]
+
+    def newest_attempts(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts ORDER BY rowid DESC LIMIT ?", (limit,)
+        )
+        return [dict(zip(_ATTEMPT_COLUMNS, row, strict=True)) for row in rows]
+
+    def report_table(self, table: str) -> list[tuple]:
+        """Every row of `table` (chunks, timeline, attempts) as reports show it; none while it does not exist."""
+        return list(self._conn.lookup(_REPORT_SQL[table]) or [])
+
+
+class JobState(_Questions):
     """Typed access to the sqlite record. Writers call `open(..., create=True)` from one thread."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -150,18 +244,10 @@ class JobState:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- meta -----------------------------------------------------------------------------------
     @decoded
     def get(self, key: str, default: Any = None) -> Any:
         rows = self._conn.lookup("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
-
-    @decoded
-    def meta(self, *keys: str) -> dict[str, Any]:
-        """Several meta values in one read; a key not written yet is left out."""
-        marks = ", ".join("?" * len(keys))
-        rows = self._conn.lookup(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys) or Rows()
-        return {key: json.loads(value) for key, value in rows}
 
     def set(self, **values: Any) -> None:
         with self._tx():
@@ -180,17 +266,6 @@ class JobState:
             raise
         self._conn.execute("COMMIT")
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """One consistent view of the record for several reads, while the driver goes on writing."""
-        self._conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            if self._conn.in_transaction:  # an error may have ended it already
-                self._conn.execute("COMMIT")
-
-    # --- plan and chunks ---------------------------------------------------------------------------
     def has_plan(self) -> bool:
         return self.get("plan_saved", False)
 
@@ -246,13 +321,6 @@ class JobState:
     def counts(self) -> dict[str, int]:
         return {status: n for status, (n, _, _) in self.tally().items()}
 
-    def tally(self) -> dict[str, tuple[int, int, int]]:
-        """(chunks, input rows, planned rows) per chunk status, aggregated by the record itself."""
-        rows = self._conn.lookup("SELECT status, chunks, rows_in, planned FROM tally WHERE chunks > 0")
-        if rows is None:  # a record no writer of this version has opened yet
-            rows = self._conn.lookup(_TALLY_OF_CHUNKS) or Rows()
-        return {status: (n, rows_in, planned) for status, n, rows_in, planned in rows}
-
     def totals(self) -> dict[str, int]:
         """Rows and anomalies of done chunks."""
         rows_in, rows_out, anomalies = self._conn.execute(
@@ -307,35 +375,9 @@ class JobState:
         ).fetchall()
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
-    @decoded
-    def latest_attempt(self) -> tuple[float, ChunkError] | None:
-        """When the newest failed attempt happened, and its error."""
-        rows = self._conn.lookup(
-            "SELECT a.at, a.chunk, a.attempt, a.type, a.message, c.row_start, c.row_stop FROM attempts a"
-            " LEFT JOIN chunks c ON c.idx = a.chunk WHERE a.rowid = (SELECT MAX(rowid) FROM attempts)"
-        )
-        if not rows:
-            return None
-        at, chunk, attempt, kind, message, start, stop = rows[0]
-        rows_of = (int(start), int(stop)) if start is not None and stop is not None else None
-        error = ChunkError(chunk=int(chunk), attempts=int(attempt), type=str(kind), message=str(message),
-                           traceback="", rows=rows_of)  # fmt: skip
-        return float(at), error
-
-    def retries(self) -> int:
-        """Attempts after the first: every failed attempt that was given another try."""
-        rows = self._conn.lookup("SELECT COUNT(*) FROM attempts WHERE delay IS NOT NULL")
-        return rows[0][0] if rows else 0
-
-    def waiting_for_retry(self) -> int:
-        """Running chunks that are not running now: they failed and wait for their retry."""
-        rows = self._conn.lookup(f"SELECT COUNT(*) FROM chunks WHERE status = 'running' AND {_WAITING}")
-        return rows[0][0] if rows else 0
-
     def errors(self) -> list[ChunkError]:
         return [c.error for c in self.chunks() if c.status == ChunkStatus.FAILED and c.error is not None]
 
-    # --- progress -----------------------------------------------------------------------------------
     def begin_run(self) -> float:
         """Note when this run starts and the seconds earlier runs took; returns those seconds."""
         before = float(self.get("elapsed_s", 0.0))
@@ -348,51 +390,9 @@ class JobState:
             (time.time(), rows_done, chunks_done, rows_per_s, cpu, rss),
         )
 
-    def latest_sample(self) -> tuple[float, float, float, int] | None:
-        """(at, rows/s, CPU %, RSS bytes) of the driver's newest timeline sample."""
-        rows = self._conn.lookup(
-            "SELECT at, rows_per_s, cpu_percent, rss_bytes FROM timeline WHERE rowid = (SELECT MAX(rowid) FROM timeline)"
-        )
-        return rows[0] if rows else None
-
     @decoded
     def status(self) -> JobStatus:
         return JobStatus(self.get("status", JobStatus.PENDING.value))
 
     def set_status(self, status: JobStatus, **extra: Any) -> None:
         self.set(status=status.value, **extra)
-
-    # --- the chunk board and reports: aggregated here, while the driver writes -------------------------
-    def chunk_count(self) -> int:
-        rows = self._conn.lookup("SELECT COUNT(*) FROM chunks")
-        return rows[0][0] if rows else 0
-
-    def board_cells(self, group: int) -> list[tuple[int, str, int]]:
-        """(cell, state, chunks) for cells of `group` chunks; a running chunk waiting to retry is 'retrying'."""
-        return self._conn.execute(
-            f"SELECT idx / ? AS cell, CASE WHEN status = 'running' AND {_WAITING} THEN 'retrying' ELSE status END"
-            " AS state, COUNT(*) FROM chunks GROUP BY cell, state",
-            (group,),
-        )
-
-    def oldest_running(self, limit: int) -> list[tuple[int, float]]:
-        """(chunk, start time) of the running chunks that started first."""
-        return self._conn.execute(
-            f"SELECT idx, started FROM chunks WHERE status = 'running' AND started IS NOT NULL AND NOT {_WAITING}"
-            " ORDER BY started LIMIT ?",
-            (limit,),
-        )
-
-    def typical_seconds(self) -> float | None:
-        """Mean seconds of a done chunk."""
-        return self._conn.execute("SELECT AVG(seconds) FROM chunks WHERE status = 'done'")[0][0]
-
-    def newest_attempts(self, limit: int) -> list[dict[str, Any]]:
-        rows = self._conn.execute(
-            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts ORDER BY rowid DESC LIMIT ?", (limit,)
-        )
-        return [dict(zip(_ATTEMPT_COLUMNS, row, strict=True)) for row in rows]
-
-    def report_table(self, table: str) -> list[tuple]:
-        """Every row of `table` (chunks, timeline, attempts) as reports show it; none while it does not exist."""
-        return list(self._conn.lookup(_REPORT_SQL[table]) or [])
