@@ -160,7 +160,10 @@ class _Questions:
 
     def waiting_for_retry(self) -> int:
         """Running chunks that are not running now: they failed and wait for their retry."""
-        rows = self._conn.lookup(f"SELECT COUNT(*) FROM chunks WHERE status = 'running' AND {_WAITING}")
+        rows = self._conn.lookup(
+            "SELECT COUNT(DISTINCT a.chunk) FROM attempts a JOIN chunks c ON c.idx = a.chunk"
+            " WHERE a.delay IS NOT NULL AND c.status = 'running' AND a.at >= c.started"
+        )
         return rows[0][0] if rows else 0
 
     def latest_sample(self) -> tuple[float, float, float, int] | None:
@@ -171,8 +174,7 @@ class _Questions:
         return rows[0] if rows else None
 
     def chunk_count(self) -> int:
-        rows = self._conn.lookup("SELECT COUNT(*) FROM chunks")
-        return rows[0][0] if rows else 0
+        return sum(n for n, _, _ in self.tally().values())
 
     def board_cells(self, group: int) -> list[tuple[int, str, int]]:
         """(cell, state, chunks) for cells of `group` chunks; a running chunk waiting to retry is 'retrying'."""
