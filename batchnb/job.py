@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never
 
 from batchnb.config import Backoff, InputFormat, JobConfig, OutputFormat, Resources
+from batchnb.driver.background import Passes
+from batchnb.driver.prepare import plan as plan_job
+from batchnb.driver.run import skip_chunks
 from batchnb.errors import ConfigError, JobStateError
 from batchnb.plan import Plan
-from batchnb.record.snapshot import Progress
+from batchnb.record.snapshot import Progress, status
 from batchnb.result import JobResult, VerifyReport
+from batchnb.verify import verify
 
 if TYPE_CHECKING:
     from batchnb.detectors import Detector
@@ -154,11 +157,7 @@ class BatchJob:
         if not isinstance(source, str | os.PathLike) and isinstance(source, Iterable):
             source = tuple(source)
         self.config = JobConfig.from_dict({**options, "source": source, **unknown})
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._done = threading.Event()
-        self._result: JobResult | None = None
-        self._error: BaseException | None = None
+        self._passes = Passes()
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | str | os.PathLike) -> BatchJob:
@@ -182,9 +181,7 @@ class BatchJob:
 
     def plan(self) -> Plan:
         """The chunk plan, its memory estimates, recommendations and warnings, without running anything."""
-        from batchnb.driver.prepare import plan
-
-        return plan(self.config)
+        return plan_job(self.config)
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, progress: ProgressMode = "auto", restart: bool = False) -> JobResult:
@@ -193,30 +190,22 @@ class BatchJob:
         With the live widget, the job runs on a helper thread while this call waits: interrupting the kernel
         (the stop button) then cancels the job cleanly, keeping finished parts, before the interrupt propagates.
         """
-        self._cancel.clear()
+        self._passes.cancel.clear()
         view = self._view(progress)
         if not getattr(view, "interactive", False):
-            return self._execute(view, restart=restart)
-        self._launch(view, restart=restart)
-        done = self._done  # an Event, not Thread.join: an interrupted join can leave the thread marked stopped
-        try:
-            while not done.wait(0.2):
-                pass
-        except KeyboardInterrupt:
-            self.cancel()
-            done.wait()
-            raise
-        return self.wait()
+            return self._passes.run(self.config, view, restart=restart)
+        self._passes.launch(self.config, view, restart=restart)
+        return self._passes.wait_interruptibly(self.config.name)
 
     def start(self, progress: ProgressMode = "auto", restart: bool = False) -> BatchJob:
         """Run in a background thread so the notebook stays usable; `wait()` returns the result.
 
         The view is made here, in the caller's thread, so that it shows in the cell that called `start()`.
         """
-        if self._thread is not None and self._thread.is_alive():
+        if self._passes.running():
             raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
-        self._cancel.clear()
-        self._launch(self._view(progress), restart=restart)
+        self._passes.cancel.clear()
+        self._passes.launch(self.config, self._view(progress), restart=restart)
         return self
 
     def _view(self, progress: ProgressMode):
@@ -224,71 +213,20 @@ class BatchJob:
 
         return make_view(
             progress, name=self.config.name, output=self.output, on_cancel=self.cancel,
-            on_retry=lambda view: self._launch(view, only_failed=True),
+            on_retry=lambda view: self._passes.launch(self.config, view, only_failed=True),
         )  # fmt: skip
 
-    def _launch(self, view, *, restart: bool = False, only_failed: bool = False) -> None:
-        """Run `_execute` on a daemon thread; its result or error is kept for `wait()`."""
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
-        if only_failed:
-            self._cancel.clear()
-        self._error = None
-        done = self._done = threading.Event()
-
-        def target() -> None:
-            try:
-                self._execute(view, restart=restart, only_failed=only_failed)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
-                self._error = exc
-            finally:
-                done.set()
-
-        self._thread = threading.Thread(target=target, name=f"batchnb-{self.config.name}", daemon=True)
-        self._thread.start()
-
-    def _execute(self, view, *, restart: bool = False, only_failed: bool = False) -> JobResult:
-        """One pass under the driver lock; the view is closed and shown the outcome whatever happens."""
-        from batchnb.driver.run import run_job
-
-        result, error = None, None
-        try:
-            on_progress = view.update if view else None
-            result = self._result = run_job(self.config, cancel=self._cancel, on_progress=on_progress,
-                                            restart=restart, only_failed=only_failed)  # fmt: skip
-            return result
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if view is not None:
-                view.close()
-                view.finish(result, error=error)
-
     def wait(self, timeout: float | None = None) -> JobResult:
-        if self._thread is not None:
-            while True:
-                done, thread = self._done, self._thread
-                if not done.wait(timeout):
-                    raise TimeoutError(f"job {self.config.name!r} still running after {timeout}s")
-                thread.join()
-                if self._thread is thread:  # no retry was queued meanwhile
-                    break
-        if self._error is not None:
-            raise self._error
-        if self._result is None:
-            raise JobStateError(f"job {self.config.name!r} was not started: call start() or run()")
-        return self._result
+        return self._passes.wait(self.config.name, timeout)
 
     def cancel(self) -> None:
         """Stop submitting chunks; finished parts stay and a later `run()` resumes."""
-        self._cancel.set()
+        self._passes.cancel.set()
 
     def retry_failed(self, progress: ProgressMode = "auto") -> JobResult:
         """Run only the failed chunks again (a fresh retry budget) and return the whole job's result."""
-        self._cancel.clear()
-        return self._execute(self._view(progress), only_failed=True)
+        self._passes.cancel.clear()
+        return self._passes.run(self.config, self._view(progress), only_failed=True)
 
     # --- in a notebook --------------------------------------------------------------------------------
     def widget(self):
@@ -305,14 +243,10 @@ class BatchJob:
 
     def skip(self, chunk_ids: Iterable[int]) -> None:
         """Mark chunks skipped so the job can succeed without them."""
-        from batchnb.driver.run import skip_chunks
-
         skip_chunks(self.output, chunk_ids)
 
     # --- looking at it -------------------------------------------------------------------------------
     def status(self) -> Progress:
-        from batchnb.record.snapshot import status
-
         return status(self.output, missing_ok=True)
 
     def result(self) -> JobResult:
@@ -322,8 +256,6 @@ class BatchJob:
         return self.result().read()
 
     def verify(self) -> VerifyReport:
-        from batchnb.verify import verify
-
         return verify(self.output, allow_pickle=self.config.allow_pickle)
 
     def report(
@@ -335,10 +267,5 @@ class BatchJob:
         """
         from batchnb.reports import make_report
 
-        return make_report(
-            self.output,
-            None if path is None else Path(path),
-            html=html,
-            kernel_name=kernel_name,
-            allow_pickle=self.config.allow_pickle,
-        )
+        path = None if path is None else Path(path)
+        return make_report(self.output, path, html=html, kernel_name=kernel_name, allow_pickle=self.config.allow_pickle)

@@ -171,24 +171,6 @@ class Pipeline:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
         os.replace(tmp, self._record_path())
 
-    def _version(self, step: _Step, versions: dict[str, str]) -> str:
-        """What the step's result depends on; equal versions mean the step would compute the same thing."""
-        digest = hashlib.sha256()
-        if step.job is not None:
-            from batchnb.sources import fingerprint, resolve_paths
-
-            digest.update(step.job.config.identity_hash().encode())
-            try:
-                digest.update(json.dumps(fingerprint(resolve_paths(step.job.config.source))).encode())
-            except Exception:  # noqa: BLE001 - an input that does not exist yet: the step must run
-                digest.update(str(time.time()).encode())
-        elif step.notebook is not None:
-            digest.update(Path(step.notebook).read_bytes())
-            digest.update(json.dumps(step.parameters, sort_keys=True, default=str).encode())
-        for dep in step.after:
-            digest.update(versions.get(dep, "").encode())
-        return digest.hexdigest()
-
     def run(self) -> PipelineResult:
         """Run every step whose dependencies succeeded, concurrently where the DAG allows."""
         order = self.validate()
@@ -223,7 +205,7 @@ class Pipeline:
                     continue
                 if not all(d == "succeeded" for d in deps):
                     continue
-                version = self._version(step, versions)
+                version = _version(step, versions)
                 previous = record.get(name, {})
                 if previous.get("status") == "succeeded" and previous.get("version") == version:
                     status[name], versions[name] = "succeeded", version
@@ -287,37 +269,7 @@ class Pipeline:
         """A pipeline from TOML/YAML/JSON: `name`, optional `max_workers`/`memory_limit`/`state_dir`, and
         `[[steps]]` each with `name`, `after`, and either `job = {...BatchJob config...}` or `notebook` +
         `parameters`. Relative paths are relative to the file."""
-        data = load_config_file(path)
-        base = Path(path).resolve().parent
-        if "steps" not in data or not isinstance(data["steps"], list):
-            raise ConfigError(f"pipeline file {os.fspath(path)!r} has no [[steps]] list")
-        pipe = cls(
-            data.get("name", Path(path).stem),
-            max_workers=data.get("max_workers"),
-            memory_limit=data.get("memory_limit"),
-            state_dir=base / data.get("state_dir", ".batchnb-pipelines"),
-        )
-
-        def local(p: str) -> str:
-            return p if os.path.isabs(p) or "://" in p else str(base / p)
-
-        for i, step in enumerate(data["steps"]):
-            after = step.get("after", [])
-            if "job" in step:
-                config = dict(step["job"])
-                for key in ("source", "output"):
-                    if key in config and isinstance(config[key], str):
-                        config[key] = local(config[key])
-                pipe.add(BatchJob.from_config(config), name=step.get("name"), after=after)
-            elif "notebook" in step:
-                params = {k: local(v) if k.endswith(("_dir", "_path")) and isinstance(v, str) else v
-                          for k, v in step.get("parameters", {}).items()}  # fmt: skip
-                pipe.notebook(local(step["notebook"]), params, name=step.get("name"), after=after,
-                              output=local(step["output"]) if step.get("output") else None)  # fmt: skip
-            else:
-                raise ConfigError(f"step {i} of {os.fspath(path)!r} needs a `job` table or a `notebook` path")
-        pipe.cron = data.get("schedule", {}).get("cron") if isinstance(data.get("schedule"), dict) else None
-        return pipe
+        return _from_file(cls, path)
 
     cron: str | None = None
 
@@ -326,3 +278,56 @@ class Pipeline:
         from batchnb.schedule import Schedule
 
         return Schedule(self, cron).start(block=block)
+
+
+def _version(step: _Step, versions: dict[str, str]) -> str:
+    """What the step's result depends on; equal versions mean the step would compute the same thing."""
+    digest = hashlib.sha256()
+    if step.job is not None:
+        from batchnb.sources import fingerprint, resolve_paths
+
+        digest.update(step.job.config.identity_hash().encode())
+        try:
+            digest.update(json.dumps(fingerprint(resolve_paths(step.job.config.source))).encode())
+        except Exception:  # noqa: BLE001 - an input that does not exist yet: the step must run
+            digest.update(str(time.time()).encode())
+    elif step.notebook is not None:
+        digest.update(Path(step.notebook).read_bytes())
+        digest.update(json.dumps(step.parameters, sort_keys=True, default=str).encode())
+    for dep in step.after:
+        digest.update(versions.get(dep, "").encode())
+    return digest.hexdigest()
+
+
+def _from_file(cls: type[Pipeline], path: str | os.PathLike) -> Pipeline:
+    data = load_config_file(path)
+    base = Path(path).resolve().parent
+    if "steps" not in data or not isinstance(data["steps"], list):
+        raise ConfigError(f"pipeline file {os.fspath(path)!r} has no [[steps]] list")
+    pipe = cls(
+        data.get("name", Path(path).stem),
+        max_workers=data.get("max_workers"),
+        memory_limit=data.get("memory_limit"),
+        state_dir=base / data.get("state_dir", ".batchnb-pipelines"),
+    )
+
+    def local(p: str) -> str:
+        return p if os.path.isabs(p) or "://" in p else str(base / p)
+
+    for i, step in enumerate(data["steps"]):
+        after = step.get("after", [])
+        if "job" in step:
+            config = dict(step["job"])
+            for key in ("source", "output"):
+                if key in config and isinstance(config[key], str):
+                    config[key] = local(config[key])
+            pipe.add(BatchJob.from_config(config), name=step.get("name"), after=after)
+        elif "notebook" in step:
+            params = {k: local(v) if k.endswith(("_dir", "_path")) and isinstance(v, str) else v
+                      for k, v in step.get("parameters", {}).items()}  # fmt: skip
+            pipe.notebook(local(step["notebook"]), params, name=step.get("name"), after=after,
+                          output=local(step["output"]) if step.get("output") else None)  # fmt: skip
+        else:
+            raise ConfigError(f"step {i} of {os.fspath(path)!r} needs a `job` table or a `notebook` path")
+    pipe.cron = data.get("schedule", {}).get("cron") if isinstance(data.get("schedule"), dict) else None
+    return pipe

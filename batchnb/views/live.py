@@ -80,28 +80,11 @@ class LiveView:
         self.renders = 0
         self.on_render: Callable[[Progress], None] | None = None
 
-        self.header = w.HTML(status_html(name, "pending"))
-        self.bar = w.FloatProgress(value=0.0, min=0.0, max=100.0, layout=w.Layout(width="100%", max_width="640px"))
-        self.stats = w.HTML(stats_html(Progress(name=name)))
-        self.chunk_map = w.HTML("")
-        self.errors = w.HTML("")
-        self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="warning", disabled=True)
-        self.retry_button = w.Button(description="Retry failed", icon="redo", disabled=True)
-        self.cancel_button.tooltip = (
-            "Stop submitting chunks; finished parts stay and run() resumes. The kernel handles this click only "
-            "when it is free (job.start(), the form's Run): during a blocking run(), interrupt the kernel instead."
-        )
-        self.retry_button.tooltip = "Run the failed chunks again (queued until the current pass ends)"
+        parts = _widgets(name)
+        self.header, self.bar, self.stats, self.chunk_map, self.errors = parts[:5]
+        self.cancel_button, self.retry_button, self.message = parts[5:]
         self.cancel_button.on_click(lambda _: self.cancel())
         self.retry_button.on_click(lambda _: self.retry())
-        self.message = w.HTML("")
-        for widget, cls in (
-            (self.header, "batchnb-status"), (self.bar, "batchnb-progress"), (self.stats, "batchnb-stats"),
-            (self.chunk_map, "batchnb-chunkmap"), (self.errors, "batchnb-errors"),
-            (self.cancel_button, "batchnb-cancel"), (self.retry_button, "batchnb-retry"),
-            (self.message, "batchnb-message"),
-        ):  # fmt: skip
-            widget.add_class(cls)
         buttons = w.HBox([self.cancel_button, self.retry_button, self.message])
         self.widget = w.VBox([self.header, self.bar, self.stats, self.chunk_map, self.errors, buttons])
         self.widget.add_class("batchnb-live")
@@ -252,3 +235,31 @@ def _escape(value: object) -> str:
     import html
 
     return html.escape(str(value))
+
+
+def _widgets(name: str) -> tuple:
+    """The view's widgets, each with the CSS class tests and themes find it by: header, bar, stats, chunk map,
+    errors, the Cancel and Retry buttons, and the message beside them."""
+    import ipywidgets as w
+
+    cancel = w.Button(description="Cancel", icon="stop", button_style="warning", disabled=True)
+    cancel.tooltip = (
+        "Stop submitting chunks; finished parts stay and run() resumes. The kernel handles this click only "
+        "when it is free (job.start(), the form's Run): during a blocking run(), interrupt the kernel instead."
+    )
+    retry = w.Button(description="Retry failed", icon="redo", disabled=True)
+    retry.tooltip = "Run the failed chunks again (queued until the current pass ends)"
+    parts = (
+        w.HTML(status_html(name, "pending")),
+        w.FloatProgress(value=0.0, min=0.0, max=100.0, layout=w.Layout(width="100%", max_width="640px")),
+        w.HTML(stats_html(Progress(name=name))),
+        w.HTML(""),
+        w.HTML(""),
+        cancel,
+        retry,
+        w.HTML(""),
+    )
+    classes = ("status", "progress", "stats", "chunkmap", "errors", "cancel", "retry", "message")
+    for widget, cls in zip(parts, classes, strict=True):
+        widget.add_class(f"batchnb-{cls}")
+    return parts
