@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,19 +29,61 @@ START_TIMEOUT_S = 60.0
 # --------------------------------------------------------------------------------------------------
 # What the chunks run: shipped by value, since cluster workers cannot import the tests package
 # --------------------------------------------------------------------------------------------------
-def slow_scores(frame: pl.DataFrame) -> pl.DataFrame:
-    """A deterministic callable detector that takes ~0.3 s a chunk, so a test can act while chunks run."""
-    time.sleep(0.3)
+GATE_DEADLINE_S = 120.0  # a held chunk gives up after this long, should a test fail before it opens the gate
+
+
+def scores(frame: pl.DataFrame) -> pl.DataFrame:
+    """A deterministic callable detector."""
     return frame.select("id", (pl.col("x2").fill_null(0.0) * 2.0 + pl.col("count")).alias("score"))
 
 
-def hang_first_attempt(frame: pl.DataFrame) -> pl.DataFrame:
-    """Hangs for good the first time a chunk runs (a marker file beside the data remembers it)."""
-    marker = Path(os.environ.get("BATCHNB_TEST_MARKERS", "/tmp"), f"hang-{frame['id'][0]}")
-    if not marker.exists():
-        marker.touch()
-        time.sleep(3600)
-    return frame.select("id", (pl.col("count") * 3).alias("score"))
+def slow_scores(frame: pl.DataFrame) -> pl.DataFrame:
+    """`scores` that takes ~0.3 s a chunk: work that lasts, so that where chunks run is decided by placement,
+    not by which worker happens to be free first."""
+    time.sleep(0.3)
+    return scores(frame)
+
+
+class Gate:
+    """A detector whose first `held` whole chunks run, while the chunks after them wait until `open()`: a test
+    acts while those certainly run (kills a worker, stops the scheduler, lists sockets), then lets them go.
+
+    The first to arrive pass, whichever they are: a cluster queues chunks on its workers ahead of time, and a
+    worker held at the gate would never reach a chunk queued behind it. Passes and the release are files, so
+    that worker processes on this machine share them; frames that are not a whole chunk (what a job probes
+    its detector with) pass at once.
+    """
+
+    def __init__(self, release: Path, chunk_size: int, *, held: int = 2, detector: Callable = scores) -> None:
+        self.release, self.chunk_size, self.held, self.detector = str(release), chunk_size, held, detector
+
+    def open(self) -> None:
+        Path(self.release).touch()
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        ids = frame["id"] if frame.height == self.chunk_size else None
+        if ids is not None and ids[0] % self.chunk_size == 0 and ids[-1] - ids[0] == self.chunk_size - 1:
+            self._wait(int(ids[0]) // self.chunk_size)
+        return self.detector(frame)
+
+    def _wait(self, chunk: int) -> None:
+        if os.path.exists(self.release) or self._take_a_pass():
+            return
+        deadline = time.monotonic() + GATE_DEADLINE_S
+        while not os.path.exists(self.release):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"chunk {chunk}: {self.release} never appeared")
+            time.sleep(0.02)
+
+    def _take_a_pass(self) -> bool:
+        """One of the `held` passes, taken with O_EXCL so that two processes never take the same one."""
+        for i in range(self.held):
+            try:
+                os.close(os.open(f"{self.release}.pass-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            return True
+        return False
 
 
 def _register_by_value() -> None:
@@ -152,7 +194,7 @@ class DaskCluster:
         with Client(self.address, timeout="20s", set_as_default=False) as client:
             client.wait_for_workers(n, timeout=START_TIMEOUT_S)
 
-    def busy_worker(self, timeout: float = 20.0) -> subprocess.Popen:
+    def busy_worker(self, timeout: float = START_TIMEOUT_S) -> subprocess.Popen:
         """A worker process that runs a batchnb chunk right now, as the scheduler sees it."""
         from distributed import Client
 

@@ -1,9 +1,13 @@
 """Dask and Ray engines against real clusters on 127.0.0.1 (started and stopped by tests/clusters.py).
 
-Each cluster test checks what a user relies on: the output equals the sequential engine's, a worker
-killed with SIGKILL mid-job costs only a retry of its chunks, a scheduler or head node that goes away
-ends the job `failed` with an `EngineError` and a later `run()` resumes, embedded clusters stay on
-loopback, and workers write their own parts (the driver moves no data).
+Only what needs a real cluster is here: joining one by address, a worker killed with SIGKILL mid-job
+(it costs only a retry of its chunks), a scheduler or head node that goes away (the job ends `failed`
+with an `EngineError` and a later `run()` resumes), chunks of a row group kept on one worker, adaptive
+scaling, the workers' metrics, and the local Ray's life in a process. What every engine does (output,
+retries, cancel and resume, chunk_timeout, parts written by the workers, counts, close) is the engine
+contract, tests/test_engine_contract.py; what the embedded clusters listen on is tests/test_network.py.
+
+Chunks that a test acts on are held by a `Gate` until it opens it: no sleep decides a race.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import psutil
 import pytest
-from clusters import dask_cluster, hang_first_attempt, listening_sockets, ray_cluster, slow_scores, stop_tree
+from clusters import Gate, dask_cluster, ray_cluster, scores, slow_scores, stop_tree
 from conftest import make_frame, write_source
 
 import batchnb as bn
@@ -30,7 +35,8 @@ from batchnb.engines.ray import RayEngine
 
 pytestmark = pytest.mark.timeout(300)
 
-SLOW_ROWS, SLOW_CHUNK = 12_000, 1_000  # 12 chunks of ~0.3 s each
+ROWS, CHUNK = 12_000, 1_000  # 12 chunks
+DEADLINE_S = 60.0  # generous: waits end as soon as their condition holds
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,25 +49,33 @@ def process_wide_threads() -> None:
 
 
 @pytest.fixture(scope="module")
-def slow_source(tmp_path_factory) -> str:
-    return write_source(make_frame(SLOW_ROWS, seed=5), "parquet", tmp_path_factory.mktemp("dist") / "slow.parquet")
+def source(tmp_path_factory) -> str:
+    return write_source(make_frame(ROWS, seed=5), "parquet", tmp_path_factory.mktemp("dist") / "source.parquet")
 
 
 @pytest.fixture(scope="module")
-def expected(slow_source, tmp_path_factory) -> pl.DataFrame:
-    """The sequential engine's output of the slow job: what every cluster run must reproduce exactly."""
+def expected(source, tmp_path_factory) -> pl.DataFrame:
+    """The sequential engine's output: what every cluster run must reproduce exactly."""
     out = tmp_path_factory.mktemp("dist") / "sequential"
-    result = slow_job(slow_source, out, engine="sequential").run(progress=None)
+    result = cluster_job(source, out, scores, engine="sequential").run(progress=None)
     assert result.status == "succeeded"
     return result.read().collect()
 
 
-def slow_job(source: str, output: Path, **options) -> bn.BatchJob:
+@pytest.fixture
+def gate(tmp_path) -> Iterator[Gate]:
+    """The first two chunks to arrive run, the rest wait until the test opens the gate (at the end in any case)."""
+    gate = Gate(tmp_path / "release", CHUNK)
+    yield gate
+    gate.open()
+
+
+def cluster_job(source: str, output: Path, detector: Callable, **options) -> bn.BatchJob:
     options.setdefault("backoff", bn.Backoff(base=0.0, max=0.0, jitter=False))
-    return bn.BatchJob(source, str(output), detector=slow_scores, chunk_size=SLOW_CHUNK, **options)
+    return bn.BatchJob(source, str(output), detector=detector, chunk_size=CHUNK, **options)
 
 
-def wait_for_chunks(job: bn.BatchJob, n: int, timeout: float = 60.0) -> bn.Progress:
+def wait_for_chunks(job: bn.BatchJob, n: int, timeout: float = DEADLINE_S) -> bn.Progress:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         progress = job.status()
@@ -116,17 +130,18 @@ def test_importing_batchnb_imports_no_cluster_library() -> None:
 # Dask
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_dask_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, expected) -> None:
+def test_dask_cluster_survives_a_worker_killed_mid_job(tmp_path, source, expected, gate) -> None:
     with dask_cluster(tmp_path, n_workers=3) as cluster:
         engine = DaskEngine(cluster.address)
-        job = slow_job(slow_source, tmp_path / "out", engine=engine, retries=2).start(progress=None)
+        job = cluster_job(source, tmp_path / "out", gate, engine=engine, retries=2).start(progress=None)
         wait_for_chunks(job, 2)
-        victim = cluster.busy_worker()
+        victim = cluster.busy_worker()  # it holds a chunk at the gate
         victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=DEADLINE_S) == -signal.SIGKILL
+        gate.open()
         result = job.wait(timeout=120)
 
         assert_same_output(result, expected)
-        assert victim.wait(timeout=10) == -signal.SIGKILL
         assert result.retries >= 1  # its running chunk failed with KilledWorker and ran again elsewhere
         writers = part_writers(tmp_path / "out")
         assert f"{socket.gethostname()}:{os.getpid()}" not in writers  # every part was written on a worker
@@ -138,7 +153,7 @@ def test_dask_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, ex
 def test_dask_sends_every_chunk_of_a_row_group_to_one_worker(tmp_path) -> None:
     """Each worker process caches the row groups it decodes: all chunks of a group go to one worker (a group is
     read once on the cluster, not once per worker), and the groups are dealt so that every worker has work."""
-    frame = make_frame(4 * SLOW_ROWS, seed=6)
+    frame = make_frame(4 * ROWS, seed=6)
     source = tmp_path / "groups.parquet"
     frame.write_parquet(source, row_group_size=8_000)  # 6 row groups of 4 chunks
     with dask_cluster(tmp_path, n_workers=3) as cluster:
@@ -166,7 +181,6 @@ def test_dask_worker_metrics_count_workers_psutil_cannot_see(tmp_path, monkeypat
             assert engine.capacity() == 2
             assert engine.remote_resources() == (0.0, 0)  # here the workers are our children: psutil counts them
             monkeypatch.setattr("batchnb.engines.dask._local_pids", set)  # as if they ran on other machines
-            engine._metrics = (0.0, None)
             cpu, rss = engine.remote_resources()
         finally:
             engine.close()
@@ -176,10 +190,10 @@ def test_dask_worker_metrics_count_workers_psutil_cannot_see(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_dask_scheduler_loss_fails_the_job_and_run_resumes(tmp_path, slow_source, expected) -> None:
+def test_dask_scheduler_loss_fails_the_job_and_run_resumes(tmp_path, source, expected, gate) -> None:
     out = tmp_path / "out"
     with dask_cluster(tmp_path, n_workers=2) as cluster:
-        job = slow_job(slow_source, out, engine=DaskEngine(cluster.address)).start(progress=None)
+        job = cluster_job(source, out, gate, engine=DaskEngine(cluster.address)).start(progress=None)
         wait_for_chunks(job, 2)
         cluster.kill_scheduler()
         with pytest.raises(bn.EngineError, match=r"lost the Dask scheduler.*run\(\) again"):
@@ -189,53 +203,20 @@ def test_dask_scheduler_loss_fails_the_job_and_run_resumes(tmp_path, slow_source
         assert status.status == "failed" and status.chunks_running == 0
         assert "lost the Dask scheduler" in status.last_error
         assert not job.result().errors  # the lost cluster is not blamed on any chunk
-        kept = done_parts(out)  # a worker may still have written a part the driver never committed: not kept
-        assert len(kept) == status.chunks_done >= 2
+        kept = done_parts(out)
+        assert len(kept) == status.chunks_done == 2  # the chunks at the gate never finished
         assert job.verify().ok
 
         for worker in cluster.workers:  # workers of the old scheduler; the new one gets fresh ones
             stop_tree(worker)
         cluster.workers.clear()
+        gate.open()
         cluster.start_scheduler()  # same address
         cluster.add_workers(2)
         result = job.run(progress=None)
 
     assert_same_output(result, expected)
     assert {name: mtime for name, mtime in done_parts(out).items() if name in kept} == kept  # not redone
-
-
-@pytest.mark.slow
-def test_dask_embedded_cluster_is_loopback_only_cancels_and_resumes(tmp_path, slow_source, expected) -> None:
-    out = tmp_path / "out"
-    own_before = {s[2:] for s in listening_sockets(os.getpid())}
-    job = slow_job(slow_source, out, engine=DaskEngine(n_workers=2)).start(progress=None)
-    progress = wait_for_chunks(job, 2)
-    sockets = listening_sockets(os.getpid())
-    job.cancel()
-    result = job.wait(timeout=60)
-
-    assert {addr for _, _, addr, _ in sockets} == {"127.0.0.1"}, sockets
-    assert len({pid for pid, *_ in sockets}) >= 3  # scheduler (in this process) and both workers listen
-    assert progress.rss_bytes > psutil.Process().memory_info().rss  # the workers are counted
-    assert result.status == "cancelled" and 2 <= result.chunks_done < result.chunks_total
-    assert {s[2:] for s in listening_sockets(os.getpid())} <= own_before  # the cluster is closed
-
-    assert_same_output(job.run(progress=None), expected)
-
-
-@pytest.mark.slow
-def test_dask_chunk_timeout_restarts_the_stuck_worker(tmp_path, make_source, monkeypatch) -> None:
-    monkeypatch.setenv("BATCHNB_TEST_MARKERS", str(tmp_path))  # spawned workers inherit it
-    source = make_source(make_frame(1_000, seed=6))
-    resources = bn.Resources(max_workers=1, chunk_timeout=3)
-    job = bn.BatchJob(source, str(tmp_path / "out"), detector=hang_first_attempt, chunk_size=1_000,
-                      engine=DaskEngine(n_workers=1), resources=resources, retries=1)  # fmt: skip
-    t0 = time.monotonic()
-    result = job.run(progress=None)
-
-    assert result.status == "succeeded", result.errors
-    assert result.retries == 1
-    assert time.monotonic() - t0 < 60  # the hung attempt was stopped, not waited for (it sleeps an hour)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,40 +231,22 @@ def ray_driver(monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard(
-    tmp_path, sources, ray_driver, monkeypatch
+def test_ray_local_starts_once_per_process_and_refuses_a_driver_without_its_token(
+    tmp_path, source, expected, ray_driver, monkeypatch
 ) -> None:
     import ray
     from ray._raylet import AuthenticationMode, get_authentication_mode
 
-    monkeypatch.setenv("BATCHNB_TEST_MARKERS", str(tmp_path))  # Ray's workers inherit it from this process
-
-    expected = bn.BatchJob(sources["parquet"], str(tmp_path / "seq"), chunk_size=1_000, engine="sequential")
-    expected = expected.run(progress=None).read().collect()
-
-    first = bn.BatchJob(sources["parquet"], str(tmp_path / "a"), chunk_size=1_000, engine=RayEngine(num_cpus=2))
+    first = cluster_job(source, tmp_path / "a", scores, engine=RayEngine(num_cpus=2))
     assert_same_output(first.run(progress=None), expected)
     node = ray.get_runtime_context().get_node_id()
 
     # The second job reuses the Ray the first one started: ray.init is not called again.
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started twice in one process"))
-    second = bn.BatchJob(sources["parquet"], str(tmp_path / "b"), chunk_size=1_000, engine="ray")
+    second = cluster_job(source, tmp_path / "b", scores, engine="ray")
     assert_same_output(second.run(progress=None), expected)
     assert ray.get_runtime_context().get_node_id() == node
-    assert part_writers(tmp_path / "b").isdisjoint({f"{socket.gethostname()}:{os.getpid()}"})
 
-    # A chunk over chunk_timeout is stopped by killing its worker (it would sleep for an hour), then retried.
-    stuck = bn.BatchJob(sources["parquet"], str(tmp_path / "c"), detector=hang_first_attempt, chunk_size=6_000,
-                        engine="ray", resources=bn.Resources(chunk_timeout=3), retries=1)  # fmt: skip
-    result = stuck.run(progress=None)  # the hung attempt sleeps an hour: the test's timeout would end it
-    assert result.status == "succeeded" and result.retries == 1, result.errors
-    assert (tmp_path / "hang-0").exists()  # the first attempt did hang
-
-    # No dashboard listens anywhere but loopback (tests/test_network.py checks every socket).
-    for pid, name, addr, port in listening_sockets(os.getpid()):
-        cmdline = " ".join(psutil.Process(pid).cmdline())
-        if "dashboard" in cmdline and "agent" not in cmdline:
-            assert addr == "127.0.0.1", (name, addr, port)
     assert get_authentication_mode() == AuthenticationMode.TOKEN
     gcs = ray.get_runtime_context().gcs_address
     code = f"import ray; ray.init(address={gcs!r}, log_to_driver=False)"
@@ -296,17 +259,19 @@ def test_ray_local_starts_once_per_process_with_token_auth_and_no_open_dashboard
 
 
 @pytest.mark.slow
-def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, expected, ray_driver, monkeypatch) -> None:
+def test_ray_cluster_survives_a_worker_killed_mid_job(
+    tmp_path, source, expected, gate, ray_driver, monkeypatch
+) -> None:
     with ray_cluster(tmp_path, head_cpus=1, nodes=1, node_cpus=2) as cluster:
         engine = RayEngine(cluster.address)
-        job = slow_job(slow_source, tmp_path / "out", engine=engine, retries=2)
-        job.start(progress=None)
+        job = cluster_job(source, tmp_path / "out", gate, engine=engine, retries=2).start(progress=None)
         wait_for_chunks(job, 2)
-        deadline = time.monotonic() + 20
-        while not (victims := cluster.worker_processes(cluster.nodes[0])) and time.monotonic() < deadline:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (victims := cluster.worker_processes(cluster.nodes[0])):  # they hold chunks at the gate
+            assert time.monotonic() < deadline, "no Ray worker runs a chunk on the second node"
             time.sleep(0.02)
-        assert victims, "no Ray worker ran a chunk on the second node"
         victims[0].kill()
+        gate.open()
         result = job.wait(timeout=120)
 
         assert_same_output(result, expected)
@@ -322,10 +287,10 @@ def test_ray_cluster_survives_a_worker_killed_mid_job(tmp_path, slow_source, exp
 
 
 @pytest.mark.slow
-def test_ray_head_loss_fails_the_job_and_run_resumes(tmp_path, slow_source, expected, ray_driver) -> None:
+def test_ray_head_loss_fails_the_job_and_run_resumes(tmp_path, source, expected, gate, ray_driver) -> None:
     out = tmp_path / "out"
     with ray_cluster(tmp_path, head_cpus=1, nodes=1, node_cpus=1) as cluster:
-        job = slow_job(slow_source, out, engine=RayEngine(cluster.address)).start(progress=None)
+        job = cluster_job(source, out, gate, engine=RayEngine(cluster.address)).start(progress=None)
         wait_for_chunks(job, 2)
         cluster.kill_head()
         with pytest.raises(bn.EngineError, match=r"lost the Ray head node.*run\(\) again"):
@@ -335,11 +300,12 @@ def test_ray_head_loss_fails_the_job_and_run_resumes(tmp_path, slow_source, expe
         assert status.status == "failed" and "lost the Ray head node" in status.last_error
         assert not job.result().errors
         kept = done_parts(out)
-        assert len(kept) == status.chunks_done >= 2
+        assert len(kept) == status.chunks_done == 2  # the chunks at the gate never finished
 
         for node in cluster.nodes:  # a node of the old head; the new head gets a fresh one
             stop_tree(node, signal.SIGKILL)
         cluster.nodes.clear()
+        gate.open()
         cluster.start_head(num_cpus=2)  # same address
         cluster.wait_for_cpus(2)  # its raylet registered: a driver joining before that is refused
         result = job.run(progress=None)

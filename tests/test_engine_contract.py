@@ -3,19 +3,23 @@
 One suite, parametrized over the five built-in engines and a small third-party engine defined here
 (`PoolEngine`, a ThreadPoolExecutor behind the `batchnb.engines.base.Engine` protocol, passed as
 `engine=PoolEngine()`). Every engine: gives the sequential engine's output (every row once, in input
-order, bit-identical scores); retries a failing chunk, then records it with its ChunkError; never
-retries a DataError; on cancel keeps its finished parts, which a later run does not redo; stops a chunk
-over `chunk_timeout` when it can kill one; ends with progress counts that add up; and leaves no thread
-or process behind once closed (the `no_leaks` fixture in conftest.py checks every test).
+order, bit-identical scores), each part written where its chunk ran (a worker process writes its own:
+the driver moves no data); retries a failing chunk, then records it with its ChunkError; never retries a
+DataError; on cancel keeps its finished parts, which a later run does not redo, and counts its workers'
+memory while it runs; stops a chunk over `chunk_timeout` when it can kill one; ends with progress counts
+that add up; and leaves no thread or process behind once closed (the `no_leaks` fixture in conftest.py
+checks every test).
 
-The Dask and Ray cases run on embedded clusters on 127.0.0.1, started once for this module.
-Which engines can kill a running chunk is a table here (`KILLS`): the Engine protocol does not declare it.
+The Dask and Ray cases run on clusters on 127.0.0.1 started once for this module (the chunk_timeout case
+starts Dask's embedded cluster of its own). Which engines run chunks in worker processes and can kill one
+is a table here (`WORKER_PROCESSES`, `KILLS`): the Engine protocol does not declare it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 import sys
 import time
@@ -26,7 +30,9 @@ from typing import Any
 
 import cloudpickle
 import polars as pl
+import psutil
 import pytest
+from clusters import Gate
 from conftest import make_frame, write_source
 
 import batchnb as bn
@@ -37,7 +43,9 @@ pytestmark = pytest.mark.timeout(600)
 ROWS, CHUNK = 12_000, 1_000  # 12 chunks
 RETRIES = 2
 DEADLINE_S = 60.0  # generous: waits end as soon as their condition holds
+WORKER_PROCESSES = {"processes", "dask", "ray"}  # engines whose chunks run in processes of their own
 KILLS = {"processes", "dask", "ray"}  # engines whose cancel() stops a running chunk
+DRIVER = f"{socket.gethostname()}:{os.getpid()}"  # how the record names this process as a part's writer
 
 
 class PoolEngine:
@@ -83,22 +91,6 @@ def fails(frame: pl.DataFrame) -> pl.DataFrame:
     if first_id(frame) == 2 * CHUNK:
         raise bn.DataError("column 'x2' is not a float in chunk 2")
     return scores(frame)
-
-
-class Gate:
-    """Chunks after the first two wait until a file exists, so a test can cancel with exactly two done."""
-
-    def __init__(self, release: Path) -> None:
-        self.release = str(release)
-
-    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
-        start = first_id(frame)
-        deadline = time.monotonic() + DEADLINE_S
-        while start is not None and start >= 2 * CHUNK and not os.path.exists(self.release):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.release} never appeared")
-            time.sleep(0.02)
-        return scores(frame)
 
 
 class HangsOnce:
@@ -214,9 +206,16 @@ def done_parts(output: Path) -> dict[str, int]:
     return {name: Path(output, name).stat().st_mtime_ns for name in names}
 
 
-def wait_for_done(running: bn.BatchJob, n: int) -> None:
+def part_writers(output: Path) -> set[str]:
+    """host:pid of the process that wrote each finished part (recorded by the writer itself)."""
+    with sqlite3.connect(Path(output, "_batchnb", "state.sqlite")) as conn:
+        return {row[0] for row in conn.execute("SELECT worker FROM chunks WHERE status = 'done'")}
+
+
+def wait_until(running: bn.BatchJob, holds: Callable[[bn.Progress], bool]) -> None:
+    """Poll the job's progress until `holds` is true of it (a generous deadline ends a test that hangs)."""
     deadline = time.monotonic() + DEADLINE_S
-    while running.status().chunks_done < n:
+    while not holds(running.status()):
         assert time.monotonic() < deadline, running.status()
         time.sleep(0.05)
 
@@ -230,6 +229,11 @@ def test_output_equals_the_sequential_engines(make_engine, source, expected, tmp
     out = result.read().collect()
     assert out.get_column("id").to_list() == list(range(ROWS))  # every row once, in input order
     assert out.equals(expected)  # bit-identical scores
+    writers = part_writers(tmp_path / "out")
+    if kind(make_engine) in WORKER_PROCESSES:  # each worker writes the parts of its chunks: no data comes back
+        assert writers and DRIVER not in writers, writers
+    else:
+        assert writers == {DRIVER}
 
     status = bn.status(tmp_path / "out")  # the counts a view shows at the end add up
     assert (status.status, status.chunks_done, status.chunks_total) == ("succeeded", 12, 12)
@@ -255,9 +259,11 @@ def test_a_failing_chunk_is_retried_then_recorded_and_a_data_error_is_not(make_e
 
 def test_cancel_keeps_finished_parts_and_a_later_run_resumes(make_engine, source, expected, tmp_path) -> None:
     out, release = tmp_path / "out", tmp_path / "release"
-    running = job(source, out, make_engine(), detector=Gate(release)).start(progress=None)
+    running = job(source, out, make_engine(), detector=Gate(release, CHUNK, detector=scores)).start(progress=None)
     try:
-        wait_for_done(running, 2)
+        wait_until(running, lambda progress: progress.chunks_done >= 2)
+        if kind(make_engine) in WORKER_PROCESSES:  # their memory is the job's too
+            wait_until(running, lambda progress: progress.rss_bytes > psutil.Process().memory_info().rss)
         running.cancel()
     finally:
         release.touch()  # chunks still waiting go on (or were stopped) either way
@@ -266,7 +272,7 @@ def test_cancel_keeps_finished_parts_and_a_later_run_resumes(make_engine, source
     kept = done_parts(out)
     assert len(kept) == cancelled.chunks_done
 
-    result = job(source, out, make_engine(), detector=Gate(release)).run(progress=None)
+    result = job(source, out, make_engine(), detector=Gate(release, CHUNK, detector=scores)).run(progress=None)
     assert result.status == "succeeded" and result.read().collect().equals(expected)
     assert {name: mtime for name, mtime in done_parts(out).items() if name in kept} == kept  # not redone
 

@@ -18,7 +18,7 @@ import time
 
 import psutil
 import pytest
-from clusters import listening_sockets, slow_scores
+from clusters import Gate, listening_sockets
 from conftest import make_frame, write_source
 
 import batchnb as bn
@@ -57,24 +57,28 @@ def test_embedded_ray_listens_on_loopback_only_without_dashboard_or_metrics(tmp_
 
     RayEngine.shutdown()  # a Ray left connected by an earlier test would be reused as it is
     source = write_source(make_frame(8_000, seed=3), "parquet", tmp_path / "tiny.parquet")
-    job = bn.BatchJob(source, str(tmp_path / "out"), detector=slow_scores, chunk_size=1_000,
-                      engine=RayEngine(num_cpus=2))  # fmt: skip
+    gate = Gate(tmp_path / "release", 1_000, held=1)  # the rest wait while the sockets are listed
+    job = bn.BatchJob(source, str(tmp_path / "out"), detector=gate, chunk_size=1_000, engine=RayEngine(num_cpus=2))
     try:
         job.start(progress=None)
         deadline = time.monotonic() + 120
-        while job.status().chunks_done < 1 and time.monotonic() < deadline:  # Ray up, workers busy
+        while job.status().chunks_done < 1:  # Ray up, its workers holding chunks
+            assert time.monotonic() < deadline, job.status()
             time.sleep(0.05)
         sockets = listening_sockets(os.getpid())
+        gate.open()
         result = job.wait(timeout=120)
         node_ip = ray.util.get_node_ip_address()
-        gcs_config = next(
+        gcs_port = int(ray.get_runtime_context().gcs_address.rpartition(":")[2])
+        gcs_config = next(  # this Ray's GCS: one of an earlier test's Ray may still be on its way out
             arg.split("=", 1)[1]
-            for pid, name, *_ in sockets
-            if name == "gcs_server"
+            for pid, name, _, port in sockets
+            if name == "gcs_server" and port == gcs_port
             for arg in psutil.Process(pid).cmdline()
             if arg.startswith("--config_list=")
         )
     finally:
+        gate.open()
         RayEngine.shutdown()
 
     assert result.status == "succeeded", result.errors
