@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from batchnb.config import Backoff, JobConfig, Resources
 from batchnb.errors import BatchError, describe, one_line
+from batchnb.record.status import JobStatus
 
 __all__ = ["main"]
 
@@ -180,7 +181,7 @@ def _run_pipeline(path: str) -> int:
 
     result = Pipeline.from_file(path).run()
     print(result)
-    return 0 if result.status == "succeeded" else 1
+    return 0 if result.status == JobStatus.SUCCEEDED else 1
 
 
 def _schedule(args: argparse.Namespace) -> int:
@@ -239,8 +240,8 @@ def _status(args: argparse.Namespace) -> int:
                 f"{p.chunks_total} done {p.chunks_failed} failed, {p.rows_per_s:,.0f} rows/s, ETA {eta}",
                 flush=True,
             )
-        if not args.watch or p.status in ("succeeded", "failed", "cancelled"):
-            return 1 if p.status == "failed" else 0
+        if not args.watch or JobStatus(p.status).is_terminal:
+            return 1 if p.status == JobStatus.FAILED else 0
         time.sleep(max(0.1, args.interval))
 
 

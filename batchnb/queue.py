@@ -18,6 +18,7 @@ from batchnb.config import Resources, parse_memory
 from batchnb.driver.run import run_job
 from batchnb.errors import ConfigError, JobStateError
 from batchnb.record.snapshot import Progress, status
+from batchnb.record.status import JobStatus
 from batchnb.result import JobResult
 
 if TYPE_CHECKING:
@@ -45,9 +46,9 @@ class JobHandle:
 
     def status(self) -> Progress:
         if self.state == "queued":
-            return Progress(name=self.name, status="pending")
+            return Progress(name=self.name, status=JobStatus.PENDING)
         if self.state == "cancelled" and self.result_ is None:
-            return Progress(name=self.name, status="cancelled")
+            return Progress(name=self.name, status=JobStatus.CANCELLED)
         return status(self.job.output, missing_ok=True)
 
     def wait(self, timeout: float | None = None) -> JobResult:

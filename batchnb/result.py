@@ -9,7 +9,7 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.errors import ChunkError
-from batchnb.record.status import ChunkStatus
+from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
 from batchnb.sources.schema import schema_of
 
@@ -79,7 +79,7 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == JobStatus.SUCCEEDED
 
     def read(self, *, allow_pickle: bool | None = None) -> pl.LazyFrame:
         """The output in input row order; pickle/HDF5 parts need `allow_pickle` (default: the result's own)."""

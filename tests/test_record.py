@@ -159,3 +159,15 @@ def test_deadlines_for_the_job_and_each_chunk():
     assert not deadlines.check_job(1_059.0) and deadlines.check_job(1_061.0) and deadlines.check_job(1_000.0)
     flight = {"a": _Inflight(_spec(0), 1, started=1_000.0), "b": _Inflight(_spec(1), 1, started=1_010.0)}
     assert [job.spec.index for _, job in deadlines.overdue(flight, 1_012.0)] == [0]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", ["finished", "RUNNING", 7])
+def test_a_job_status_batchnb_never_writes_is_a_clear_error(source, tmp_path, monkeypatch, status):
+    """Views and the CLI compare against JobStatus: a record naming another status is refused as damaged."""
+    monkeypatch.setitem(FAIL, "chunk_2", False)
+    out = tmp_path / "out"
+    job_for(source, out).run(progress=None)
+    with JobState.open(out, create=True) as state:
+        state.set(status=status)
+    with pytest.raises(bn.JobStateError, match=r"holds a value batchnb does not write"):
+        bn.status(out)

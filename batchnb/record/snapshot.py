@@ -10,6 +10,7 @@ from typing import Any
 from batchnb.driver.lock import driver_gone
 from batchnb.errors import ChunkError, JobStateError
 from batchnb.record.guard import BAD_VALUE, bad_value
+from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState, state_path
 
 __all__ = ["ChunkBoard", "ChunkMonitor", "Live", "Progress", "progress", "status"]
@@ -68,8 +69,6 @@ class Live:
 
 
 _META = ("status", "run", "elapsed_s", "reason", "config", "progress")
-_ACTIVE = ("planning", "running")
-_TERMINAL = ("succeeded", "failed", "cancelled")
 _GONE = "the driver stopped without finishing (killed or crashed): run() again to resume"
 
 
@@ -83,19 +82,21 @@ def progress(state: JobState, *, live: Live | None = None) -> Progress:
     """
     with state.reading():
         meta = state.meta(*_META)
-        if live is None and "run" not in meta:
-            return _stored(meta, name=state.path.parent.parent.name)
-        tally, retries, last = state.tally(), state.retries(), state.latest_attempt()
-        sample = state.latest_sample() if live is None else None
-        waiting = state.waiting_for_retry() if live is None else 0
+        stored = live is None and "run" not in meta
+        if not stored:
+            tally, retries, last = state.tally(), state.retries(), state.latest_attempt()
+            sample = state.latest_sample() if live is None else None
+            waiting = state.waiting_for_retry() if live is None else 0
     try:
+        if stored:
+            return _stored(meta, name=state.path.parent.parent.name)
         return _built(meta, live=live, tally=tally, retries=retries, last=last, sample=sample, waiting=waiting)
     except BAD_VALUE as exc:
         raise bad_value(state.path, exc) from exc
 
 
 def _stored(meta: dict[str, Any], *, name: str) -> Progress:
-    data, status_now = meta.get("progress"), meta.get("status", "pending")
+    data, status_now = meta.get("progress"), JobStatus(meta.get("status", JobStatus.PENDING))
     if data is None:
         return Progress(name=name, status=status_now)
     return Progress.from_dict({**data, "status": status_now})
@@ -111,8 +112,8 @@ def _built(
     sample: tuple[float, float, float, int] | None = None,
     waiting: int = 0,
 ) -> Progress:
-    status_now = str(meta.get("status", "pending"))
-    terminal = status_now in _TERMINAL
+    status_now = JobStatus(meta.get("status", JobStatus.PENDING))  # a value batchnb never writes: ValueError
+    terminal = status_now.is_terminal
     run = meta.get("run") or {}
     started, before = float(run.get("started_at", 0.0)), float(run.get("elapsed_before", 0.0))
     rows_done = int(tally.get("done", (0, 0, 0))[1])
@@ -159,8 +160,8 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
         raise JobStateError(f"{str(output)!r} holds no batchnb job: check the output directory")
     with JobState.open(output) as state:
         snapshot = progress(state)
-    if snapshot.status in _ACTIVE and driver_gone(output):
-        return replace(snapshot, status="failed", chunks_running=0, eta_s=None, last_error=_GONE)
+    if snapshot.status in (JobStatus.PLANNING, JobStatus.RUNNING) and driver_gone(output):
+        return replace(snapshot, status=JobStatus.FAILED, chunks_running=0, eta_s=None, last_error=_GONE)
     return snapshot
 
 

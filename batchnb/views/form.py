@@ -22,6 +22,7 @@ import ipywidgets as w
 from batchnb import detectors, engines
 from batchnb.config import CHUNK_SIZE_RANGE, JobConfig
 from batchnb.plan import Plan, plan_warnings
+from batchnb.record.status import JobStatus
 from batchnb.views.fields import Control, control_for, controls_for
 from batchnb.views.live import LiveView
 from batchnb.views.panels import fmt_bytes
@@ -221,7 +222,7 @@ class JobForm(w.VBox):
             self.live.message.value = f"<span style='color:#de2d26'>{html.escape(str(exc))}</span>"
 
     def _on_render(self, progress) -> None:
-        disabled = progress.status in ("pending", "planning", "running") or not self.valid
+        disabled = not JobStatus(progress.status).is_terminal or not self.valid
         if self.run_button.disabled != disabled:
             self.run_button.disabled = disabled
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from batchnb.record.status import JobStatus
 from batchnb.views.panels import chunk_counts, fmt_bytes, fmt_duration, fmt_rate, heartbeat
 
 if TYPE_CHECKING:  # types only: Progress._repr_html_ imports this module
@@ -101,7 +102,7 @@ def status_html(name: str, status: str) -> str:
 def stats_html(p: Progress, board: ChunkBoard | None = None) -> str:
     counts = chunk_counts(p, board)
     total = f"{p.rows_total:,}" if p.rows_total else "?"
-    beat = heartbeat(board) if p.status == "running" else None
+    beat = heartbeat(board) if p.status == JobStatus.RUNNING else None
     parts = [
         f"<span class='bn-rows'>{p.rows_done:,} / {total} rows</span> ({p.percent:.1f}%)",
         f"<span class='bn-rate'>{fmt_rate(p.rows_per_s)}</span>",

@@ -15,13 +15,17 @@ from typing import Any
 
 from batchnb.errors import JobStateError
 from batchnb.record.snapshot import ChunkBoard, ChunkMonitor, Progress
+from batchnb.record.status import JobStatus
 from batchnb.views.html import chunk_map_html, errors_html, stats_html, status_html
 from batchnb.views.logline import SummarySlot
 
 __all__ = ["LiveView"]
 
-ACTIVE = ("pending", "planning", "running")
-BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}
+BAR_STYLES: dict[str, str] = {
+    JobStatus.SUCCEEDED: "success",
+    JobStatus.FAILED: "danger",
+    JobStatus.CANCELLED: "warning",
+}
 
 
 class LiveView:
@@ -133,7 +137,7 @@ class LiveView:
 
     def finish(self, result, error: BaseException | None = None) -> None:
         if error is not None:
-            self.header.value = status_html(self.name, "failed")
+            self.header.value = status_html(self.name, JobStatus.FAILED)
             self.message.value = f"<span style='color:#de2d26'>{_escape(type(error).__name__)}: {_escape(error)}</span>"
             self.cancel_button.disabled = True
             return
@@ -161,7 +165,7 @@ class LiveView:
         if self._on_retry is None:
             return
         latest = self._latest
-        if latest is not None and latest.status in ACTIVE and self._open:
+        if latest is not None and not JobStatus(latest.status).is_terminal and self._open:
             self._retry_queued = True
             self.message.value = "retry queued: the failed chunks run again when this pass ends"
             self.retry_button.disabled = True
@@ -214,7 +218,7 @@ class LiveView:
         _set(self.stats, value=stats_html(p, board))
         _set(self.chunk_map, value=chunk_map_html(board))
         _set(self.errors, value=errors_html(board))
-        running = p.status in ACTIVE
+        running = not JobStatus(p.status).is_terminal
         _set(self.cancel_button, disabled=not running or self._on_cancel is None or self._cancelling)
         _set(self.retry_button, disabled=(p.chunks_failed == 0 or self._on_retry is None or self._retry_queued))
         if self.on_render is not None:
@@ -250,7 +254,7 @@ def _widgets(name: str) -> tuple:
     retry = w.Button(description="Retry failed", icon="redo", disabled=True)
     retry.tooltip = "Run the failed chunks again (queued until the current pass ends)"
     parts = (
-        w.HTML(status_html(name, "pending")),
+        w.HTML(status_html(name, JobStatus.PENDING)),
         w.FloatProgress(value=0.0, min=0.0, max=100.0, layout=w.Layout(width="100%", max_width="640px")),
         w.HTML(stats_html(Progress(name=name))),
         w.HTML(""),

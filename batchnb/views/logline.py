@@ -13,6 +13,7 @@ import time
 from typing import TextIO
 
 from batchnb.record.snapshot import ChunkMonitor, Progress
+from batchnb.record.status import JobStatus
 from batchnb.views.detect import in_kernel
 from batchnb.views.panels import text_line
 
@@ -66,7 +67,7 @@ class LogView:
 
     def _write(self, progress: Progress) -> None:
         board = None
-        if self.output is not None and progress.status == "running":
+        if self.output is not None and progress.status == JobStatus.RUNNING:
             self._monitor = self._monitor or ChunkMonitor(self.output)
             board = self._monitor.board()  # a few aggregate queries, once per line: the heartbeat
         stream = self._stream or sys.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from batchnb.record.status import JobStatus
+
 if TYPE_CHECKING:  # types only: Progress._repr_html_ reaches this module through views/html.py
     from batchnb.record.snapshot import ChunkBoard, Progress
 
@@ -43,9 +45,9 @@ def chunk_counts(p: Progress, board: ChunkBoard | None) -> dict[str, int]:
     retrying = board.counts.get("retrying", 0) if board is not None else 0
     return {
         "done": p.chunks_done,
-        "running": p.chunks_running if p.status == "running" else 0,
+        "running": p.chunks_running if p.status == JobStatus.RUNNING else 0,
         "failed": p.chunks_failed,
-        "retrying": retrying if p.status == "running" else 0,
+        "retrying": retrying if p.status == JobStatus.RUNNING else 0,
         "skipped": p.chunks_skipped,
     }
 
@@ -73,5 +75,5 @@ def text_line(p: Progress, board: ChunkBoard | None = None) -> str:
         f"{fmt_duration(p.eta_s) if p.status == 'running' else '-'} | chunks {p.chunks_done:,}/{p.chunks_total:,} done, "
         + ", ".join(f"{v:,} {k}" for k, v in counts.items() if k != "done" and v)
     ).rstrip(", ")
-    beat = heartbeat(board) if p.status == "running" else None
+    beat = heartbeat(board) if p.status == JobStatus.RUNNING else None
     return f"{line} | {beat}" if beat else line
