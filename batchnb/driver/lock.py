@@ -16,7 +16,7 @@ from pathlib import Path
 
 from batchnb.errors import ConfigError, JobStateError, describe
 from batchnb.files import is_own, private_dir
-from batchnb.sinks import TEMP_NAME
+from batchnb.formats import TEMP_NAME
 
 __all__ = [
     "JobLock",
