@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-quick lint typecheck structure install clean
+.PHONY: demo test test-fast bench bench-quick lint structure install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick
 
+# ruff (lint and format) on everything, mypy on the package (configured in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check batchnb tests benchmarks tools
 	$(BIN)/ruff format --check batchnb tests benchmarks tools
-
-# Not part of `lint` until the package checks clean (configured in pyproject.toml).
-typecheck: $(STAMP)
 	$(BIN)/python -m mypy
 
 # Import cycles inside batchnb/, and modules, classes and functions over their size limits; exit 1 if any.
