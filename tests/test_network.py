@@ -36,11 +36,16 @@ def describe(sockets: list[tuple[int, str, str, int]]) -> list[str]:
     return sorted(f"{addr}:{port} {name} (pid {pid})" for pid, name, addr, port in sockets)
 
 
-def cmdline(pid: int) -> str:
+def arguments(pid: int) -> list[str]:
+    """A process's command line; empty for one that has gone (an earlier test's Ray may be on its way out)."""
     try:
-        return " ".join(psutil.Process(pid).cmdline())
+        return psutil.Process(pid).cmdline()
     except psutil.Error:
-        return ""
+        return []
+
+
+def cmdline(pid: int) -> str:
+    return " ".join(arguments(pid))
 
 
 def test_is_loopback() -> None:
@@ -69,13 +74,19 @@ def test_embedded_ray_listens_on_loopback_only_without_dashboard_or_metrics(tmp_
         gate.open()
         result = job.wait(timeout=120)
         node_ip = ray.util.get_node_ip_address()
-        gcs_port = int(ray.get_runtime_context().gcs_address.rpartition(":")[2])
-        gcs_config = next(  # this Ray's GCS: one of an earlier test's Ray may still be on its way out
+        gcs_address = ray.get_runtime_context().gcs_address
+        gcs_port = int(gcs_address.rpartition(":")[2])
+        gcs_config = [  # this Ray's GCS: one of an earlier test's Ray may still be on its way out
             arg.split("=", 1)[1]
             for pid, name, _, port in sockets
             if name == "gcs_server" and port == gcs_port
-            for arg in psutil.Process(pid).cmdline()
+            for arg in arguments(pid)
             if arg.startswith("--config_list=")
+        ]
+        assert gcs_config, (
+            gcs_address,
+            describe(sockets),
+            [(p.pid, p.name(), p.ppid()) for p in psutil.Process().children(recursive=True)],
         )
     finally:
         gate.open()
@@ -90,7 +101,7 @@ def test_embedded_ray_listens_on_loopback_only_without_dashboard_or_metrics(tmp_
     assert node_ip == "127.0.0.1"
     # No dashboard head listens at all, and the metrics exporter is off for every Ray process.
     assert not [s for s in sockets if "dashboard/dashboard.py" in cmdline(s[0])], describe(sockets)
-    assert json.loads(base64.b64decode(gcs_config))["enable_metrics_collection"] is False
+    assert json.loads(base64.b64decode(gcs_config[0]))["enable_metrics_collection"] is False
     # The switch that keeps the node on loopback is Ray's process-wide setting: restored after the start.
     assert ray_constants.ENABLE_RAY_CLUSTER is True
 
