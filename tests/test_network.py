@@ -48,6 +48,28 @@ def cmdline(pid: int) -> str:
     return " ".join(arguments(pid))
 
 
+def session_processes(session: str) -> set[int]:
+    """The processes a Ray session started and names on their command line (its GCS and raylet), alive now."""
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and any(session in arg for arg in proc.cmdline()):
+                found.add(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def ray_sockets(session: str) -> list[tuple[int, str, str, int]]:
+    """Listening sockets of this process, its descendants, and the session's processes with theirs (a Ray
+    process whose parent exited is no longer this process's descendant, but it is still this Ray's)."""
+    found = {}
+    for root in {os.getpid(), *session_processes(session)}:
+        for pid, name, addr, port in listening_sockets(root):
+            found[pid, addr, port] = (pid, name, addr, port)
+    return list(found.values())
+
+
 def test_is_loopback() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "::1", "::ffff:127.0.0.1"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.0.2.2", "::ffff:192.0.2.2"]))
@@ -70,23 +92,22 @@ def test_embedded_ray_listens_on_loopback_only_without_dashboard_or_metrics(tmp_
         while job.status().chunks_done < 1:  # Ray up, its workers holding chunks
             assert time.monotonic() < deadline, job.status()
             time.sleep(0.05)
-        sockets = listening_sockets(os.getpid())
-        gate.open()
-        result = job.wait(timeout=120)
-        node_ip = ray.util.get_node_ip_address()
-        gcs_address = ray.get_runtime_context().gcs_address
-        gcs_port = int(gcs_address.rpartition(":")[2])
-        gcs_config = [  # this Ray's GCS: one of an earlier test's Ray may still be on its way out
+        session = ray._private.worker._global_node.session_name  # this Ray's, not one an earlier test left
+        sockets = ray_sockets(session)
+        gcs_config = [
             arg.split("=", 1)[1]
-            for pid, name, _, port in sockets
-            if name == "gcs_server" and port == gcs_port
+            for pid in session_processes(session)
+            if psutil.Process(pid).name() == "gcs_server"
             for arg in arguments(pid)
             if arg.startswith("--config_list=")
         ]
+        gate.open()
+        result = job.wait(timeout=120)
+        node_ip = ray.util.get_node_ip_address()
         assert gcs_config, (
-            gcs_address,
+            session,
+            [(p, psutil.Process(p).name()) for p in session_processes(session)],
             describe(sockets),
-            [(p.pid, p.name(), p.ppid()) for p in psutil.Process().children(recursive=True)],
         )
     finally:
         gate.open()
