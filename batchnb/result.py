@@ -72,7 +72,7 @@ class JobResult:
                 retries=state.retries(),
                 elapsed_s=elapsed,
                 rows_per_s=totals["rows_in"] / elapsed if elapsed > 0 else 0.0,
-                errors=state.errors(),
+                errors=[c.error for c in state.chunks() if c.status == ChunkStatus.FAILED and c.error],
                 reason=state.get("reason"),
                 allow_pickle=allow_pickle,
             )

@@ -13,7 +13,7 @@ import pytest
 import batchnb as bn
 from batchnb.config import Backoff, Resources
 from batchnb.driver.loop import Deadlines, RetrySchedule, _Inflight, _Queue
-from batchnb.record.snapshot import progress
+from batchnb.record.snapshot import begin_run, progress
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
 from batchnb.sources.dataset import ChunkSpec
@@ -122,7 +122,7 @@ def test_status_while_running_counts_chunks_as_the_record_commits_them(tmp_path)
     with JobState.open(tmp_path, create=True) as state:
         state.save_plan([ChunkSpec(index=i, pieces=(), rows=(i * 1_000, (i + 1) * 1_000), nbytes=1) for i in range(4)])
         state.set_status(JobStatus.RUNNING)
-        state.begin_run()
+        begin_run(state)
         state.mark_running(0, 1)
         state.mark_running(1, 1)
         state.append_timeline(rows_done=0, chunks_done=0, rows_per_s=250.0, cpu=12.5, rss=2**20)
@@ -171,3 +171,24 @@ def test_a_job_status_batchnb_never_writes_is_a_clear_error(source, tmp_path, mo
         state.set(status=status)
     with pytest.raises(bn.JobStateError, match=r"holds a value batchnb does not write"):
         bn.status(out)
+
+
+def test_a_trigger_planted_in_the_record_cannot_turn_a_failed_chunk_into_a_done_one(source, tmp_path, monkeypatch):
+    """A record from someone else may hold triggers; the writer drops every one before it writes, so a run
+    whose chunk fails ends failed however the file was prepared."""
+    import sqlite3
+
+    monkeypatch.setitem(FAIL, "chunk_2", True)
+    out = tmp_path / "out"
+    assert job_for(source, out, retries=0).run(progress=None).status == "failed"
+    with sqlite3.connect(out / "_batchnb" / "state.sqlite") as conn:
+        conn.execute(
+            "CREATE TRIGGER hide_failures AFTER UPDATE OF status ON chunks WHEN NEW.status = 'failed' "
+            "BEGIN UPDATE chunks SET status = 'done' WHERE idx = NEW.idx; END"
+        )
+    result = job_for(source, out, retries=0).run(progress=None)
+    assert result.status == "failed"
+    assert result.chunks_failed == 1 and bn.status(out).chunks_failed == 1
+    with sqlite3.connect(out / "_batchnb" / "state.sqlite") as conn:
+        triggers = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+    assert triggers == ["tally_update"]

@@ -32,7 +32,7 @@ from batchnb.driver.sampling import PROGRESS_EVERY_S, Reporter
 from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
 from batchnb.engines.base import Engine
 from batchnb.errors import ChunkError, EngineError, describe, fails_again
-from batchnb.record.snapshot import Progress
+from batchnb.record.snapshot import Progress, begin_run
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
 from batchnb.sources.dataset import ChunkSpec
@@ -233,7 +233,7 @@ class Runner:
     def run(self, todo: list[ChunkSpec]) -> JobStatus:
         self._t0 = time.monotonic()
         self.deadlines = Deadlines(self.config.resources, self._t0)
-        self._elapsed_before = self.state.begin_run()
+        self._elapsed_before = begin_run(self.state)
         self._lanes = self.engine.affinity_lanes()
         self.queue = _Queue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
         self._report(force=True)

@@ -13,7 +13,7 @@ from batchnb.record.guard import BAD_VALUE, bad_value
 from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState, state_path
 
-__all__ = ["ChunkBoard", "ChunkMonitor", "Live", "Progress", "progress", "status"]
+__all__ = ["ChunkBoard", "ChunkMonitor", "Live", "Progress", "begin_run", "progress", "status"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +70,14 @@ class Live:
 
 _META = ("status", "run", "elapsed_s", "reason", "config", "progress")
 _GONE = "the driver stopped without finishing (killed or crashed): run() again to resume"
+
+
+def begin_run(state: JobState) -> float:
+    """Note when this run starts and the seconds earlier runs took (what `progress` measures elapsed time from);
+    returns those seconds."""
+    before = float(state.get("elapsed_s", 0.0))
+    state.set(run={"started_at": time.time(), "elapsed_before": before})
+    return before
 
 
 def progress(state: JobState, *, live: Live | None = None) -> Progress:

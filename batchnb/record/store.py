@@ -229,6 +229,7 @@ class JobState(_Questions):
             if create:
                 state._conn.execute("PRAGMA journal_mode=WAL")
                 state._conn.execute("PRAGMA synchronous=NORMAL")
+                state._drop_triggers()
                 state._conn.executescript(_DDL + _TALLY)
                 with state._tx():  # a record from an older version has no tally yet
                     state._count_tally()
@@ -280,6 +281,11 @@ class JobState(_Questions):
             )
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('plan_saved', 'true')")
             self._count_tally()
+
+    def _drop_triggers(self) -> None:
+        """Triggers a record from someone else holds would rewrite what the driver writes: only batchnb's run."""
+        for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+            self._conn.execute('DROP TRIGGER "{}"'.format(str(name).replace('"', '""')))
 
     def _count_tally(self) -> None:
         self._conn.execute("DELETE FROM tally")
@@ -376,15 +382,6 @@ class JobState(_Questions):
             " FROM attempts a JOIN chunks c ON c.idx = a.chunk ORDER BY a.at"
         ).fetchall()
         return [dict(zip(cols, r, strict=True)) for r in rows]
-
-    def errors(self) -> list[ChunkError]:
-        return [c.error for c in self.chunks() if c.status == ChunkStatus.FAILED and c.error is not None]
-
-    def begin_run(self) -> float:
-        """Note when this run starts and the seconds earlier runs took; returns those seconds."""
-        before = float(self.get("elapsed_s", 0.0))
-        self.set(run={"started_at": time.time(), "elapsed_before": before})
-        return before
 
     def append_timeline(self, *, rows_done: int, chunks_done: int, rows_per_s: float, cpu: float, rss: int) -> None:
         self._conn.execute(
