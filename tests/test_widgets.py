@@ -490,3 +490,16 @@ def test_view_keeps_its_last_board_when_the_state_becomes_unreadable(sources, tm
     view.tick(force=True)  # neither raises nor blanks what it showed
     view.close()
     assert "class=done" in view.chunk_map.value
+
+
+@pytest.mark.parametrize(("fmt", "read_options", "approximate"), [
+    ("csv", {}, True), ("csv", {"exact_rows": True}, False), ("json", {}, True), ("parquet", {}, False),
+])  # fmt: skip
+def test_form_marks_the_chunk_count_approximate_only_when_rows_are_estimated(
+    sources, tmp_path, fmt, read_options, approximate
+):
+    """Byte-range chunks of a text file are estimates; exact_rows counts them: the form follows the plan."""
+    job = bn.BatchJob(sources[fmt], tmp_path / "out", chunk_size=1_000, engine="sequential", read_options=read_options)
+    form = JobForm(job, background=False)
+    assert "chunks" in form.estimate.value
+    assert form.estimate.value.startswith("~") == approximate

@@ -199,7 +199,7 @@ class JobForm(w.VBox):
             self.estimate.value = "<i>chunk count and memory once the source is read</i>"
             return
         plan = dataclasses.replace(self.plan, chunk_size=size, chunks=())
-        exact = "" if plan.dataset.format not in ("csv", "json") else "~"
+        exact = "~" if plan.rows_estimated else ""
         chunks = math.ceil(plan.rows_total / size) if plan.rows_total else 0
         warnings = plan_warnings(plan, pickle_input=plan.dataset.format == "pickle", unpicklable=None)
         notes = "".join(f"<div class='batchnb-plan-warning'>⚠ {html.escape(w)}</div>" for w in warnings)
