@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
 import bench_data  # noqa: E402
 import bench_tables  # noqa: E402
+import readme_table  # noqa: E402
 
 
 def test_quick_benchmark_writes_every_case(tmp_path: Path) -> None:
@@ -101,3 +102,17 @@ def test_report_leads_with_the_weakest_engine_ratio() -> None:
     text = bench_tables.markdown(env, records)
     assert text.split("\n\n")[1].startswith("**Weakest ratio: `batchnb-threads` on `parquet-wide` at 0.50x")
     assert "| processes vs threads | >= 0.8 | 0.89 |" in text
+
+
+def test_readme_takes_the_whole_report_between_its_markers(tmp_path: Path) -> None:
+    readme, table = tmp_path / "README.md", tmp_path / "latest.md"
+    readme.write_text(
+        f"# x\n\n## Benchmarks\n\nintro\n\n{readme_table.BEGIN}\nold table\n{readme_table.END}\n\nnotes\n"
+    )
+    table.write_text("head\n\n**Weakest ratio: x**\n\n**Per-chunk breakdown**\n\n| a |\n")
+    assert readme_table.main(readme, table) == 0
+    text = readme.read_text()
+    assert "old table" not in text and "**Per-chunk breakdown**\n\n| a |\n<!-- benchmark:end -->" in text
+    assert text.startswith("# x\n\n## Benchmarks\n\nintro\n\n") and text.endswith("\n\nnotes\n")
+    readme.write_text("no markers\n")
+    assert readme_table.main(readme, table) == 1
