@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def prepare(config: JobConfig, state: JobState, fingerprint: list) -> Any:
     with converted(SourceError, f"cannot read the source {config.source!r} (planning chunks)"):
         specs = sources.get(info.format).plan(info, config.chunk_size)
     prepare_s = {"inspect": t1 - t0, "sample": t2 - t1, "fit": t3 - t2, "plan": time.perf_counter() - t3}
-    worker_info = info.for_workers()
+    worker_info = projection(info.for_workers(), features, keep)
     empty_schema, empty_dtypes = _empty_output(scorer, worker_info, keep)
     state.set(
         identity=config.identity_hash(),
@@ -158,10 +159,20 @@ def prepare(config: JobConfig, state: JobState, fingerprint: list) -> Any:
     return scorer
 
 
+def projection(info: DatasetInfo, features: Sequence[str], keep: Sequence[str]) -> DatasetInfo:
+    """The dataset as chunks read it: only the features and the kept columns, decided once here and stored with
+    the dataset, so every chunk of every run reads the same columns.
+
+    A callable detector receives the same columns: `columns` (default: every numeric column) and `keep`
+    (default: every column), so with `keep=None` it sees the whole table, and with both given only those.
+    """
+    return info.projected((*features, *keep))
+
+
 def _empty_output(scorer: Any, info: DatasetInfo, keep: tuple[str, ...]) -> tuple[dict | None, str | None]:
     """The output schema, from scoring an empty frame; a callable may reject one: the first part sets it then."""
     try:
-        empty = apply_scorer(scorer, info.polars_schema().to_frame(), keep)
+        empty = apply_scorer(scorer, info.read_schema().to_frame(), keep)
     except Exception:  # noqa: BLE001 - any error of the user's function here only defers the schema
         return None, None
     return {k: str(v) for k, v in empty.schema.items()}, schema_to_ipc(empty.schema)
@@ -177,7 +188,13 @@ def _stored_config(config: JobConfig) -> dict[str, Any]:
 
 
 def stored_dataset(state: JobState) -> DatasetInfo:
-    return DatasetInfo.from_json(state.get("dataset"))
+    """The dataset the job was planned with, read with the projection it was planned with; a record of a
+    version that read every column gets it from the stored features and kept columns."""
+    data = state.get("dataset")
+    info = DatasetInfo.from_json(data)
+    if isinstance(data, dict) and "columns" not in data:
+        info = projection(info, state.get("features") or (), state.get("keep") or ())
+    return info
 
 
 def resumed_scorer(config: JobConfig, state: JobState) -> Any:

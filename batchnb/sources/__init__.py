@@ -92,9 +92,17 @@ def check_trusted(fmt: str, paths: tuple[str, ...], *, allow_pickle: bool) -> No
         raise SourceError(code_running_message(f"source {paths[0]!r} is", fmt, trust=trust))
 
 
-def read_chunk(info: DatasetInfo, spec: ChunkSpec) -> Any:
-    """Worker side: read exactly the rows of `spec`."""
-    return get(info.format).read(info, spec)
+def read_chunk(info: DatasetInfo, spec: ChunkSpec, fmt: Format | None = None) -> Any:
+    """Worker side: exactly the rows of `spec`, with only the projection's columns (`info.columns`).
+
+    `fmt` is the format object itself when the driver shipped it (one registered at run time is unknown to a
+    worker process's registry). A format that does not honour the projection (a plugin) read more columns:
+    they are dropped here, so every chunk holds the same columns.
+    """
+    frame = (fmt or get(info.format)).read(info, spec)
+    if info.columns is not None and frame.columns != list(info.columns):
+        frame = frame.select(info.columns)
+    return frame
 
 
 for _fmt in (CSV(), Parquet(), NDJSON(), Pickle(), HDF5(), Feather()):

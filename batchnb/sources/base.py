@@ -278,8 +278,9 @@ class RowFormat:
         )
 
     def read(self, info: DatasetInfo, spec: ChunkSpec) -> pl.DataFrame:
+        """The chunk's rows, with only the columns of `info.columns` (every `read_rows` honours it)."""
         frames = [self.read_rows(info, p.path, p.start, p.stop) for p in spec.pieces]
-        return conform(frames, info, paths=[p.path for p in spec.pieces])
+        return conform(frames, info, info.columns, paths=[p.path for p in spec.pieces])
 
     def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
         pieces = [p for start, stop in sample_starts(info.total_rows, n, seed) for p in self.pieces(info, start, stop)]
@@ -289,8 +290,8 @@ class RowFormat:
     def read_sample_rows(
         self, info: DatasetInfo, path: str, start: int, stop: int, columns: Sequence[str] | None
     ) -> pl.DataFrame:
-        """Rows for the fit sample; a format may read them differently from chunks (no caching)."""
-        frame = self.read_rows(info, path, start, stop)
+        """Rows for the fit sample, only `columns` of them; a format may read them differently from chunks."""
+        frame = self.read_rows(info.projected(columns), path, start, stop)
         return frame if columns is None else frame.select(columns)
 
 
@@ -317,8 +318,8 @@ def conform(
 def _cast(frame: pl.DataFrame, schema: pl.Schema, path: str | None) -> pl.DataFrame:
     if frame.schema == schema:  # the common case costs nothing
         return frame
-    if frame.columns != schema.names() and set(frame.columns) == set(schema.names()):
-        frame = frame.select(schema.names())  # same columns in another order: no copy
+    if frame.columns != schema.names() and set(frame.columns) >= set(schema.names()):
+        frame = frame.select(schema.names())  # same columns in another order, or a reader that read more: no copy
     check_exact(frame, schema, path)
     try:
         return frame.cast(schema, strict=True)

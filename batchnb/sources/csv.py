@@ -181,20 +181,25 @@ class CSV(TextFormat):
         return pl.String()
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
+        """Records of `data` as the dataset says; chunks and samples parse only the projection's columns
+        (`info.columns`: the others are split off but never converted), type inference parses them all."""
         ro, facts = info.read_options, text_facts(info)
         options, names = self._polars_options(ro, facts.separator), list(facts.names or ())
         schema = info.polars_schema() if info.schema else pl.Schema(dict.fromkeys(names, pl.String))
+        wanted = schema.names() if info.columns is None else list(info.columns)
         if not data:
-            return pl.DataFrame(schema=schema)
+            return pl.DataFrame(schema={c: schema[c] for c in wanted})
         in_file = pl.Schema({n: schema[n] for n in names}) if info.schema else None
         truncate = ro.get("truncate_ragged_lines", False)
         if mode == "strict":
             # A chunk has no header: its first record would set the width, so extra fields are cut only on request.
+            # Without a header, Polars takes projected columns by position.
+            positions = None if info.columns is None else sorted(names.index(c) for c in info.columns)
             frame = pl.read_csv(
                 data, has_header=False, schema=in_file, missing_columns="insert", truncate_ragged_lines=truncate,
-                extra_columns="ignore" if truncate else "raise", **options,
+                extra_columns="ignore" if truncate else "raise", columns=positions, **options,
             )  # fmt: skip
-            return frame if frame.columns == schema.names() else frame.select(schema.names())
+            return frame if frame.columns == wanted else frame.select(wanted)
         # Samples parse behind the header: short records get nulls; a long one fails as in a chunk (and is left
         # out of the sample), never cut to the header's width unless the user asked for that.
         header = (facts.header or "").encode("latin-1")
@@ -206,9 +211,9 @@ class CSV(TextFormat):
             )  # fmt: skip
         frame = pl.read_csv(
             header + data, schema_overrides=in_file, infer_schema=False, truncate_ragged_lines=truncate,
-            ignore_errors=True, **options,
+            ignore_errors=True, columns=info.columns and list(info.columns), **options,
         )  # fmt: skip
-        return frame.select(schema.names())
+        return frame.select(wanted)
 
     def _width(self, record: bytes, info: DatasetInfo) -> int | None:
         """How many fields `record` has, as the file's options split it; None if it does not parse."""

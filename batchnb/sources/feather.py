@@ -39,5 +39,8 @@ class Feather(RowFormat):
             return pl.Schema(pl.read_ipc_schema(path))
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+        """Rows [start, stop), only the projection's columns (`info.columns`): Polars reads only those buffers."""
         with reading(path, "Feather/Arrow IPC", chunk=True):
-            return pl.scan_ipc(path).slice(start, stop - start).collect()
+            scan = pl.scan_ipc(path)
+            scan = scan if info.columns is None else scan.select(info.columns)
+            return scan.slice(start, stop - start).collect()

@@ -90,7 +90,10 @@ class HDF5(RowFormat):
         return pl.Schema({c: pl.String if head[c].dtype == object else t for c, t in schema.items()})
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
+        """Rows [start, stop) of the projection's columns: PyTables still reads whole rows of its table (it
+        stores rows, not columns), but only those columns are converted."""
         key = info.facts_as(HDF5Facts).keys[info.paths.index(path)]
+        columns = None if info.columns is None else list(info.columns)
         with self._open(path) as store, reading(path, "HDF5", chunk=True):
-            frame = store.select(key, start=start, stop=stop)
+            frame = store.select(key, start=start, stop=stop, columns=columns)
             return pl.from_pandas(frame, include_index=False)

@@ -95,14 +95,16 @@ class NDJSON(TextFormat):
         return super().inspect(paths, read_options, workdir=workdir, origins=origins)
 
     def parse(self, data: bytes, info: DatasetInfo, *, mode: ParseMode) -> pl.DataFrame:
+        """Lines of `data` as the dataset says; chunks and samples read only the projection's columns (a schema
+        of those alone: Polars skips every other key), type inference reads them all."""
         if not data.strip():
-            return pl.DataFrame(schema=info.polars_schema() if info.schema else {})
+            return pl.DataFrame(schema=info.read_schema() if info.schema else {})
         if mode == "infer":
             overrides = dtypes_option(info.read_options, "schema") or dtypes_option(
                 info.read_options, "schema_overrides"
             )
             return pl.read_ndjson(data, infer_schema_length=None, schema_overrides=overrides or None)
-        return pl.read_ndjson(data, schema=info.polars_schema(), ignore_errors=mode == "lenient")
+        return pl.read_ndjson(data, schema=info.read_schema(), ignore_errors=mode == "lenient")
 
     def record_error(self, exc: BaseException, info: DatasetInfo, where: str, record: bytes) -> DataError:
         """A line that is not JSON, or a value whose type is not its column's."""
@@ -111,7 +113,7 @@ class NDJSON(TextFormat):
             row = pl.read_ndjson(record)
         except (pl.exceptions.PolarsError, PanicException):
             return DataError(f"{where}: the line is not a JSON object ({text}): fix or remove the line")
-        schema = info.polars_schema()
+        schema = info.read_schema()  # the columns the failed parse read
         for column in row.columns:
             if column not in schema:
                 continue

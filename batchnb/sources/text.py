@@ -217,6 +217,8 @@ class TextFormat(TextRecords, RowFormat):
 
     # --- samples ----------------------------------------------------------------------------------------------
     def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """`n` records of stratified blocks; only `columns` of them are parsed (the blocks do not depend on it)."""
+        info = info.projected(columns)
         per_block, per_row = None, text_facts(info).bytes_per_row
         if self.exact(info) or per_row is None:
             pieces = self._sample_pieces(info, n, seed)
