@@ -113,10 +113,7 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
     from batchnb import sinks, sources
 
     t0 = time.perf_counter()
-    if task.source_format is not None:
-        frame = task.source_format.read(task.dataset, task.spec)
-    else:
-        frame = sources.read_chunk(task.dataset, task.spec)
+    frame = sources.read_chunk(task.dataset, task.spec, task.source_format)  # only the projection's columns
     t1 = time.perf_counter()
     sink = task.sink or sinks.get(task.output_format)
     query = None
