@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SUFFIX, run_job, write_source
 
+import batchnb as bn
 import batchnb.driver.prepare as prepare
 from batchnb.record.store import JobState
 from batchnb.sources import parquet
@@ -216,3 +217,19 @@ def test_a_callable_receives_columns_and_keep(tmp_path, options, expected) -> No
     assert result.status == "succeeded", result.errors
     assert seen and all(columns == expected for columns in seen)
     assert result.read().collect().height == N
+
+
+def test_the_parquet_sample_decodes_a_shared_row_group_once_with_the_features_only(tmp_path, monkeypatch) -> None:
+    """Blocks of the fit sample that share a row group are cut from one projected decode: the same rows as
+    every format's stratified blocks (`sample_starts`), whatever the row groups."""
+    from batchnb.sources.base import sample_starts
+
+    frame = wide_frame(20_000)
+    path = str(tmp_path / "one_group.parquet")
+    frame.write_parquet(path, row_group_size=20_000)
+    plan = bn.BatchJob(path, tmp_path / "out", fit_sample=1_000).plan()
+    reads = Reads(monkeypatch, path)
+    sample = parquet.Parquet().sample(plan.dataset, 1_000, 0, ["b", "a"])
+    expected = pl.concat([frame.slice(lo, hi - lo) for lo, hi in sample_starts(20_000, 1_000, 0)]).select("b", "a")
+    assert sample.equals(expected)
+    assert reads.row_groups == [["b", "a"]]  # one decode for the 32 blocks

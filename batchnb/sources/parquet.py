@@ -20,7 +20,7 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import SourceError, cause_of
-from batchnb.sources.base import RowFormat, reading
+from batchnb.sources.base import RowFormat, conform, parallel_map, reading, sample_starts
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
 from batchnb.sources.facts import ParquetFacts
 from batchnb.sources.schema import polars_schema_of
@@ -29,6 +29,7 @@ __all__ = ["Parquet", "RowGroupCache"]
 
 CACHE_BYTES = 256 * 2**20
 MAX_CACHED_GROUP = 192 * 2**20  # uncompressed bytes; larger groups are sliced lazily
+WHOLE_GROUP_BLOCKS = 4  # sample blocks in one row group from which decoding it whole is cheaper (measured)
 
 
 class RowGroupCache:
@@ -119,6 +120,28 @@ class Parquet(RowFormat):
                 return polars_schema_of(pq.ParquetFile(f).schema_arrow)
         return pl.Schema(pl.read_parquet_schema(path))
 
+    def sample(self, info: DatasetInfo, n: int, seed: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """The same stratified blocks as every format (`sample_starts`), read so that a row group holding
+        `WHOLE_GROUP_BLOCKS` or more of them is decoded once (projected) and the blocks cut from it; a group
+        holding fewer gets a small projected read per block, which costs less than decoding it whole."""
+        pieces = [p for start, stop in sample_starts(info.total_rows, n, seed) for p in self.pieces(info, start, stop)]
+        # (path, group index, group offset, group rows, group bytes, lo, hi) of each block's part in each group
+        cuts = [(p.path, *cut) for p in pieces for cut in _group_cuts(info, p.path, p.start, p.stop)]
+        groups: dict[tuple[str, int], list[int]] = {}
+        for k, (path, i, *_) in enumerate(cuts):
+            groups.setdefault((path, i), []).append(k)
+
+        def read(members: list[int]) -> list[tuple[int, pl.DataFrame]]:
+            path, i, offset, _, nbytes, _, _ = cuts[members[0]]
+            if len(members) < WHOLE_GROUP_BLOCKS or nbytes > MAX_CACHED_GROUP:
+                return [(k, self.read_sample_rows(info, path, cuts[k][5], cuts[k][6], columns)) for k in members]
+            with reading(path, "Parquet", chunk=True):
+                group = _sample_group(info, path, i, offset, columns)
+            return [(k, group.slice(cuts[k][5] - offset, cuts[k][6] - cuts[k][5])) for k in members]
+
+        frames = sorted((pair for found in parallel_map(read, list(groups.values())) for pair in found), key=_first)
+        return conform([f for _, f in frames], info, columns, paths=[cuts[k][0] for k, _ in frames])
+
     def read_sample_rows(self, info, path, start, stop, columns):
         # Sample blocks are small and scattered: slicing them out of cached groups would pin every group.
         # Each block still reads its row group's column chunks whole, so read only the fitted columns.
@@ -181,12 +204,32 @@ def _local_group(path: str, i: int, offset: int, rows: int, columns: Sequence[st
     return _scan(path, columns).slice(offset, rows).collect()
 
 
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _sample_group(info: DatasetInfo, path: str, i: int, offset: int, columns: Sequence[str] | None) -> pl.DataFrame:
+    """Row group `i` of `path`, only `columns`, for the sample: never cached (the sample would pin its groups)."""
+    if not storage.is_url(path):
+        return _local_group(path, i, offset, _groups(info, path)[i][0], columns)
+    with storage.open_input(path) as f:
+        import pyarrow.parquet as pq
+
+        return pl.DataFrame(pq.ParquetFile(f).read_row_group(i, columns=None if columns is None else list(columns)))
+
+
+def _group_cuts(info: DatasetInfo, path: str, start: int, stop: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(group index, group offset, group rows, group bytes, lo, hi) of each row group rows [start, stop) of
+    `path` fall in."""
+    return _cut_groups(info, path, start, stop, lambda *cut: cut)
+
+
 def _groups(info: DatasetInfo, path: str) -> tuple[tuple[int, int], ...]:
     """(rows, uncompressed bytes) of each row group of `path`."""
     return info.facts_as(ParquetFacts).row_groups[info.paths.index(path)]
 
 
-def _cut_groups(info: DatasetInfo, path: str, start: int, stop: int, cut) -> list[pl.DataFrame]:
+def _cut_groups(info: DatasetInfo, path: str, start: int, stop: int, cut) -> list[Any]:
     """Rows [start, stop) of one file, one frame per row group they fall in, each from
     `cut(group index, group offset, group rows, group bytes, lo, hi)`."""
     frames, offset = [], 0
