@@ -95,11 +95,8 @@ class FittedDetector:
         return out.with_columns(self._flag())
 
     def apply_lazy(self, frame: pl.DataFrame, keep: Sequence[str]) -> pl.LazyFrame | None:
-        """The same output as one lazy query, for detectors that score with a Polars expression.
-
-        Scoring and writing the part then run as one streaming query: about a fifth less CPU than
-        building the scored frame first (fewer allocations, encoding while it scores).
-        """
+        """The same output as one lazy query, for detectors that score with a Polars expression: Polars
+        then selects, scores and flags in one optimized pass, without the intermediate frames of `apply`."""
         score_expr = getattr(self.detector, "score_expr", None)
         if score_expr is None or not keep:
             return None

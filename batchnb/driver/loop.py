@@ -248,9 +248,9 @@ class Runner:
                 self.queue.again(spec, attempts_so_far)
             self._submit(self._watch_memory())
             finished = self._collect(self.retries.wait_s(self.admission.wait_s(len(self.flight), PROGRESS_EVERY_S)))
-            # An engine that runs the next chunk inside submit() keeps the driver there for a whole chunk:
-            # write what just finished now, or the record's pace would show it only after that chunk.
-            due = self.reporter.due(time.monotonic()) or bool(finished and self.engine.runs_inline)
+            # Finished chunks reach the view now (the record already counts them); the resource sample and the
+            # timeline row, a /proc walk and a write, only every PROGRESS_EVERY_S, however short the chunks.
+            due = self.reporter.due(time.monotonic())
             if due or finished:
                 self._report(force=due)
         status = self._finish()

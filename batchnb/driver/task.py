@@ -116,25 +116,15 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
     frame = sources.read_chunk(task.dataset, task.spec, task.source_format)  # only the projection's columns
     t1 = time.perf_counter()
     sink = task.sink or sinks.get(task.output_format)
-    query = None
-    if isinstance(task.scorer, FittedDetector) and sink.write_lazy is not None:
-        query = task.scorer.apply_lazy(frame, task.keep)
-    if query is not None:  # score and write as one streaming query; the counts come from the part
-        part, nbytes, checksum, write_timings = sinks.write_atomic(query, task.output, task.spec.index, sink)
-        rows_out, anomalies = (
-            sink.scan([os.path.join(task.output, part)], None)
-            .select(pl.len(), pl.col("is_anomaly").sum())
-            .collect()
-            .row(0)
-        )
-        schema = query.collect_schema()
-        t2 = t1  # scoring ran inside the write: its time is part of "write"
-    else:
-        out = apply_scorer(task.scorer, frame, task.keep)
-        t2 = time.perf_counter()
-        part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
-        rows_out, schema = out.height, out.schema
-        anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
+    # A detector that scores with a Polars expression runs as one optimized query over the chunk; its output
+    # (the kept columns and two score columns) is small, so collecting it and counting from the frame costs
+    # less than streaming it into the part and reading the part back to count.
+    query = task.scorer.apply_lazy(frame, task.keep) if isinstance(task.scorer, FittedDetector) else None
+    out = query.collect() if query is not None else apply_scorer(task.scorer, frame, task.keep)
+    t2 = time.perf_counter()
+    part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
+    rows_out, schema = out.height, out.schema
+    anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
     return ChunkOutcome(
         index=task.spec.index,
         rows_in=frame.height,

@@ -79,9 +79,7 @@ def _temp_dir(output: str) -> Path:
     return found
 
 
-def write_atomic(
-    frame: pl.DataFrame | pl.LazyFrame, output: str, index: int, sink: Sink
-) -> tuple[str, int, str, dict[str, float]]:
+def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tuple[str, int, str, dict[str, float]]:
     """Write to a temp name, hash, then rename: a reader never sees a partial part.
 
     No fsync: a killed process loses nothing that reached the page cache, and after a power cut a part
@@ -99,10 +97,7 @@ def write_atomic(
         Path(output, name), directory=tmp_dir, prefix=f"tmp-{index:06d}-", suffix=sink.extension, mode=0o644
     ) as tmp:
         t0 = time.perf_counter()
-        if isinstance(frame, pl.LazyFrame):
-            sink.write_lazy(frame, str(tmp)) if sink.write_lazy else sink.write(frame.collect(), str(tmp))
-        else:
-            sink.write(frame, str(tmp))
+        sink.write(frame, str(tmp))
         t1 = time.perf_counter()
         checksum, size = file_checksum(tmp)
         t2 = time.perf_counter()

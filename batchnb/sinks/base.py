@@ -16,7 +16,7 @@ __all__ = ["DeferredScan", "Sink", "conform_to"]
 
 @dataclass(frozen=True)
 class Sink:
-    """One output format: how a part is written (`write`, or `write_lazy` streaming a query) and read back.
+    """One output format: how a part is written and read back.
 
     A plugin registers one in `batchnb.sinks.REGISTRY` (or the "batchnb.sinks" entry point group); its name is
     then accepted as `output_format=`. Workers receive the Sink itself with each chunk, so one registered at
@@ -27,7 +27,6 @@ class Sink:
     extension: str  # ".parquet": a dot and 1-16 letters or digits (formats.EXTENSION)
     write: Callable[[pl.DataFrame, str], None]
     scan: Callable[[list[str], pl.Schema | None], pl.LazyFrame]
-    write_lazy: Callable[[pl.LazyFrame, str], None] | None = None  # streams a query into the file
 
     def __post_init__(self) -> None:
         if not isinstance(self.extension, str) or not re.fullmatch(formats.EXTENSION, self.extension):

@@ -1,4 +1,4 @@
-"""Parquet parts, snappy-compressed, written whole or streamed from a query."""
+"""Parquet parts, snappy-compressed."""
 
 from __future__ import annotations
 
@@ -15,13 +15,9 @@ def _write_parquet(frame: pl.DataFrame, path: str) -> None:
     frame.write_parquet(path, compression="snappy")
 
 
-def _sink_parquet(query: pl.LazyFrame, path: str) -> None:
-    query.sink_parquet(path, compression="snappy")
-
-
 def _scan_parquet(paths: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
     return pl.scan_parquet(paths)
 
 
 # Named functions, not lambdas: a chunk task carries its Sink, and these pickle as references.
-SINK = Sink("parquet", ".parquet", _write_parquet, _scan_parquet, _sink_parquet)
+SINK = Sink("parquet", ".parquet", _write_parquet, _scan_parquet)
