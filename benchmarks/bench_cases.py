@@ -274,7 +274,7 @@ def ray_data_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> 
 
         data = ray.data.read_csv(str(src), convert_options=csv.ConvertOptions(include_columns=columns))
     scores = data.map_batches(score_numpy, fn_args=(center, spread), batch_format="numpy")
-    scores.write_parquet(str(out), arrow_parquet_args={"compression": CODEC})
+    scores.write_parquet(str(out), compression=CODEC)  # the rest of the keywords go to pyarrow
     if not warm:
         ray.shutdown()
     return {} if warm else {"startup_s": startup}
