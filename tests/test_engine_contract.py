@@ -312,3 +312,24 @@ def test_close_leaves_nothing_running(make_engine) -> None:
     finally:
         engine.close()
     # no_leaks (conftest.py) fails this test if a batchnb thread or a worker process is still running
+
+
+def pool_threads(frame: pl.DataFrame) -> pl.DataFrame:
+    """The size of Polars' thread pool in the process that scores the chunk."""
+    return frame.select("id", pl.lit(pl.thread_pool_size(), dtype=pl.Int64).alias("threads"))
+
+
+def test_worker_processes_share_the_cores_between_their_thread_pools(make_engine, source, tmp_path) -> None:
+    """Worker processes batchnb starts size Polars' pool so that workers x threads <= cores."""
+    if kind(make_engine) not in WORKER_PROCESSES:
+        pytest.skip("chunks run in this process, on its own thread pool")
+    engine = make_engine()
+    if kind(make_engine) == "dask":  # an embedded cluster: batchnb starts its workers
+        from batchnb.engines.dask import DaskEngine
+
+        engine = DaskEngine(n_workers=2)
+    result = job(source, tmp_path / "out", engine, detector=pool_threads).run(progress=None)
+    assert result.status == "succeeded", result.errors
+    threads = set(result.read().collect().get_column("threads"))
+    cores = len(os.sched_getaffinity(0))
+    assert threads == {max(1, cores // 2)}, (threads, cores)  # 2 workers

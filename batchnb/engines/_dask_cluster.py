@@ -103,12 +103,18 @@ def _probe(address: str, timeout: float) -> None:
 
 
 def _start_local(n_workers: int, threads_per_worker: int, adapt: tuple[int, int] | None) -> Any:
-    """A LocalCluster with everything on loopback, whose scheduler lets batchnb do all the retrying."""
+    """A LocalCluster with everything on loopback, whose scheduler lets batchnb do all the retrying, and
+    whose workers' thread pools share the cores (`worker_env`)."""
     import dask
     from distributed import LocalCluster
 
-    # A task whose worker died fails at once, so that batchnb's retry policy is the only one.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    from batchnb.engines.base import spawn_environ, worker_env
+
+    env = worker_env((adapt[1] if adapt is not None else n_workers) * threads_per_worker)
+    # A task whose worker died fails at once, so that batchnb's retry policy is the only one. The workers
+    # spawned now get `env` before they import anything (a script's main module may import Polars);
+    # `env=` gives it to workers a nanny restarts later too.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), spawn_environ(env):
         try:
             cluster = LocalCluster(
                 n_workers=n_workers,
@@ -117,6 +123,7 @@ def _start_local(n_workers: int, threads_per_worker: int, adapt: tuple[int, int]
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
+                env=env,
             )
         except Exception as exc:
             raise EngineError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from exc

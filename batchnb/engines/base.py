@@ -7,12 +7,19 @@ which supplies the defaults for what it does not define, so the runner never pro
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Adapter", "Engine", "EngineLike", "as_engine", "completed", "settle"]
+__all__ = ["Adapter", "Engine", "EngineLike", "as_engine", "completed", "settle", "spawn_environ", "worker_env"]
+
+# Thread pools every worker process would size to all the machine's cores: Polars', and Arrow's CPU pool
+# (which reads OMP_NUM_THREADS), which decodes Parquet row groups.
+THREAD_VARIABLES = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS")
 
 
 @runtime_checkable
@@ -155,3 +162,33 @@ def settle(future: Future, *, result: Any = None, exception: BaseException | Non
             future.set_result(result)
     except InvalidStateError:
         pass
+
+
+def worker_env(concurrent: int) -> dict[str, str]:
+    """Environment for worker processes started on this machine, `concurrent` chunks running at once:
+    each process's thread pools get an equal share of the cores, so workers x threads never exceed them
+    (two workers each running Polars on every core spend their time taking turns). A variable the user
+    set is left as it is."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = str(max(1, cores // max(1, concurrent)))
+    return {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
+
+
+_environ_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def spawn_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """`env` in os.environ while worker processes are spawned (a child copies its parent's environment
+    when it starts, before it imports anything), and as it was afterwards."""
+    with _environ_lock:
+        before = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

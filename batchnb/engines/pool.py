@@ -4,7 +4,9 @@
 whole pool. Here every worker has its own pipe: a chunk over its time limit is killed with its worker,
 a worker that dies fails only its own task, and a fresh worker takes its place. Tasks may name an
 affinity key (a Parquet row group): an idle worker takes the first queued task whose key it already
-holds, else one whose key no worker holds yet, else any task, so no worker idles while work waits.
+holds, else one whose key no worker holds yet, else any task, so no worker idles while work waits. A key
+stays with the worker that took it first: a worker that helps out with another's key holds it too (its
+cache has the group now) but does not take it over, so the key's home keeps its chunks.
 A worker that dies before it has started (spawn imports the main module again) is the engine's
 failure, not the chunk's: its task fails with `EngineError`, which ends the job without spending retries.
 """
@@ -15,7 +17,7 @@ import multiprocessing
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from concurrent.futures import Future
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
@@ -23,6 +25,7 @@ from typing import Any
 
 import cloudpickle
 
+from batchnb.engines.base import spawn_environ, worker_env
 from batchnb.errors import EngineError
 
 __all__ = ["RemoteTraceback", "WorkerLostError", "WorkerPool"]
@@ -81,22 +84,29 @@ def _start_failure(pid: int | None, code: int) -> str:
 
 
 class _Worker:
-    def __init__(self, ctx: SpawnContext) -> None:
+    def __init__(self, ctx: SpawnContext, env: Mapping[str, str]) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="batchnb-worker")
-        self.process.start()
+        with spawn_environ(env):
+            self.process.start()
         child.close()
         self.future: Future | None = None
         self.started = False
+        self.held: set[object] = set()  # keys of the tasks it ran: what its cache may hold
 
 
-def pick(queue: deque[tuple[Future, bytes, object]], worker: object, homes: Mapping[object, object]) -> int:
-    """Index of the queued task `worker` should run next: one whose key it holds, else one whose key no
-    worker holds (it becomes this worker's), else the first in the queue."""
+def pick(
+    queue: deque[tuple[Future, bytes, object]],
+    worker: object,
+    homes: Mapping[object, object],
+    held: Container[object] = (),
+) -> int:
+    """Index of the queued task `worker` should run next: one whose key it holds (its home, or one it
+    helped with), else one whose key no worker holds (it becomes this worker's), else the first in the queue."""
     unclaimed = None
     for i, (_, _, key) in enumerate(queue):
         home = homes.get(key) if key is not None else None
-        if home is worker:
+        if home is worker or (key is not None and key in held):
             return i
         if unclaimed is None and home is None:
             unclaimed = i
@@ -108,8 +118,9 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("spawn")  # never fork: Polars' thread pools do not survive it
         self._lock = threading.Lock()
         self._queue: deque[tuple[Future, bytes, object]] = deque()
-        self._homes: dict[object, _Worker] = {}  # affinity key -> the worker that ran it last
-        self._workers = [_Worker(self._ctx) for _ in range(workers)]
+        self._homes: dict[object, _Worker] = {}  # affinity key -> the worker that ran it first
+        self._env = worker_env(workers)  # thread pools sized so that the workers share the cores
+        self._workers = [_Worker(self._ctx, self._env) for _ in range(workers)]
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closed = False
         self._collector = threading.Thread(target=self._collect, name="batchnb-pool-collector", daemon=True)
@@ -128,7 +139,7 @@ class WorkerPool:
     def _dispatch(self) -> None:
         for worker in self._workers:
             while self._queue and worker.future is None:
-                i = pick(self._queue, worker, self._homes)
+                i = pick(self._queue, worker, self._homes, worker.held)
                 future, payload, key = self._queue[i]
                 del self._queue[i]
                 if not future.set_running_or_notify_cancel():
@@ -136,7 +147,10 @@ class WorkerPool:
                 if key is not None:
                     if len(self._homes) > 4096:  # keys of finished row groups are never asked for again
                         self._homes.clear()
-                    self._homes[key] = worker
+                    if len(worker.held) > 64:
+                        worker.held.clear()
+                    self._homes.setdefault(key, worker)  # a helper holds the key too, but its home stays
+                    worker.held.add(key)
                 worker.future = future
                 worker.conn.send_bytes(payload)
 
@@ -202,7 +216,7 @@ class WorkerPool:
         self._homes = {key: home for key, home in self._homes.items() if home is not worker}
         index = self._workers.index(worker)
         if not self._closed:
-            self._workers[index] = _Worker(self._ctx)
+            self._workers[index] = _Worker(self._ctx, self._env)
 
     def close(self) -> None:
         with self._lock:

@@ -301,10 +301,13 @@ def _start_local(num_cpus: int) -> None:
     Linux `ray.init` turns a `_node_ip_address` of 127.0.0.1 into the machine's external address; it
     keeps loopback only where Ray clusters are off, its default on macOS and Windows. Turning that
     switch off while Ray starts puts GCS, raylet, workers, driver, runtime-env agent and the autoscaler
-    monitor on 127.0.0.1. Metrics collection off: no Prometheus exporter in the dashboard agent.
+    monitor on 127.0.0.1. Metrics collection off: no Prometheus exporter in the dashboard agent. Its
+    workers' thread pools share the cores (`worker_env`: one task per CPU runs at once).
     """
     import ray
     from ray._private import ray_constants
+
+    from batchnb.engines.base import worker_env
 
     clusters = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # a Ray without the switch: the warning below
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -315,6 +318,7 @@ def _start_local(num_cpus: int) -> None:
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
             _system_config={"enable_metrics_collection": False},
+            runtime_env={"env_vars": worker_env(num_cpus)},
             log_to_driver=False,
             configure_logging=False,
         )
