@@ -32,7 +32,7 @@ from fnmatch import fnmatch
 from importlib.metadata import version
 from pathlib import Path
 
-from bench_cases import BASELINE, CASES, CHUNK_SIZE, check_output
+from bench_cases import BASELINE, CASES, CHUNK_SIZE, Case, check_output
 from bench_data import CACHE_DIR, DATASETS, SIZES, ensure_dataset, warm_cache
 from bench_tables import add_ratios, markdown
 
@@ -187,20 +187,23 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def select_runs(patterns: list[str] | None, datasets: list[str]) -> list[tuple[str, str]]:
+def select_runs(patterns: list[str] | None, datasets: list[str], *, quick: bool = False) -> list[tuple[str, str]]:
     """(case, dataset) pairs in run order: dataset by dataset, cases in `CASES` order. Optional cases run
-    only when a pattern names them."""
-    names = [
-        n for n in CASES
-        if (patterns is None and not CASES[n].optional) or any(fnmatch(n, p) for p in patterns or ())
-    ]  # fmt: skip
+    only when a pattern names them; without patterns, a quick run leaves out the cases that start a cluster."""
+
+    def default(case: Case) -> bool:
+        return not case.optional and not (quick and case.needs_cluster)
+
+    names = [n for n in CASES if (default(CASES[n]) if patterns is None else any(fnmatch(n, p) for p in patterns))]
     return [(n, d) for d in datasets for n in names if d in CASES[n].datasets]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="every dataset at 100k-400k rows: seconds, for smoke tests"
+        "--quick",
+        action="store_true",
+        help="every dataset at 100k-400k rows; without --cases, no Dask or Ray case (`--cases '*'` for all)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.json and latest.md go")
     parser.add_argument(
@@ -221,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     datasets = [d for d in args.datasets.split(",") if d]
     if unknown := [d for d in datasets if d not in DATASETS]:
         parser.error(f"--datasets {unknown} are not datasets; datasets are {list(DATASETS)}")
-    args.runs = select_runs(patterns, datasets)
+    args.runs = select_runs(patterns, datasets, quick=args.quick)
     if not args.runs and not args.child:
         parser.error("nothing to run: check --cases and --datasets")
     if args.repeat < 1:

@@ -291,6 +291,11 @@ class Case:
     setup: Callable[[], Callable[[], None]] | None = None  # before the clock (timed as startup_s); returns teardown
     optional: bool = False  # informative only: runs when --cases names it, not by default
 
+    @property
+    def needs_cluster(self) -> bool:
+        """Starts Dask or Ray: seconds of start-up that a --quick run without --cases skips."""
+        return any(m.split(".")[0] in ("distributed", "dask", "ray") for m in self.preload)
+
 
 P20, PW, C20, CW, P10G, C10G = "parquet", "parquet-wide", "csv", "csv-wide", "parquet-10g", "csv-10g"
 ALL = (P20, PW, C20, CW, P10G, C10G)

@@ -78,6 +78,13 @@ def test_optional_cases_run_only_when_named() -> None:
     assert named == [("ray-data-warm", "parquet")]
 
 
+def test_quick_run_leaves_out_cluster_cases_unless_named() -> None:
+    quick = {case for case, _ in bench.select_runs(None, list(bench_data.DATASETS), quick=True)}
+    assert {"batchnb-threads", "batchnb-processes", "hand-loop-2t", "pandas-loop", "polars-stream"} <= quick
+    assert not {c for c in quick if "dask" in c or "ray" in c}
+    assert ("batchnb-dask-warm", "parquet") in bench.select_runs(["batchnb-dask-*"], ["parquet"], quick=True)
+
+
 def test_unknown_dataset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--datasets", "parquet,parket"])
