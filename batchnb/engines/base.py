@@ -52,7 +52,6 @@ class Engine(ABC):
     max_workers: ClassVar[int | None] = None  # at most this many workers, whatever `max_workers` asks for
     in_flight_per_worker: ClassVar[int] = 2  # chunks submitted per worker: one runs while the next waits
     can_kill: ClassVar[bool] = False  # cancel() stops a running chunk, so the memory guard may give one back
-    runs_inline: ClassVar[bool] = False  # submit() runs the chunk before it returns: the driver waits inside it
 
     @abstractmethod
     def open(self, workers: int) -> None: ...
@@ -96,7 +95,6 @@ class Adapter(Engine):
         self.name = inner.name  # type: ignore[misc]
         self.needs_pickle = inner.needs_pickle  # type: ignore[misc]
         self.can_kill = bool(getattr(inner, "can_kill", False))  # type: ignore[misc]
-        self.runs_inline = bool(getattr(inner, "runs_inline", False))  # type: ignore[misc]
         # Looked up once, here: the runner calls the base's methods and never probes an engine.
         self._lanes = getattr(inner, "affinity_lanes", None)
         self._capacity = getattr(inner, "capacity", None)
