@@ -304,7 +304,9 @@ def test_data_error_and_converted_panic_pickle(tmp_path, src, monkeypatch, dumps
 
     job = bn.BatchJob(src, tmp_path / "out", engine="sequential", chunk_size=CHUNK)
     spec = job.plan().chunks[0]
-    monkeypatch.setattr(sources, "read_chunk", lambda info, spec: (_ for _ in ()).throw(PanicException("boom")))
+    monkeypatch.setattr(
+        sources, "read_chunk", lambda info, spec, fmt=None: (_ for _ in ()).throw(PanicException("boom"))
+    )
     task = _task(job, spec)
     with pytest.raises(bn.DataError) as info:
         run_chunk(task)
@@ -322,7 +324,7 @@ def test_chunk_error_after_a_panic_pickles_where_tblib_keeps_causes(tmp_path, sr
 
     pickling_support.install()
 
-    def read(info, spec):
+    def read(info, spec, fmt=None):
         if where == "raised":
             raise PanicException("boom")
         try:
