@@ -123,13 +123,13 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
     out = query.collect() if query is not None else apply_scorer(task.scorer, frame, task.keep)
     t2 = time.perf_counter()
     part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
-    rows_out, schema = out.height, out.schema
-    anomalies = int(out.get_column("is_anomaly").sum()) if "is_anomaly" in out.columns else 0
+    schema = out.schema
+    anomalies = int(out.get_column("is_anomaly").sum() or 0) if "is_anomaly" in out.columns else 0
     return ChunkOutcome(
         index=task.spec.index,
         rows_in=frame.height,
-        rows_out=rows_out,
-        anomalies=int(anomalies or 0),
+        rows_out=out.height,
+        anomalies=anomalies,
         part=part,
         nbytes=nbytes,
         checksum=checksum,
