@@ -21,6 +21,8 @@ from conftest import SUFFIX, run_job, write_source
 
 import batchnb as bn
 import batchnb.driver.prepare as prepare
+import batchnb.driver.unit_scores as unit_scores
+from batchnb.frame_cache import FrameCache
 from batchnb.record.store import JobState
 from batchnb.sources import parquet
 
@@ -159,7 +161,8 @@ def test_the_projection_is_stored_and_a_resumed_run_reads_with_it(tmp_path, monk
     with JobState.open(out) as state:
         assert state.get("dataset")["columns"] == USED
     (out / "part-000001.parquet").unlink()  # the resumed run redoes chunk 1
-    monkeypatch.setattr(parquet, "_CACHE", parquet.RowGroupCache())  # as in a new process
+    monkeypatch.setattr(parquet, "_CACHE", FrameCache(parquet.CACHE_BYTES))  # as in a new process
+    monkeypatch.setattr(unit_scores, "_SCORES", FrameCache(unit_scores.SCORES_BYTES))
     reads = Reads(monkeypatch, source)
     assert job_output(source, out).equals(first)
     assert reads.row_groups and all(cols == USED for cols in reads.row_groups)

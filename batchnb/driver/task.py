@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchnb.detectors.base import FittedDetector
+from batchnb.driver.unit_scores import unit_output
 from batchnb.errors import PASS_THROUGH, DataError, describe, is_panic
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
 from batchnb.sources.schema import schema_to_ipc
@@ -37,6 +38,8 @@ class ChunkTask:
     # unknown to a worker process's registries. None: looked up by name.
     source_format: Format | None = None
     sink: Sink | None = None
+    # Names the fitted scorer within a worker process (`driver.unit_scores`); "" scores every chunk alone.
+    scorer_key: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,21 +116,20 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
     from batchnb import sinks, sources
 
     t0 = time.perf_counter()
-    frame = sources.read_chunk(task.dataset, task.spec, task.source_format)  # only the projection's columns
-    t1 = time.perf_counter()
+    fmt = task.source_format or sources.get(task.dataset.format)
+    cut = unit_output(task, fmt, task.scorer_key) if task.scorer_key else None
+    if cut is not None:
+        out, timings = cut
+        rows_in = out.height  # a fitted detector gives one row per row
+    else:
+        out, rows_in, timings = _read_and_score(task, fmt)
     sink = task.sink or sinks.get(task.output_format)
-    # A detector that scores with a Polars expression runs as one optimized query over the chunk; its output
-    # (the kept columns and two score columns) is small, so collecting it and counting from the frame costs
-    # less than streaming it into the part and reading the part back to count.
-    query = task.scorer.apply_lazy(frame, task.keep) if isinstance(task.scorer, FittedDetector) else None
-    out = query.collect() if query is not None else apply_scorer(task.scorer, frame, task.keep)
-    t2 = time.perf_counter()
     part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
     schema = out.schema
     anomalies = int(out.get_column("is_anomaly").sum() or 0) if "is_anomaly" in out.columns else 0
     return ChunkOutcome(
         index=task.spec.index,
-        rows_in=frame.height,
+        rows_in=rows_in,
         rows_out=out.height,
         anomalies=anomalies,
         part=part,
@@ -135,7 +137,22 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
         checksum=checksum,
         schema={k: str(v) for k, v in schema.items()},
         seconds=time.perf_counter() - t0,
-        timings={"read": t1 - t0, "score": t2 - t1, **write_timings},
+        timings={**timings, **write_timings},
         worker=f"{socket.gethostname()}:{os.getpid()}",
         dtypes=schema_to_ipc(schema),
     )
+
+
+def _read_and_score(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, int, dict[str, float]]:
+    """The chunk's own rows, read and scored: (output, rows read, timings)."""
+    from batchnb import sources
+
+    t0 = time.perf_counter()
+    frame = sources.read_chunk(task.dataset, task.spec, fmt)  # only the projection's columns
+    t1 = time.perf_counter()
+    # A detector that scores with a Polars expression runs as one optimized query over the chunk; its output
+    # (the kept columns and two score columns) is small, so collecting it and counting from the frame costs
+    # less than streaming it into the part and reading the part back to count.
+    query = task.scorer.apply_lazy(frame, task.keep) if isinstance(task.scorer, FittedDetector) else None
+    out = query.collect() if query is not None else apply_scorer(task.scorer, frame, task.keep)
+    return out, frame.height, {"read": t1 - t0, "score": time.perf_counter() - t1}

@@ -254,6 +254,12 @@ class RowFormat:
     def locality(self, info: DatasetInfo, spec: ChunkSpec) -> Hashable | None:
         return None
 
+    def units(self, info: DatasetInfo, spec: ChunkSpec) -> list[tuple[Hashable, ChunkSpec]] | None:
+        """(a key naming its bytes, its rows) of each storage unit this chunk lies in, when reading the chunk
+        decodes units that other chunks share (Parquet row groups); None when there are none. A worker may
+        then score each unit once and cut its chunks' outputs from the scores (`driver.unit_scores`)."""
+        return None
+
     def pieces(self, info: DatasetInfo, start: int, stop: int) -> tuple[Piece, ...]:
         """Global rows [start, stop) as per-file pieces."""
         out, offset = [], 0

@@ -11,56 +11,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import polars as pl
 
 from batchnb import storage
 from batchnb.errors import SourceError, cause_of
+from batchnb.frame_cache import FrameCache
 from batchnb.sources.base import RowFormat, conform, parallel_map, reading, sample_starts
-from batchnb.sources.dataset import ChunkSpec, DatasetInfo
+from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.facts import ParquetFacts
 from batchnb.sources.schema import polars_schema_of
 
-__all__ = ["Parquet", "RowGroupCache"]
+__all__ = ["Parquet"]
 
 CACHE_BYTES = 256 * 2**20
 MAX_CACHED_GROUP = 192 * 2**20  # uncompressed bytes; larger groups are sliced lazily
 WHOLE_GROUP_BLOCKS = 4  # sample blocks in one row group from which decoding it whole is cheaper (measured)
 
 
-class RowGroupCache:
-    """Decoded row groups shared by the chunk tasks of one worker process; one decode per group."""
-
-    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._frames: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
-        self._loading: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, load) -> pl.DataFrame:
-        with self._lock:
-            if key in self._frames:
-                self._frames.move_to_end(key)
-                return self._frames[key]
-            gate = self._loading.setdefault(key, threading.Lock())
-        with gate:  # single flight: a second thread waits for the first decode instead of repeating it
-            with self._lock:
-                if key in self._frames:
-                    return self._frames[key]
-            frame = load()
-            with self._lock:
-                self._frames[key] = frame
-                self._loading.pop(key, None)
-                while len(self._frames) > 1 and sum(f.estimated_size() for f in self._frames.values()) > self.max_bytes:
-                    self._frames.popitem(last=False)
-            return frame
-
-
-_CACHE = RowGroupCache()
+_CACHE = FrameCache(CACHE_BYTES)  # decoded row groups shared by the chunk tasks of one worker process
 
 
 class Parquet(RowFormat):
@@ -161,6 +132,28 @@ class Parquet(RowFormat):
                 return piece.path, i
         return None
 
+    def units(self, info: DatasetInfo, spec: ChunkSpec) -> list[tuple[Hashable, ChunkSpec]] | None:
+        """The local row groups this chunk's rows lie in, when it shares one with another chunk."""
+        if len(spec.pieces) != 1 or storage.is_url(spec.pieces[0].path):
+            return None
+        piece, offset, first = spec.pieces[0], 0, spec.rows[0] - spec.pieces[0].start  # the file's row 0
+        stat = os.stat(piece.path)
+        found: list[tuple[Hashable, ChunkSpec]] = []
+        shared = False
+        for rows, nbytes in _groups(info, piece.path):
+            lo, hi = max(piece.start, offset), min(piece.stop, offset + rows)
+            if lo < hi:
+                if nbytes > MAX_CACHED_GROUP:
+                    return None
+                shared = shared or hi - lo < rows
+                span = ChunkSpec(
+                    index=spec.index, pieces=(Piece(path=piece.path, start=offset, stop=offset + rows),),
+                    rows=(first + offset, first + offset + rows), nbytes=nbytes,
+                )  # fmt: skip
+                found.append(((piece.path, stat.st_size, stat.st_mtime_ns, offset), span))
+            offset += rows
+        return found if shared else None
+
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         with reading(path, "Parquet", chunk=True):
             return self._rows(info, path, start, stop)
@@ -177,10 +170,23 @@ class Parquet(RowFormat):
         def cut(i: int, offset: int, rows: int, nbytes: int, lo: int, hi: int) -> pl.DataFrame:
             if nbytes > MAX_CACHED_GROUP:
                 return _scan(path, columns).slice(lo, hi - lo).collect()
-            group = _CACHE.get((*version, offset), lambda: _local_group(path, i, offset, rows, columns))
+            key = (*version, offset)
+            cached = _CACHE.peek(key)
+            if cached is None and (lo, hi) == (offset, offset + rows):  # a unit to score: no chunk cuts from it
+                return _local_group(path, i, offset, rows, columns)
+            group = (
+                cached if cached is not None else _decoded(key, lambda: _local_group(path, i, offset, rows, columns))
+            )
             return group.slice(lo - offset, hi - lo)
 
         return _joined(_cut_groups(info, path, start, stop, cut), lambda: _scan(path, columns).head(0).collect())
+
+
+def _decoded(key: Hashable, load: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """A decoded row group from this process's cache, decoded (once) if it is not there."""
+    group = _CACHE.get(key, load)
+    assert group is not None  # `load` always returns a frame
+    return group
 
 
 def _scan(path: str, columns: Sequence[str] | None) -> pl.LazyFrame:
@@ -264,7 +270,7 @@ def _remote_rows(
             def load() -> pl.DataFrame:
                 return pl.DataFrame(reader.read_row_group(i, columns=wanted))
 
-            group = _CACHE.get((*version, wanted and tuple(wanted), offset), load) if cache else load()
+            group = _decoded((*version, wanted and tuple(wanted), offset), load) if cache else load()
             return group.slice(lo - offset, hi - lo)
 
         schema = info.polars_schema()

@@ -1,0 +1,51 @@
+"""Frames a worker process keeps between chunk tasks, bounded in bytes, each computed once."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import polars as pl
+
+__all__ = ["FrameCache"]
+
+
+class FrameCache:
+    """The newest frames by key, up to `max_bytes` (always at least one); `None` stands for "not computable"
+    and is kept too, so the chunks that share a key ask once."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._frames: OrderedDict[Hashable, pl.DataFrame | None] = OrderedDict()
+        self._loading: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def peek(self, key: Hashable) -> pl.DataFrame | None:
+        """The frame if it is here now; never loads."""
+        with self._lock:
+            return self._frames.get(key)
+
+    def get(self, key: Hashable, load: Callable[[], pl.DataFrame | None]) -> pl.DataFrame | None:
+        with self._lock:
+            if key in self._frames:
+                self._frames.move_to_end(key)
+                return self._frames[key]
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:  # single flight: a second thread waits for the first load instead of repeating it
+            with self._lock:
+                if key in self._frames:
+                    return self._frames[key]
+            try:
+                frame = load()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
+                self._frames[key] = frame
+                while len(self._frames) > 1 and self._bytes() > self.max_bytes:
+                    self._frames.popitem(last=False)
+            return frame
+
+    def _bytes(self) -> int:
+        return sum(int(f.estimated_size()) for f in self._frames.values() if f is not None)
