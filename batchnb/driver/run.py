@@ -10,6 +10,7 @@ from typing import Any
 from batchnb import engines, sinks, sources
 from batchnb.checksum import file_checksum
 from batchnb.config import JobConfig
+from batchnb.detectors.base import FittedDetector
 from batchnb.driver.lock import JobLock, check_owned, discard, remove_temp_files
 from batchnb.driver.loop import Runner
 from batchnb.driver.memory import MemoryGuard
@@ -91,22 +92,24 @@ def execute(
     remove_temp_files(config.output)  # writes a crash left half done: only the names batchnb gives them
     with JobState.open(config.output, create=True) as state:
         check_identity(config, state, fingerprint)
-        try:
-            dataset, scorer, engine = _ready(config, state, fingerprint, paths)
-        except BaseException as exc:
-            _record_failure(state, exc)
-            raise
-        specs = state.specs(_todo(state, config.output, only_failed=only_failed))
-        state.set_status(JobStatus.RUNNING)
+        engine = engines.create(config.engine)
         workers = config.resources.workers(engine)
-        runner = Runner(
-            config=config, state=state, engine=engine, workers=workers,
-            make_task=_task_maker(config, dataset, scorer, keep=tuple(state.get("keep"))),
-            one_row_per_row=not callable_detector(config), cancel=cancel, on_progress=on_progress,
-            memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=_chunk_estimate(config, dataset)),
-        )  # fmt: skip
-        _open_engine(engine, workers, state, specs)
+        # Worker processes start (spawn, imports) and a cluster is reached while the job is planned and fitted.
+        _open_engine(engine, workers, state)
         try:
+            try:
+                dataset, scorer = _ready(config, state, fingerprint, paths, engine)
+            except BaseException as exc:
+                _record_failure(state, exc)
+                raise
+            specs = state.specs(_todo(state, config.output, only_failed=only_failed))
+            state.set_status(JobStatus.RUNNING)
+            runner = Runner(
+                config=config, state=state, engine=engine, workers=workers,
+                make_task=_task_maker(config, dataset, scorer, keep=tuple(state.get("keep"))),
+                one_row_per_row=not callable_detector(config), cancel=cancel, on_progress=on_progress,
+                memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=_chunk_estimate(config, dataset)),
+            )  # fmt: skip
             return runner.run(specs)
         except BatchError as exc:  # e.g. the state could not be written: record why, if the state still takes it
             _record_failure(state, exc)
@@ -116,9 +119,9 @@ def execute(
 
 
 def _ready(
-    config: JobConfig, state: JobState, fingerprint: list, paths: tuple[str, ...]
-) -> tuple[DatasetInfo, Any, Engine]:
-    """The planned dataset, the fitted scorer and the engine: prepared now, or as the record left them."""
+    config: JobConfig, state: JobState, fingerprint: list, paths: tuple[str, ...], engine: Engine
+) -> tuple[DatasetInfo, Any]:
+    """The planned dataset and the fitted scorer: prepared now, or as the record left them."""
     scorer = prepare(config, state, fingerprint) if not state.has_plan() else None
     dataset = stored_dataset(state)
     if scorer is None:
@@ -126,10 +129,9 @@ def _ready(
     sources.check_trusted(dataset.format, dataset.paths, allow_pickle=config.allow_pickle)  # a stored format
     if scorer is None:
         scorer = resumed_scorer(config, state)
-    engine = engines.create(config.engine)
     if engine.needs_pickle:
         check_picklable(scorer, engine.name)
-    return dataset, scorer, engine
+    return dataset, scorer
 
 
 def _todo(state: JobState, output: str, *, only_failed: bool) -> set[int]:
@@ -148,14 +150,27 @@ def _task_maker(
 ) -> Callable[[ChunkSpec], ChunkTask]:
     output = str(Path(config.output).resolve())
     source_format, sink = sources.get(dataset.format), sinks.get(config.output_format)
+    scorer_key = _scorer_key(scorer)
 
     def make_task(spec: ChunkSpec) -> ChunkTask:
         return ChunkTask(
             spec=spec, dataset=dataset, scorer=scorer, keep=keep, output=output, output_format=config.output_format,
-            source_format=source_format, sink=sink,
+            source_format=source_format, sink=sink, scorer_key=scorer_key,
         )  # fmt: skip
 
     return make_task
+
+
+def _scorer_key(scorer: Any) -> str:
+    """A fitted detector's name for the workers' shared unit scores: the digest of its pickle, so a refit (a
+    restart on a warm cluster) never meets the scores of the old fit. "" for a callable: scored chunk by chunk."""
+    if not isinstance(scorer, FittedDetector):
+        return ""
+    import hashlib
+
+    import cloudpickle
+
+    return hashlib.sha256(cloudpickle.dumps(scorer)).hexdigest()
 
 
 def _chunk_estimate(config: JobConfig, dataset: DatasetInfo) -> float:
@@ -163,12 +178,11 @@ def _chunk_estimate(config: JobConfig, dataset: DatasetInfo) -> float:
     return config.chunk_size * decoded_bytes_per_row(dataset.schema) * 3
 
 
-def _open_engine(engine: Engine, workers: int, state: JobState, specs: list[ChunkSpec]) -> None:
+def _open_engine(engine: Engine, workers: int, state: JobState) -> None:
     try:
         with converted(EngineError, f"engine {engine.name!r} could not start"):
             engine.open(workers)
     except BaseException as exc:  # no cluster, no pool: nothing ran, the job is resumable as it is
-        state.mark([s.index for s in specs], ChunkStatus.PENDING)
         _record_failure(state, exc)
         raise
 
