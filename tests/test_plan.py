@@ -103,4 +103,7 @@ def test_pool_worker_takes_its_own_row_group_then_an_unclaimed_one_then_any() ->
     assert pick(queue, b, homes) == 0
     assert pick(deque((None, b"", k) for k in ["g1", "g2"]), a, homes) == 1  # then a group nobody holds
     assert pick(deque((None, b"", k) for k in ["g1", None]), a, homes) == 1  # (a chunk without a key is anyone's)
-    assert pick(deque((None, b"", k) for k in ["g1", "g1"]), a, homes) == 0  # else help out: never idle
+    # another worker's group: only when that worker has been busy a while (waiting costs less than a decode)
+    assert pick(deque((None, b"", k) for k in ["g1", "g1"]), a, homes) is None
+    assert pick(deque((None, b"", k) for k in ["g1", "g1"]), a, homes, slow={b}) == 0
+    assert pick(deque((None, b"", k) for k in ["g1", "g0"]), b, {"g0": a, "g1": a}, slow={a}) == 0

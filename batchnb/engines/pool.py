@@ -4,9 +4,11 @@
 whole pool. Here every worker has its own pipe: a chunk over its time limit is killed with its worker,
 a worker that dies fails only its own task, and a fresh worker takes its place. Tasks may name an
 affinity key (a Parquet row group): an idle worker takes the first queued task whose key it already
-holds, else one whose key no worker holds yet, else any task, so no worker idles while work waits. A key
-stays with the worker that took it first: a worker that helps out with another's key holds it too (its
-cache has the group now) but does not take it over, so the key's home keeps its chunks.
+holds, else one whose key no worker holds yet, else one of a key whose home has been busy for a while (still
+starting, or on a long chunk): helping sooner would decode that row group a second time for less than the
+wait, and an idle worker is offered work at least once a second. A key stays with the
+worker that took it first: a worker that helps out with another's key holds it too (its cache has the group
+now) but does not take it over, so the key's home keeps its chunks.
 A worker that dies before it has started (spawn imports the main module again) is the engine's
 failure, not the chunk's: its task fails with `EngineError`, which ends the job without spending retries.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Container, Mapping
@@ -83,6 +86,9 @@ def _start_failure(pid: int | None, code: int) -> str:
     )
 
 
+HELP_AFTER_S = 1.0  # an idle worker helps with the keys of a worker busy this long (starting up, a long chunk)
+
+
 class _Worker:
     def __init__(self, ctx: SpawnContext, env: Mapping[str, str]) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
@@ -93,6 +99,7 @@ class _Worker:
         self.future: Future | None = None
         self.started = False
         self.held: set[object] = set()  # keys of the tasks it ran: what its cache may hold
+        self.since = time.monotonic()  # when it was given its task (or started)
 
 
 def pick(
@@ -100,17 +107,22 @@ def pick(
     worker: object,
     homes: Mapping[object, object],
     held: Container[object] = (),
-) -> int:
+    slow: Container[object] = (),
+) -> int | None:
     """Index of the queued task `worker` should run next: one whose key it holds (its home, or one it
-    helped with), else one whose key no worker holds (it becomes this worker's), else the first in the queue."""
-    unclaimed = None
+    helped with), else one whose key no worker holds (it becomes this worker's), else the first one whose
+    key's home is `slow` (busy for longer than `HELP_AFTER_S`); None: stay idle. Helping with a key decodes
+    (and scores) its row group a second time, which costs more than waiting a moment for its home."""
+    unclaimed = helped = None
     for i, (_, _, key) in enumerate(queue):
         home = homes.get(key) if key is not None else None
         if home is worker or (key is not None and key in held):
             return i
         if unclaimed is None and home is None:
             unclaimed = i
-    return unclaimed if unclaimed is not None else 0
+        if helped is None and home in slow:
+            helped = i
+    return unclaimed if unclaimed is not None else helped
 
 
 class WorkerPool:
@@ -121,6 +133,7 @@ class WorkerPool:
         self._homes: dict[object, _Worker] = {}  # affinity key -> the worker that ran it first
         self._env = worker_env(workers)  # thread pools sized so that the workers share the cores
         self._workers = [_Worker(self._ctx, self._env) for _ in range(workers)]
+        self._next = 0  # the worker offered work first at the next dispatch
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closed = False
         self._collector = threading.Thread(target=self._collect, name="batchnb-pool-collector", daemon=True)
@@ -137,9 +150,16 @@ class WorkerPool:
         return future
 
     def _dispatch(self) -> None:
-        for worker in self._workers:
+        # Idle workers are offered work in turn, starting after the last one served: with every worker idle
+        # (the first chunks, the memory guard admitting one at a time), a new key goes to a worker that has
+        # none yet, instead of the first worker collecting every key and the others then helping with them.
+        n, now = len(self._workers), time.monotonic()
+        slow = {w for w in self._workers if w.future is not None and now - w.since > HELP_AFTER_S}
+        for worker in [self._workers[(self._next + k) % n] for k in range(n)]:
             while self._queue and worker.future is None:
-                i = pick(self._queue, worker, self._homes, worker.held)
+                i = pick(self._queue, worker, self._homes, worker.held, slow)
+                if i is None:
+                    break
                 future, payload, key = self._queue[i]
                 del self._queue[i]
                 if not future.set_running_or_notify_cancel():
@@ -151,8 +171,9 @@ class WorkerPool:
                         worker.held.clear()
                     self._homes.setdefault(key, worker)  # a helper holds the key too, but its home stays
                     worker.held.add(key)
-                worker.future = future
+                worker.future, worker.since = future, now
                 worker.conn.send_bytes(payload)
+                self._next = (self._workers.index(worker) + 1) % n
 
     def kill(self, future: Future) -> None:
         """Cancel a queued task, or kill the worker running it (the task fails with WorkerLostError)."""
