@@ -1,4 +1,4 @@
-"""Reports: papermill runs `templates/report.ipynb` over a job's record, nbconvert turns it into HTML.
+"""Reports: papermill runs the packaged `batchnb/templates/report.ipynb` over a job's record, nbconvert turns it into HTML.
 
 The template reads only the job's state (`output/_batchnb/state.sqlite`) and its part files, through the
 loaders below, so a report can be made from any process: while the job runs, after it failed, or long
@@ -36,16 +36,16 @@ __all__ = [
     "top_anomalies",
 ]
 
-_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "report.ipynb"
+_TEMPLATE = Path(__file__).resolve().parent / "templates" / "report.ipynb"  # package data, in every install
 _TERMINAL = {s.value for s in JobStatus if s.is_terminal}
 
 
 def template_path() -> Path:
-    """`templates/report.ipynb` of the source tree this package was installed from (editable installs)."""
+    """The report template shipped inside the package (`batchnb/templates/report.ipynb`)."""
     if not _TEMPLATE.is_file():
         msg = (
-            f"the report template {_TEMPLATE} is missing: batchnb reports need a source checkout installed with "
-            "`pip install -e .`, or pass `template=` the path of a copy of templates/report.ipynb"
+            f"the report template {_TEMPLATE} is missing from this installation of batchnb: reinstall it "
+            "(`pip install --force-reinstall batchnb`), or pass `template=` the path of a copy of the template"
         )
         raise ConfigError(msg)
     return _TEMPLATE
@@ -86,7 +86,7 @@ def make_report(
     try:
         import papermill
     except ImportError as exc:
-        raise ConfigError("reports need papermill and nbconvert: pip install 'batchnb[notebook]'") from exc
+        raise ConfigError("reports need papermill and nbconvert, which batchnb depends on: reinstall batchnb") from exc
     _check_kernel(kernel_name or "python3")
     failed = None
     with _fresh_file(path, where="into the output" if path == output / "report.ipynb" else "to `path`") as tmp:

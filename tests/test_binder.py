@@ -31,7 +31,7 @@ def requirements() -> dict[str, str]:
 def test_requirements_cover_the_package_the_notebooks_and_every_engine() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    needed = [*project["dependencies"], *extras["notebook"], *extras["dask"], *extras["ray"]]
+    needed = [*project["dependencies"], *extras["dask"], *extras["ray"]]
     have = requirements()
     missing = [r for r in needed if _name(r) not in have]
     assert not missing, f"binder/requirements.txt lacks {missing}"
@@ -43,7 +43,8 @@ def test_post_build_installs_the_package_and_runtime_pins_python() -> None:
     post_build = BINDER / "postBuild"
     assert os.access(post_build, os.X_OK), "postBuild must be executable"
     text = post_build.read_text()
-    assert text.startswith("#!/usr/bin/env bash") and "pip install --no-deps -e ." in text
+    assert text.startswith("#!/usr/bin/env bash") and "pip install --no-deps ." in text
+    assert " -e " not in text  # a regular install, as a user's: the report template comes from the package
     assert (BINDER / "runtime.txt").read_text().strip() == "python-3.11"
 
 

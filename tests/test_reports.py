@@ -1,4 +1,4 @@
-"""Reports: templates/report.ipynb executed by papermill for a succeeded, a failed and a running job.
+"""Reports: the packaged report template (batchnb/templates/report.ipynb) executed by papermill for a succeeded, a failed and a running job.
 
 DESIGN.md section 1 (`job.report`) and issue 6: the summary's numbers and embedded images are in the HTML,
 errors are shown with their tracebacks, and a running job's report shows its state so far.
