@@ -283,26 +283,23 @@ def _report(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     import batchnb as bn
-    from batchnb.demo import make_transactions
+    from batchnb.demo import DEMO_COLUMNS, DEMO_CONTAMINATION, injected_hits, make_transactions
 
     data = Path(args.dir, "transactions.parquet")
     if not data.exists():
         print(f"writing {args.rows:,} sample rows to {data} ...", flush=True)
         make_transactions(data, rows=args.rows)
-    job = bn.BatchJob(data, Path(args.dir, "scores"), detector="mad", engine=args.engine,
-                      columns=["amount", "latency_ms", "items", "distance_km"])  # fmt: skip
+    job = bn.BatchJob(data, Path(args.dir, "scores"), detector="mad", contamination=DEMO_CONTAMINATION,
+                      engine=args.engine, columns=DEMO_COLUMNS)  # fmt: skip
+    print(f"detector mad over {', '.join(DEMO_COLUMNS)}; contamination={DEMO_CONTAMINATION}: flag the "
+          f"{DEMO_CONTAMINATION:.1%} of rows that score highest (cut at that quantile of the fit sample's scores)")  # fmt: skip
     result = job.run(progress="auto")
     print(result.summary())
-    top = result.read().sort("anomaly_score", descending=True).head(5).collect()
-    frame = result.read()
-    if "injected" in frame.collect_schema().names():
-        import polars as pl
-
-        hits = frame.select(
-            pl.col("injected").sum().alias("injected"), (pl.col("injected") & pl.col("is_anomaly")).sum().alias("found")
-        ).collect()
-        print(f"flagged {hits['found'][0]:,} of the {hits['injected'][0]:,} injected anomalies")
-    print("\nmost anomalous rows:")
+    hits = injected_hits(result.read())
+    if hits is not None:
+        print(hits)
+    top = result.read().sort("anomaly_score", descending=True).head(10).collect()
+    print("\nmost anomalous rows (injected = the truth the sample data was made with):")
     print(top)
     print(f"\nresult: {Path(job.output).resolve()}  (read it with bn.BatchJob.from_config or pl.scan_parquet)")
     reported = True if args.no_report else _print_report(job.output)
