@@ -18,6 +18,7 @@ from batchnb.plan import Plan
 from batchnb.record.snapshot import Progress, status
 from batchnb.result import JobResult, VerifyReport
 from batchnb.verify import verify
+from batchnb.views.display import InNotebook, shown_in
 
 if TYPE_CHECKING:
     from batchnb.detectors import Detector
@@ -69,7 +70,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-class BatchJob:
+class BatchJob(InNotebook):
     """A batch job over a dataset larger than memory: chunked, checkpointed, resumable.
 
     Only `source` and `output` are required. Construction validates every option at once (`ConfigError`) and
@@ -158,6 +159,7 @@ class BatchJob:
             source = tuple(source)
         self.config = JobConfig.from_dict({**options, "source": source, **unknown})
         self._passes = Passes()
+        self._progress_shown_in: int | None = None  # the cell whose output shows a start()ed run's live view
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | str | os.PathLike) -> BatchJob:
@@ -205,8 +207,14 @@ class BatchJob:
         if self._passes.running():
             raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
         self._passes.cancel.clear()
-        self._passes.launch(self.config, self._view(progress), restart=restart)
+        view = self._view(progress)
+        self._passes.launch(self.config, view, restart=restart)
+        self._progress_shown_in = shown_in(view)
         return self
+
+    def running(self) -> bool:
+        """True while a `start()`ed run is going on in this process."""
+        return self._passes.running()
 
     def _view(self, progress: ProgressMode):
         from batchnb.views import make_view
@@ -228,19 +236,6 @@ class BatchJob:
         self._passes.cancel.clear()
         return self._passes.run(self.config, self._view(progress), only_failed=True)
 
-    # --- in a notebook --------------------------------------------------------------------------------
-    def widget(self):
-        """The configuration form: edits `config`, with Run / Cancel / Retry failed and the live view below."""
-        from batchnb.views.form import JobForm
-
-        return JobForm(self)
-
-    def _ipython_display_(self) -> None:
-        """A bare `job` in a cell: the form where a widget front end is live, else the plain repr."""
-        from batchnb.views.display import display_job
-
-        display_job(self)
-
     def skip(self, chunk_ids: Iterable[int]) -> None:
         """Mark chunks skipped so the job can succeed without them."""
         skip_chunks(self.output, chunk_ids)
@@ -261,7 +256,7 @@ class BatchJob:
     def report(
         self, path: str | os.PathLike | None = None, html: bool = True, *, kernel_name: str | None = None
     ) -> Path:
-        """Execute templates/report.ipynb over this job's state with papermill; the HTML lies beside it.
+        """Execute the report template (batchnb/templates/report.ipynb) over this job's state with papermill; the HTML lies beside it.
 
         `path` defaults to `output/report.ipynb`. Works while the job runs (the report shows its state so far).
         """

@@ -503,3 +503,36 @@ def test_form_marks_the_chunk_count_approximate_only_when_rows_are_estimated(
     form = JobForm(job, background=False)
     assert "chunks" in form.estimate.value
     assert form.estimate.value.startswith("~") == approximate
+
+
+def test_start_as_a_cells_last_line_shows_the_running_job_once(sources, tmp_path, monkeypatch):
+    """`job.start()` returns the job, which IPython then displays: the live view already shows the running job in
+    that cell, so the form is not shown under it; in a later cell (or once the run is over) a bare `job` is the
+    form again."""
+    import IPython.display
+
+    from batchnb import views
+    from batchnb.views import display
+
+    cell, shown = [7], []
+    monkeypatch.setattr(display, "cell_number", lambda: cell[0])
+    monkeypatch.setattr(views, "frontend", lambda: "widget")
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    gate = threading.Event()
+
+    def held(df):
+        gate.wait(30)
+        return df
+
+    job = bn.BatchJob(sources["parquet"], tmp_path / "out", detector=held, chunk_size=1000, engine="threads")
+    assert job.start(progress="log") is job and job.running()
+    job._ipython_display_()  # what IPython does with the cell's value
+    assert shown == []
+    cell[0] = 8
+    job._ipython_display_()
+    assert [type(w) for w in shown] == [JobForm]
+    gate.set()
+    assert job.wait(timeout=60).status == "succeeded" and not job.running()
+    cell[0] = 7
+    job._ipython_display_()
+    assert [type(w) for w in shown] == [JobForm, JobForm]
