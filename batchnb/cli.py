@@ -266,7 +266,9 @@ def _print_report(output: str, **options) -> bool:
         papermill = sys.modules.get("papermill.exceptions")
         if papermill is None or not isinstance(exc, papermill.PapermillExecutionError):
             raise
-        target = options.get("path") or Path(output, "report.ipynb")
+        from batchnb.place import home
+
+        target = options.get("path") or Path(home(output), "report.ipynb")
         print(f"the report notebook failed ({exc.ename}: {exc.evalue}); see {Path(target).resolve()}", file=sys.stderr)
         return False
     html = notebook.with_suffix(".html")

@@ -256,17 +256,17 @@ class JobConfig:
         if not isinstance(self.allow_pickle, bool):
             raise ConfigError("`allow_pickle` must be True or False")
         if self.name is None:
-            setter(self, "name", Path(self.output).name or "batchnb-job")
+            setter(self, "name", Path(self.output.rstrip("/")).name or "batchnb-job")
 
     def _check_output(self) -> None:
-        """A local directory apart from the source: an URL would become a local folder named `s3:`, and an
-        output among the source's files would overwrite, or later re-read, what the job reads."""
-        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", self.output):
-            msg = (
-                f"`output` {self.output!r} is a URL: object-store outputs are not supported yet; write to a local "
-                "path (a shared disk for a cluster) and copy the parts to the store afterwards"
-            )
-            raise ConfigError(msg)
+        """A local directory apart from the source (an output among the source's files would overwrite, or later
+        re-read, what the job reads), or an object-store URL (never a local folder named `s3:`)."""
+        url = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", self.output)
+        if url:
+            from batchnb.place import check_output_url
+
+            check_output_url(self.output, url.group(1).lower(), self.output_format)
+            return
         from batchnb import sinks
         from batchnb.driver.lock import check_overlap
 

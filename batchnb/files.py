@@ -20,7 +20,9 @@ def private_dir(output: str | os.PathLike, *names: str, purpose: str = "batchnb'
     Everything batchnb writes besides the parts lives below it, so a link to elsewhere would send the lock,
     the state or temporary files out of the output.
     """
-    path = Path(output)
+    from batchnb.place import home
+
+    path = Path(home(output))  # an object-store output keeps its _batchnb/ on the driver's disk
     try:
         path.mkdir(parents=True, exist_ok=True)  # the output itself may be the user's link to a bigger disk
         for name in ("_batchnb", *names):

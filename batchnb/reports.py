@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchnb.errors import ConfigError, JobStateError
+from batchnb.place import home, is_remote
 from batchnb.record.snapshot import Progress
 from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState, state_path
@@ -67,21 +69,21 @@ def make_report(
 ) -> Path:
     """Execute the report template over the job in `output`; return the executed notebook's path.
 
-    `path` defaults to `output/report.ipynb`; with `html=True` the HTML export lies beside it with the same
-    name. `kernel_name` is the Jupyter kernel that runs the template (the notebook's own, "python3", when
+    `path` defaults to `output/report.ipynb` (an object-store output's: in its local home, `place.home`); with
+    `html=True` the HTML export lies beside it with the same name. `kernel_name` is the Jupyter kernel that runs the template (the notebook's own, "python3", when
     None: it must have batchnb installed). `parameters` override the template's parameter cell.
     Pickle and HDF5 parts are read (scores, top rows, row counts) only with `allow_pickle=True`.
     Raises JobStateError when `output` holds no job, and papermill's PapermillExecutionError when a cell fails
     (the partly executed notebook is at `path` then).
     """
-    output = Path(output)
-    if not state_path(output).exists():
-        msg = f"{str(output)!r} holds no batchnb job (no {state_path(output)}): check the output directory"
+    url, output = os.fspath(output), Path(home(output))  # a report of an object-store output lies in its home
+    if not state_path(url).exists():
+        msg = f"{url!r} holds no batchnb job (no {state_path(url)}): check the output directory"
         raise JobStateError(msg)
     path = Path(path) if path is not None else output / "report.ipynb"
     if path.suffix != ".ipynb":
         raise ConfigError(f"`path` {str(path)!r} must end in .ipynb (the HTML is written beside it)")
-    _check_parts_readable(output, allow_pickle)
+    _check_parts_readable(url, allow_pickle)
     template = Path(template) if template is not None else template_path()
     try:
         import papermill
@@ -94,7 +96,7 @@ def make_report(
             papermill.execute_notebook(
                 str(template),
                 str(tmp),
-                parameters={"output_dir": str(output.resolve()), "allow_pickle": allow_pickle, **(parameters or {})},
+                parameters={"output_dir": _absolute(url), "allow_pickle": allow_pickle, **(parameters or {})},
                 kernel_name=kernel_name,
                 progress_bar=False,
                 cwd=str(path.parent),
@@ -112,6 +114,10 @@ def make_report(
     if failed is not None:
         raise failed
     return path
+
+
+def _absolute(output: str) -> str:
+    return output if is_remote(output) else str(Path(output).resolve())
 
 
 @contextlib.contextmanager
@@ -132,7 +138,7 @@ def _fresh_file(path: Path, *, where: str) -> Iterator[Path]:
         yield tmp
 
 
-def _check_parts_readable(output: Path, allow_pickle: bool) -> None:
+def _check_parts_readable(output: str, allow_pickle: bool) -> None:
     """Before any file is written: a report of pickle/HDF5 parts needs the reader's allow_pickle."""
     from batchnb import sinks
 
@@ -220,7 +226,7 @@ class ReportData:
         """(label, value) rows of the summary table, numbers with thousands separators."""
         r, p = self.result, self.progress
         rows = [
-            ("job", self.config.get("name") or Path(self.output).name),
+            ("job", self.config.get("name") or Path(self.output.rstrip("/")).name),
             ("status", self.status + ("" if self.finished else f" (report made while the job runs: {p.percent:.1f}% done)")),
             ("rows in", f"{r.rows_in:,}" + (f" of {p.rows_total:,}" if p.rows_total else "")),
             ("rows out", f"{r.rows_out:,}"),
@@ -234,7 +240,7 @@ class ReportData:
             ("detector", str(self.config.get("detector", "a function"))
              + (f", flags score > {self.cutoff:.4g}" if self.cutoff is not None else "")),
             ("source", str(self.config.get("source", "?"))),
-            ("output", str(Path(self.output).resolve())),
+            ("output", self.output if is_remote(self.output) else str(Path(self.output).resolve())),
         ]  # fmt: skip
         if r.reason:
             rows.append(("reason", r.reason))

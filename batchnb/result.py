@@ -9,6 +9,7 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.errors import ChunkError
+from batchnb.place import is_remote, part_path
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
 from batchnb.sources.schema import schema_of
@@ -23,7 +24,7 @@ def read_output(output: str | Path, *, allow_pickle: bool = False) -> pl.LazyFra
     own consent, whatever the output's state says.
     """
     with JobState.open(output) as state:
-        parts = [str(Path(output, c.part)) for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
+        parts = [part_path(output, c.part) for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
         schema, dtypes = state.get("output_schema"), state.get("output_dtypes")
         output_format = state.get("config", {}).get("output_format", "parquet")
     sink = sinks.get(output_format)
@@ -95,7 +96,7 @@ class JobResult:
             f"chunks     {self.chunks_done}/{self.chunks_total} done, {self.chunks_failed} failed, "
             f"{self.chunks_skipped} skipped, {self.retries} retries",
             f"time       {self.elapsed_s:.2f} s, {self.rows_per_s:,.0f} rows/s",
-            f"output     {Path(self.output).resolve()}",
+            f"output     {self.output if is_remote(self.output) else Path(self.output).resolve()}",
         ]
         if self.reason:
             lines.append(f"reason     {self.reason}")

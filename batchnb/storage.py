@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from batchnb.errors import SourceError
 
-__all__ = ["file_size", "glob", "info", "is_url", "open_input"]
+__all__ = ["file_size", "filesystem", "glob", "info", "is_url", "open_input"]
 
 
 def is_url(path: str) -> bool:
@@ -35,6 +35,11 @@ def _fs(url: str):
             f"cannot open {url!r}: {exc}; install the filesystem for {protocol!r} (s3fs for s3://, gcsfs for "
             f"gs://), e.g. pip install 'batchnb[s3]' (fsspec knows: {known}, ...)"
         ) from None
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path inside it) of a URL; a SourceError when its protocol is unknown."""
+    return _fs(url)
 
 
 def _with_protocol(url: str, path: str) -> str:

@@ -8,6 +8,7 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.checksum import file_checksum
+from batchnb.place import is_remote, part_path, remote_checksum
 from batchnb.record.status import ChunkStatus
 from batchnb.record.store import JobState
 from batchnb.result import VerifyReport
@@ -27,18 +28,31 @@ def verify(output: str | Path, *, allow_pickle: bool = False) -> VerifyReport:
             if chunk.status != ChunkStatus.DONE:
                 continue
             checked += 1
-            path = Path(output, chunk.part or "")
-            if not path.is_file():
+            path = part_path(output, chunk.part or "")
+            found = _checksum(path)
+            if found is None:
                 problems.append(f"{path}: missing (chunk {chunk.index})")
                 continue
-            checksum, _ = file_checksum(path)
+            checksum = found
             if checksum != chunk.checksum:
                 problems.append(f"{path}: checksum {checksum} != recorded {chunk.checksum} (chunk {chunk.index})")
                 continue
             if not count_rows:
                 unchecked += 1
                 continue
-            rows = sinks.scan_parts([str(path)], sink, allow_pickle=allow_pickle).select(pl.len()).collect().item()
+            rows = sinks.scan_parts([path], sink, allow_pickle=allow_pickle).select(pl.len()).collect().item()
             if rows != chunk.rows_out:
                 problems.append(f"{path}: {rows} rows != recorded {chunk.rows_out} (chunk {chunk.index})")
     return VerifyReport(parts_checked=checked, problems=problems, rows_unchecked=unchecked)
+
+
+def _checksum(path: str) -> str | None:
+    """The part's checksum, or None when it is missing (a local path that is no regular file, a missing object)."""
+    if is_remote(path):
+        try:
+            return remote_checksum(path)[0]
+        except FileNotFoundError:
+            return None
+    if not Path(path).is_file():
+        return None
+    return file_checksum(path)[0]

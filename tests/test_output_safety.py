@@ -295,11 +295,20 @@ def test_a_damaged_state_is_an_error_not_an_empty_board(done):
 # --- 4. and 5. URLs and pipeline names --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/x", "gs://b/out", "file:///tmp/x", "memory://x"])
-def test_an_object_store_output_is_refused(tmp_path, source, monkeypatch, url):
+@pytest.mark.parametrize("url", ["file:///tmp/x", "memory://x"])
+def test_an_output_url_that_is_no_object_store_is_refused(tmp_path, source, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(bn.ConfigError, match="object-store outputs are not supported yet; write to a local path"):
+    with pytest.raises(bn.ConfigError, match="give a path"):
         bn.BatchJob(source, url)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet"]
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/x", "gs://b/out"])
+def test_an_object_store_output_is_never_a_local_folder(tmp_path, source, monkeypatch, url):
+    """Accepted (tests/test_object_store_output.py runs them); constructing the job touches nothing."""
+    monkeypatch.chdir(tmp_path)
+    job = bn.BatchJob(source, url)
+    assert job.output == url and job.config.name == url.rsplit("/", 1)[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet"]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from batchnb.errors import ConfigError, JobStateError, describe
 from batchnb.files import is_own, private_dir
 from batchnb.formats import TEMP_NAME
+from batchnb.place import foreign_objects, home, is_remote, part_sizes, remove_part
 
 __all__ = [
     "JobLock",
@@ -36,7 +37,7 @@ def driver_gone(output: str | os.PathLike) -> bool:
     import psutil
 
     try:
-        fd = os.open(Path(output, "_batchnb", "driver.lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(Path(home(output), "_batchnb", "driver.lock"), os.O_RDONLY | os.O_NOFOLLOW)
         try:
             text = os.pread(fd, 256, 0).decode(errors="replace")
         finally:
@@ -51,11 +52,12 @@ def driver_gone(output: str | os.PathLike) -> bool:
 
 class JobLock:
     def __init__(self, output: str | os.PathLike) -> None:
-        self.path = Path(output, "_batchnb", "driver.lock")
+        self.path = Path(home(output), "_batchnb", "driver.lock")
+        self.output = os.fspath(output)
         self._fd: int | None = None
 
     def __enter__(self) -> JobLock:
-        output = str(self.path.parent.parent)
+        output = self.output
         # checked once here, before any chunk writes its temporary part there
         private_dir(output, "tmp", purpose="the driver lock")
         try:  # O_NOFOLLOW: a planted link is refused, never truncated through
@@ -76,7 +78,7 @@ class JobLock:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            msg = f"a job is already running in {str(self.path.parent.parent)!r} (driver {holder}): wait for it or cancel it"
+            msg = f"a job is already running in {output!r} (driver {holder}): wait for it or cancel it"
             raise JobStateError(msg) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
@@ -127,14 +129,24 @@ def check_owned(output: str) -> None:
     """An existing directory is an output when it is empty or holds a batchnb job; never someone's files."""
     from batchnb.record.store import state_path
 
-    if not os.path.isdir(output) or os.path.lexists(state_path(output)):
+    if os.path.lexists(state_path(output)):
         return
-    foreign = sorted(name for name in os.listdir(output) if name != "_batchnb")
+    if is_remote(output):
+        foreign = foreign_objects(output) + sorted(part_sizes(output))  # parts of a job recorded elsewhere too
+    elif os.path.isdir(output):
+        foreign = sorted(name for name in os.listdir(output) if name != "_batchnb")
+    else:
+        return
     if foreign:
         shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 5 else "")
+        where = (
+            f" whose record is on this machine (records of object-store outputs are kept under {home(output)!r})"
+            if is_remote(output)
+            else ""
+        )
         msg = (
-            f"the output {output!r} is not empty and holds no batchnb job ({shown}): batchnb writes only into a "
-            "new or empty directory or its own output, so it never overwrites files it did not write; "
+            f"the output {output!r} is not empty and holds no batchnb job{where} ({shown}): batchnb writes only "
+            "into a new or empty directory or its own output, so it never overwrites files it did not write; "
             "use another output directory"
         )
         raise JobStateError(msg)
@@ -156,15 +168,15 @@ def discard(output: str) -> None:
     for idx, name in recorded:
         part = confined_part(state_path(output), idx, name)  # a name outside the output is refused
         if part is not None:
-            Path(output, part).unlink(missing_ok=True)  # a link is removed itself, never what it points to
+            remove_part(output, part)
     for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(output, "_batchnb", "state.sqlite" + suffix).unlink(missing_ok=True)
+        state_path(output).with_name("state.sqlite" + suffix).unlink(missing_ok=True)
     remove_temp_files(output)
 
 
 def remove_temp_files(output: str) -> None:
     """Temporary parts a crash left half written: only names batchnb gives them, in its own directory."""
-    tmp = Path(output, "_batchnb", "tmp")
+    tmp = Path(home(output), "_batchnb", "tmp")
     if not is_own(tmp, directory=True):
         return
     for entry in os.scandir(tmp):

@@ -23,7 +23,6 @@ import traceback
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeGuard
 
 from batchnb.config import Backoff, JobConfig, Resources
@@ -32,6 +31,7 @@ from batchnb.driver.sampling import PROGRESS_EVERY_S, Reporter
 from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
 from batchnb.engines.base import Engine
 from batchnb.errors import ChunkError, EngineError, describe, fails_again
+from batchnb.place import remove_part
 from batchnb.record.snapshot import Progress, begin_run
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
@@ -176,7 +176,7 @@ class Commit:
         try:
             self._check(outcome)
         except OutputCheckError as exc:
-            Path(self.output, outcome.part).unlink(missing_ok=True)
+            remove_part(self.output, outcome.part)
             return None, exc
         return outcome, None
 

@@ -19,6 +19,7 @@ from batchnb.config import JobConfig
 from batchnb.driver.lock import check_output
 from batchnb.driver.task import apply_scorer
 from batchnb.errors import ConfigError, JobStateError, SourceError, converted
+from batchnb.place import home
 from batchnb.plan import Plan, decoded_bytes_per_row, plan_warnings
 from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState
@@ -39,8 +40,8 @@ __all__ = ["check_identity", "open_dataset", "plan", "prepare", "resumed_scorer"
 
 
 def workdir(config: JobConfig) -> Workdir:
-    """Where staged copies of compressed inputs live: inside the output, which batchnb owns."""
-    return Workdir(Path(config.output))
+    """Where staged copies of compressed inputs live: inside the output (its home, for an object store)."""
+    return Workdir(Path(home(config.output)))
 
 
 def open_dataset(config: JobConfig) -> DatasetInfo:

@@ -18,10 +18,11 @@ from batchnb.driver.prepare import check_identity, prepare, resumed_scorer, sour
 from batchnb.driver.task import ChunkTask
 from batchnb.engines.base import Engine
 from batchnb.errors import BatchError, ConfigError, EngineError, JobStateError, converted
+from batchnb.place import is_remote, part_sizes, write_manifest
 from batchnb.plan import decoded_bytes_per_row
 from batchnb.record.snapshot import Progress
 from batchnb.record.status import ChunkStatus, JobStatus
-from batchnb.record.store import JobState
+from batchnb.record.store import JobState, state_path
 from batchnb.result import JobResult
 from batchnb.scoring import callable_detector, check_picklable
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
@@ -41,10 +42,16 @@ def _restage(paths: tuple[str, ...], dataset: DatasetInfo, workdir: Workdir) -> 
 
 
 def _redo_bad_parts(state: JobState, output: str) -> None:
-    """A done chunk whose part is missing or does not match its checksum runs again."""
+    """A done chunk whose part is missing or does not match its checksum runs again. On an object store, one
+    listing tells which parts are missing or of another size (`verify` downloads and hashes every part)."""
     bad = []
+    sizes = part_sizes(output) if is_remote(output) else None
     for chunk in state.chunks():
         if chunk.status != ChunkStatus.DONE:
+            continue
+        if sizes is not None:
+            if sizes.get(chunk.part or "") != chunk.nbytes:
+                bad.append(chunk.index)
             continue
         path = Path(output, chunk.part or "")
         if (
@@ -69,8 +76,33 @@ def run_job(
     """Run the job of `config` under the driver lock of its output, to a terminal status, and return its result."""
     paths = source_paths(config, resolve=True)  # the source's files, resolved once for this run
     with JobLock(config.output):
-        execute(config, paths=paths, cancel=cancel, on_progress=on_progress, restart=restart, only_failed=only_failed)
+        try:
+            execute(config, paths=paths, cancel=cancel, on_progress=on_progress, restart=restart,
+                    only_failed=only_failed)  # fmt: skip
+        finally:
+            if is_remote(config.output):
+                publish_manifest(config.output)
     return JobResult.from_state(config.output, allow_pickle=config.allow_pickle)
+
+
+def publish_manifest(output: str) -> None:
+    """The parts of an object-store output, with rows and checksums, beside them (after every pass): what a
+    reader on another machine, without the driver's record, can trust the prefix to hold."""
+    from batchnb._version import __version__
+
+    if not state_path(output).exists():
+        return
+    with JobState.open(output) as state:
+        done = [c for c in state.chunks() if c.status == ChunkStatus.DONE and c.part]
+        config, schema = state.get("config", {}), state.get("output_schema")
+    result = JobResult.from_state(output)
+    write_manifest(output, {
+        "batchnb": __version__, "output": output, "status": str(result.status), "name": config.get("name"),
+        "source": config.get("source"), "rows_in": result.rows_in, "rows_out": result.rows_out,
+        "anomalies": result.anomalies, "chunks_total": result.chunks_total, "schema": schema,
+        "parts": [{"chunk": c.index, "name": c.part, "rows": c.rows_out, "bytes": c.nbytes, "checksum": c.checksum}
+                  for c in done],
+    })  # fmt: skip
 
 
 def execute(
@@ -148,7 +180,7 @@ def _todo(state: JobState, output: str, *, only_failed: bool) -> set[int]:
 def _task_maker(
     config: JobConfig, dataset: DatasetInfo, scorer: Any, *, keep: tuple[str, ...]
 ) -> Callable[[ChunkSpec], ChunkTask]:
-    output = str(Path(config.output).resolve())
+    output = config.output if is_remote(config.output) else str(Path(config.output).resolve())
     source_format, sink = sources.get(dataset.format), sinks.get(config.output_format)
     scorer_key = _scorer_key(scorer)
 

@@ -32,7 +32,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def state_path(output: str | Path) -> Path:
-    return Path(output, "_batchnb", "state.sqlite")
+    """The record of the job in `output` (an object-store output's is in its local home, `place.home`)."""
+    from batchnb.place import home
+
+    return Path(home(output), "_batchnb", "state.sqlite")
 
 
 def refuse_links(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -163,8 +164,8 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
     """
     path = state_path(output)
     if not path.exists():
-        if missing_ok or Path(output, "_batchnb").exists():
-            return Progress(name=Path(output).name)
+        if missing_ok or path.parent.exists():
+            return Progress(name=Path(os.fspath(output).rstrip("/")).name)
         raise JobStateError(f"{str(output)!r} holds no batchnb job: check the output directory")
     with JobState.open(output) as state:
         snapshot = progress(state)
@@ -202,7 +203,7 @@ class ChunkMonitor:
     """
 
     def __init__(self, output: str | Path, *, max_cells: int = 400, max_errors: int = 5) -> None:
-        self.output = Path(output)
+        self.output = os.fspath(output)
         self.max_cells = max_cells
         self.max_errors = max_errors
         self._state: JobState | None = None

@@ -12,6 +12,7 @@ import polars as pl
 from batchnb import formats
 from batchnb.errors import ConfigError
 from batchnb.formats import CODE_RUNNING_FORMATS, PART_NAME, TEMP_NAME, code_running_message
+from batchnb.place import is_remote, publish_part
 from batchnb.registry import Registry
 from batchnb.sinks import csv, feather, hdf5, json, parquet, pickle
 from batchnb.sinks.base import Sink
@@ -90,8 +91,10 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
     from batchnb.checksum import file_checksum
     from batchnb.files import atomic_file
 
-    tmp_dir = _temp_dir(output)
     name = part_name(index, sink)
+    if is_remote(output):
+        return _put_part(frame, output, name, sink)
+    tmp_dir = _temp_dir(output)
     # The sink fills the fresh temp (never matches part-*), which then replaces whatever is at the part's name.
     with atomic_file(
         Path(output, name), directory=tmp_dir, prefix=f"tmp-{index:06d}-", suffix=sink.extension, mode=0o644
@@ -102,6 +105,24 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
         checksum, size = file_checksum(tmp)
         t2 = time.perf_counter()
     return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
+
+
+def _put_part(frame: pl.DataFrame, output: str, name: str, sink: Sink) -> tuple[str, int, str, dict[str, float]]:
+    """An object-store part: written to a local temporary file, hashed, then put as one object (it appears
+    whole or not at all, so no temporary object is ever visible)."""
+    import tempfile
+
+    from batchnb.checksum import file_checksum
+
+    with tempfile.TemporaryDirectory(prefix="batchnb-part-") as tmp_dir:
+        tmp = Path(tmp_dir, name)
+        t0 = time.perf_counter()
+        sink.write(frame, str(tmp))
+        t1 = time.perf_counter()
+        checksum, size = file_checksum(tmp)
+        t2 = time.perf_counter()
+        publish_part(tmp, output, name)
+    return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "upload": time.perf_counter() - t2}
 
 
 def runs_code(sink: Sink) -> bool:
@@ -123,4 +144,22 @@ def scan_parts(
     """
     if paths:
         check_readable(sink, allow_pickle=allow_pickle, output=Path(paths[0]).parent)
+    if paths and is_remote(paths[0]):
+        return _scan_remote(list(paths), schema)
     return sink.scan(list(paths), schema)
+
+
+def _scan_remote(urls: list[str], schema: pl.Schema | None) -> pl.LazyFrame:
+    """Object-store parts (Parquet) as one lazy scan through fsspec, with the credentials of this process's
+    environment as every read of the store: pyarrow reads only the row groups and columns a query needs."""
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    from batchnb.place import fresh_filesystem
+    from batchnb.storage import filesystem
+
+    fs, _ = fresh_filesystem(urls[0])
+    paths = [filesystem(url)[1] for url in urls]
+    dataset = ds.dataset(paths, filesystem=PyFileSystem(FSSpecHandler(fs)), format="parquet")
+    frame = pl.scan_pyarrow_dataset(dataset)
+    return frame.cast(schema) if schema else frame

@@ -61,6 +61,8 @@ def _link(output) -> str:
     escaped for the attribute; the text shows the name as given, escaped.
     """
     text = f"<code>{html.escape(str(output))}</code>"
+    if "://" in str(output):  # an object-store output: its URL is no local link
+        return text
     try:
         path = Path(output).resolve()
         try:
