@@ -1,6 +1,7 @@
 """batchnb: batch jobs over datasets larger than memory, from a notebook, a terminal or papermill."""
 
 from batchnb import detectors, engines
+from batchnb._version import __version__
 from batchnb.config import Backoff, JobConfig, Resources
 from batchnb.detectors import list_detectors
 from batchnb.errors import BatchError, ChunkError, ConfigError, DataError, EngineError, JobStateError, SourceError
@@ -10,8 +11,6 @@ from batchnb.plan import Plan
 from batchnb.queue import JobHandle, JobQueue
 from batchnb.record.snapshot import Progress, status
 from batchnb.result import JobResult, VerifyReport
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Backoff",

@@ -58,7 +58,7 @@ def test_the_wheel_ships_the_report_template_license_and_one_version(wheel: Path
     assert "batchnb/templates/report.ipynb" in names
     assert "batchnb/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    assert f"Version: {batchnb.__version__}" in metadata  # written once, in batchnb/__init__.py
+    assert f"Version: {batchnb.__version__}" in metadata  # written once, in batchnb/_version.py
     assert "License-Expression: MIT" in metadata and "Classifier: Framework :: Jupyter" in metadata
     requires = {
         line.split(" ", 1)[1].split(";")[0] for line in metadata.splitlines() if line.startswith("Requires-Dist")
