@@ -2,6 +2,7 @@
 
 from batchnb import detectors, engines
 from batchnb._version import __version__
+from batchnb.attach import attach
 from batchnb.config import Backoff, JobConfig, Resources
 from batchnb.detectors import list_detectors
 from batchnb.errors import BatchError, ChunkError, ConfigError, DataError, EngineError, JobStateError, SourceError
@@ -9,6 +10,7 @@ from batchnb.job import BatchJob
 from batchnb.pipeline import Pipeline, PipelineResult
 from batchnb.plan import Plan
 from batchnb.queue import JobHandle, JobQueue
+from batchnb.record.listing import jobs
 from batchnb.record.snapshot import Progress, status
 from batchnb.result import JobResult, VerifyReport
 
@@ -33,8 +35,10 @@ __all__ = [
     "SourceError",
     "VerifyReport",
     "__version__",
+    "attach",
     "detectors",
     "engines",
+    "jobs",
     "list_detectors",
     "status",
 ]

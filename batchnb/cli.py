@@ -158,10 +158,38 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("detectors", help="list the built-in detectors")
 
+    attach = sub.add_parser("attach", help="follow a running job's progress (tqdm) until it ends; Ctrl-C detaches")
+    attach.add_argument("output")
+    jobs = sub.add_parser("jobs", help="list the jobs under a folder with their status")
+    jobs.add_argument("path", nargs="?", default=".")
+
     schedule = sub.add_parser("schedule", help="run a pipeline file on a cron schedule (foreground)")
     schedule.add_argument("file", help="pipeline .toml/.yaml/.json with [[steps]] (and optionally [schedule] cron)")
     schedule.add_argument("--cron", help="5 fields, or 6 with seconds first; overrides the file's")
     return parser
+
+
+def _attach(args: argparse.Namespace) -> int:
+    """Ctrl-C stops following, not the job (`batchnb status`, or attach again, shows it later)."""
+    from batchnb.attach import attach
+
+    attached = attach(args.output, "text")
+    try:
+        result = attached.wait()
+    except KeyboardInterrupt:
+        attached.detach()
+        print(f"detached from {args.output!r}; the job goes on", file=sys.stderr)
+        return 130
+    return 0 if result.status == JobStatus.SUCCEEDED else 1  # the view has printed the summary
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from batchnb.record.listing import jobs
+
+    for row in jobs(args.path).iter_rows(named=True):
+        done = f"{row['chunks_done']}/{row['chunks_total']} chunks" if row["chunks_total"] is not None else ""
+        print(f"{row['status']:<12} {done:<16} {row['output']}")
+    return 0
 
 
 def _is_pipeline_file(path: str | None) -> bool:
@@ -241,7 +269,7 @@ def _status(args: argparse.Namespace) -> int:
                 flush=True,
             )
         if not args.watch or JobStatus(p.status).is_terminal:
-            return 1 if p.status == JobStatus.FAILED else 0
+            return 1 if p.status in (JobStatus.FAILED, JobStatus.INTERRUPTED) else 0
         time.sleep(max(0.1, args.interval))
 
 
@@ -320,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     handlers = {"run": _run, "status": _status, "verify": _verify, "report": _report, "demo": _demo,
-                "detectors": _detectors, "schedule": _schedule}  # fmt: skip
+                "detectors": _detectors, "schedule": _schedule, "attach": _attach, "jobs": _jobs}  # fmt: skip
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

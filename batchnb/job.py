@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never
 
+from batchnb.attach import Attached, start_detached
 from batchnb.config import Backoff, InputFormat, JobConfig, OutputFormat, Resources
 from batchnb.driver.background import Passes
+from batchnb.driver.lock import lock_holder
 from batchnb.driver.prepare import plan as plan_job
 from batchnb.driver.run import skip_chunks
 from batchnb.errors import ConfigError, JobStateError
@@ -85,8 +87,7 @@ class BatchJob(InNotebook):
     output
         Directory of the result parts and the job state; a second run with the same options resumes from it.
     detector
-        A name from `bn.list_detectors()`, a `Detector`, a DataFrame -> DataFrame callable, or
-        "module:function".
+        A name from `bn.list_detectors()`, a `Detector`, a DataFrame -> DataFrame callable, or "module:function".
     columns
         Feature columns; None scores every numeric column.
     chunk_size
@@ -122,8 +123,7 @@ class BatchJob(InNotebook):
     name
         Label shown in progress and reports; None uses the output directory's name.
     **unknown
-        None are accepted: a misspelt option is a `ConfigError` naming the valid ones, like any other bad
-        option, rather than Python's `TypeError`.
+        None: a misspelt option is a `ConfigError` naming the valid ones, not Python's `TypeError`.
     """
 
     def __init__(
@@ -160,6 +160,7 @@ class BatchJob(InNotebook):
         self.config = JobConfig.from_dict({**options, "source": source, **unknown})
         self._passes = Passes()
         self._progress_shown_in: int | None = None  # the cell whose output shows a start()ed run's live view
+        self._detached: Attached | None = None  # the view following a start(detach=True)ed driver
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | str | os.PathLike) -> BatchJob:
@@ -199,13 +200,16 @@ class BatchJob(InNotebook):
         self._passes.launch(self.config, view, restart=restart)
         return self._passes.wait_interruptibly(self.config.name)
 
-    def start(self, progress: ProgressMode = "auto", restart: bool = False) -> BatchJob:
-        """Run in a background thread so the notebook stays usable; `wait()` returns the result.
-
-        The view is made here, in the caller's thread, so that it shows in the cell that called `start()`.
-        """
+    def start(self, progress: ProgressMode = "auto", restart: bool = False, *, detach: bool = False) -> BatchJob:
+        """Run in a background thread so the notebook stays usable; `wait()` returns the result. With `detach`,
+        the driver is its own process, which outlives this kernel; `bn.attach(output)` follows it from any other.
+        The view is made here, in the caller's thread, so that it shows in the cell that called `start()`."""
         if self._passes.running():
             raise JobStateError(f"job {self.config.name!r} is already running: wait() for it or cancel() it")
+        if detach:
+            self._detached = start_detached(self.config, progress, restart=restart)
+            self._progress_shown_in = shown_in(self._detached.view)
+            return self
         self._passes.cancel.clear()
         view = self._view(progress)
         self._passes.launch(self.config, view, restart=restart)
@@ -213,8 +217,8 @@ class BatchJob(InNotebook):
         return self
 
     def running(self) -> bool:
-        """True while a `start()`ed run is going on in this process."""
-        return self._passes.running()
+        """True while a `start()`ed run goes on (in this process, or its detached driver)."""
+        return self._passes.running() or (self._detached is not None and lock_holder(self.output) is not None)
 
     def _view(self, progress: ProgressMode):
         from batchnb.views import make_view
@@ -225,11 +229,15 @@ class BatchJob(InNotebook):
         )  # fmt: skip
 
     def wait(self, timeout: float | None = None) -> JobResult:
+        if self._detached is not None and not self._passes.running():
+            return self._detached.wait(timeout)
         return self._passes.wait(self.config.name, timeout)
 
     def cancel(self) -> None:
         """Stop submitting chunks; finished parts stay and a later `run()` resumes."""
         self._passes.cancel.set()
+        if self._detached is not None:
+            self._detached.cancel()
 
     def retry_failed(self, progress: ProgressMode = "auto") -> JobResult:
         """Run only the failed chunks again (a fresh retry budget) and return the whole job's result."""

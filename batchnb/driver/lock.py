@@ -25,6 +25,7 @@ __all__ = [
     "check_overlap",
     "discard",
     "driver_gone",
+    "lock_holder",
     "remove_temp_files",
 ]
 
@@ -48,6 +49,25 @@ def driver_gone(output: str | os.PathLike) -> bool:
     if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
         return False
     return not psutil.pid_exists(int(parts[1]))
+
+
+def lock_holder(output: str | os.PathLike) -> int | None:
+    """The pid of the driver holding the job's lock now (on this machine), or None when nobody holds it."""
+    path = Path(home(output), "_batchnb", "driver.lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            parts = os.pread(fd, 256, 0).decode(errors="replace").split()
+            return int(parts[1]) if len(parts) == 4 and parts[0] == "pid" and parts[1].isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 class JobLock:

@@ -11,6 +11,7 @@ from batchnb import engines, sinks, sources
 from batchnb.checksum import file_checksum
 from batchnb.config import JobConfig
 from batchnb.detectors.base import FittedDetector
+from batchnb.driver.cancel import CancelWatch
 from batchnb.driver.lock import JobLock, check_owned, discard, remove_temp_files
 from batchnb.driver.loop import Runner
 from batchnb.driver.memory import MemoryGuard
@@ -75,7 +76,7 @@ def run_job(
 ) -> JobResult:
     """Run the job of `config` under the driver lock of its output, to a terminal status, and return its result."""
     paths = source_paths(config, resolve=True)  # the source's files, resolved once for this run
-    with JobLock(config.output):
+    with JobLock(config.output), CancelWatch(config.output, cancel):  # any process may ask it to stop
         try:
             execute(config, paths=paths, cancel=cancel, on_progress=on_progress, restart=restart,
                     only_failed=only_failed)  # fmt: skip
