@@ -314,7 +314,7 @@ def test_status_of_a_killed_driver_says_so_instead_of_running_forever(source, tm
         driver.kill()
         driver.wait()
     snapshot = bn.status(out)
-    assert snapshot.status == "failed" and "run() again to resume" in snapshot.last_error
+    assert snapshot.status == "interrupted" and "run the same job again to resume" in snapshot.last_error
     assert bn.BatchJob(source, out, detector="slowmod2:slow", chunk_size=1000).run(progress=None).status == "succeeded"
 
 

@@ -118,7 +118,7 @@ def test_fault_tolerance(tmp_path, kernel) -> None:
     text = text_of(nb)
     assert "ValueError: record id=" in text and "unparseable merchant code" in text
     assert "driver exit code -9 (killed)" in text
-    assert "run() again to resume" in text
+    assert "interrupted" in text and "run the same job again to resume" in text
     assert "every input row exactly once and in order: True" in text
 
 
@@ -173,7 +173,7 @@ def test_scheduled_papermill_run_resumes_after_the_previous_run_died(tmp_path, k
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
         first.stdout.close()
-    assert bn.status(out).status == "failed"
+    assert bn.status(out).status == "interrupted"
     done_before = bn.JobResult.from_state(out).chunks_done
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
     assert 6 <= done_before < 48

@@ -70,7 +70,10 @@ class Live:
 
 
 _META = ("status", "run", "elapsed_s", "reason", "config", "progress")
-_GONE = "the driver stopped without finishing (killed or crashed): run() again to resume"
+_GONE = (
+    "the driver stopped without finishing (killed, crashed, machine restarted): run the same job again to resume "
+    "(job.run(), job.start(detach=True), or `batchnb run` with the same options)"
+)
 
 
 def begin_run(state: JobState) -> float:
@@ -160,7 +163,7 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
     """The job's progress from its record, from any process (the driver samples its pace every ~0.5 s).
 
     Until the job has written its state, the answer is `status="pending"` with zero counts; a job whose
-    driver is gone (killed, crashed) reads "failed". Raises JobStateError only when `output` holds no job.
+    driver is gone (killed, crashed) reads "interrupted", with how to resume as its last error. Raises JobStateError only when `output` holds no job.
     """
     path = state_path(output)
     if not path.exists():
@@ -170,7 +173,7 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
     with JobState.open(output) as state:
         snapshot = progress(state)
     if snapshot.status in (JobStatus.PLANNING, JobStatus.RUNNING) and driver_gone(output):
-        return replace(snapshot, status=JobStatus.FAILED, chunks_running=0, eta_s=None, last_error=_GONE)
+        return replace(snapshot, status=JobStatus.INTERRUPTED, chunks_running=0, eta_s=None, last_error=_GONE)
     return snapshot
 
 

@@ -18,10 +18,14 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Never written: what a reader of the record calls a job whose driver is gone while the record says it runs
+    # (killed, crashed, machine rebooted). It resumes like a cancelled one.
+    INTERRUPTED = "interrupted"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        """No driver works on the job: it will not change until it is run again."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 
 
 class ChunkStatus(StrEnum):

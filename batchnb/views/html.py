@@ -31,7 +31,7 @@ COLOURS = {
 }
 STATUS_COLOURS = {
     "pending": "#777", "planning": "#777", "running": "#3182bd",
-    "succeeded": "#2ca25f", "failed": "#de2d26", "cancelled": "#e6550d",
+    "succeeded": "#2ca25f", "failed": "#de2d26", "cancelled": "#e6550d", "interrupted": "#e6550d",
 }  # fmt: skip
 
 CSS = (

@@ -25,6 +25,7 @@ BAR_STYLES: dict[str, str] = {
     JobStatus.SUCCEEDED: "success",
     JobStatus.FAILED: "danger",
     JobStatus.CANCELLED: "warning",
+    JobStatus.INTERRUPTED: "warning",
 }
 
 
