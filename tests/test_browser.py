@@ -1,7 +1,8 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1 with a token, Playwright driving Debian's chromium.
 
 The test opens tests/browser/live_progress.ipynb, shows the form (a bare `job`), presses Run, checks from the DOM
-that the bar advances and the rows/s label changes while another cell runs, presses Cancel and sees `cancelled`.
+that the bar advances and the rows/s label changes while another cell runs, presses Cancel and sees `cancelled`;
+then starts a job detached, attaches a second view to it, sees its bar advance and cancels it from that view.
 Screenshots go to test-artifacts/browser/. Needs /usr/bin/chromium (`.ci/run` installs it) and never runs
 `playwright install`.
 """
@@ -188,5 +189,22 @@ def test_live_progress_in_jupyterlab(lab):
             assert _bar_width(page, 1) == 100.0
             expect(page.locator("table.batchnb").nth(1)).to_contain_text("succeeded")
             views.nth(1).screenshot(path=str(ARTIFACTS / "5-blocking-run.png"))
+
+            # A detached job, then an attached view of it: both follow the record of a driver in another process.
+            _run_cell(page, 5)
+            _run_cell(page, 6)
+            expect(views).to_have_count(4, timeout=60_000)
+            attached = views.nth(3)
+            expect(attached.locator(".batchnb-status-text")).to_have_text("running", timeout=60_000)
+            first = _bar_width(page, 3)
+            deadline = time.monotonic() + 30
+            while _bar_width(page, 3) <= first:
+                assert time.monotonic() < deadline, "the attached view's bar never moved"
+                time.sleep(0.3)
+            attached.screenshot(path=str(ARTIFACTS / "6-attached-running.png"))
+            attached.locator(".batchnb-cancel").click()  # a cancel request the detached driver honours
+            expect(attached.locator(".batchnb-status-text")).to_have_text("cancelled", timeout=30_000)
+            expect(views.nth(2).locator(".batchnb-status-text")).to_have_text("cancelled", timeout=30_000)
+            attached.screenshot(path=str(ARTIFACTS / "7-attached-cancelled.png"))
         finally:
             context.close()
