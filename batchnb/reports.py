@@ -199,7 +199,7 @@ class ReportData:
     """One consistent read of a job's record, as the report shows it."""
 
     output: str
-    status: str  # from the live snapshot: a killed driver reads "failed"
+    status: str  # from the live snapshot: a killed driver reads "interrupted"
     progress: Progress
     result: JobResult
     config: dict[str, Any]
