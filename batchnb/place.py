@@ -34,7 +34,6 @@ __all__ = [
     "part_path",
     "part_sizes",
     "publish_part",
-    "read_manifest",
     "remote_checksum",
     "remove_part",
     "write_manifest",
@@ -114,37 +113,39 @@ def reaching(output: str, what: str) -> Iterator[None]:
         raise JobStateError(msg) from exc
 
 
-def part_sizes(output: str) -> dict[str, int]:
-    """Every `part-*` object under an object-store output, with its size (one listing)."""
+def _listing(output: str) -> list[dict[str, Any]]:
+    """What lies directly under an object-store output, as fsspec lists it (one request, never a cached one)."""
     fs, path = storage.filesystem(output)
     try:
         with reaching(output, "list"):
-            entries = fs.ls(path.rstrip("/"), detail=True, refresh=True)
+            return list(fs.ls(path.rstrip("/"), detail=True, refresh=True))
     except FileNotFoundError:
-        return {}
-    sizes = {}
-    for entry in entries:
-        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
-        if entry.get("type") == "file" and PART_NAME.fullmatch(name):
-            sizes[name] = int(entry.get("size") or 0)
-    return sizes
+        return []
 
 
-def foreign_objects(output: str) -> list[str]:
-    """Names under an object-store output that batchnb did not put there (anything but parts and `_batchnb/`);
-    a JobStateError when its bucket does not exist (every part would fail to upload)."""
+def _name(entry: dict[str, Any]) -> str:
+    return str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+
+
+def part_sizes(output: str) -> dict[str, int]:
+    """Every `part-*` object under an object-store output, with its size (one listing)."""
+    return {
+        _name(e): int(e.get("size") or 0)
+        for e in _listing(output)
+        if e.get("type") == "file" and PART_NAME.fullmatch(_name(e))
+    }
+
+
+def existing_objects(output: str) -> list[str]:
+    """The names under an object-store output besides batchnb's own `_batchnb/` (parts included: without a record
+    here they are someone else's); a JobStateError when its bucket does not exist (every part would fail to
+    upload)."""
     fs, path = storage.filesystem(output)
     bucket = path.split("/", 1)[0]
     with reaching(output, "reach"):
         if not fs.exists(bucket):
             raise JobStateError(f"the bucket {bucket!r} of the output {output!r} does not exist: create it first")
-    try:
-        with reaching(output, "list"):
-            entries = fs.ls(path.rstrip("/"), detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
-    return sorted(n for n in names if n != "_batchnb" and not PART_NAME.fullmatch(n))
+    return sorted(name for name in map(_name, _listing(output)) if name != "_batchnb")
 
 
 def publish_part(local: str | os.PathLike, output: str, name: str) -> None:
@@ -184,22 +185,3 @@ def write_manifest(output: str, manifest: dict[str, Any]) -> None:
     fs, path = storage.filesystem(part_path(output, MANIFEST))
     with reaching(output, "publish the manifest of"):
         fs.pipe_file(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
-
-
-def read_manifest(output: str) -> dict[str, Any] | None:
-    """The manifest of an object-store output, checked to name only parts inside it; None when there is none."""
-    fs, path = storage.filesystem(part_path(output, MANIFEST))
-    try:
-        with reaching(output, "read the manifest of"):
-            data = json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise JobStateError(f"the manifest {part_path(output, MANIFEST)!r} is not JSON ({exc})") from None
-    parts = data.get("parts") if isinstance(data, dict) else None
-    if not isinstance(parts, list) or not all(
-        isinstance(p, dict) and isinstance(p.get("name"), str) and PART_NAME.fullmatch(p["name"]) for p in parts
-    ):
-        msg = f"the manifest {part_path(output, MANIFEST)!r} was not written by batchnb: it names no part list"
-        raise JobStateError(msg)
-    return data

@@ -304,3 +304,18 @@ def test_attach_follows_and_cancels_a_job_that_the_cli_runs(source, tmp_path, sl
     assert (
         bn.BatchJob(source, out, detector="slowmod:slower", chunk_size=CHUNK).run(progress=None).status == "succeeded"
     )
+
+
+@pytest.mark.parametrize("text", ["pid abc on {host}", "pid 12 at {host}", "", "pid -1 on {host} and more"])
+def test_a_crafted_lock_file_names_no_driver(source, tmp_path, text) -> None:
+    """A lock file someone else wrote: status, attach and the detached start read it without a raw error."""
+    import socket
+
+    from batchnb.driver.lock import driver_gone, lock_path
+
+    out = tmp_path / "out"
+    assert bn.BatchJob(source, out, chunk_size=CHUNK).run(progress=None).status == "succeeded"
+    lock_path(out).write_text(text.format(host=socket.gethostname()))
+    assert lock_holder(out) is None and driver_gone(out) is False
+    assert bn.status(out).status == "succeeded"
+    assert bn.attach(out, progress=None).wait(timeout=10).status == "succeeded"

@@ -25,8 +25,8 @@ def request_cancel(output: str) -> None:
     """Ask the job's driver, in whatever process it runs, to stop between chunks (finished parts stay)."""
     from batchnb.files import private_dir
 
-    path = private_dir(output) / "cancel"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    private_dir(output)  # made here if missing, and never a planted link
+    fd = os.open(cancel_requested_path(output), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     os.close(fd)
 
 

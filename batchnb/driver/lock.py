@@ -17,7 +17,7 @@ from pathlib import Path
 from batchnb.errors import ConfigError, JobStateError, describe
 from batchnb.files import is_own, private_dir
 from batchnb.formats import TEMP_NAME
-from batchnb.place import foreign_objects, home, is_remote, part_sizes, remove_part
+from batchnb.place import existing_objects, home, is_remote, remove_part
 
 __all__ = [
     "JobLock",
@@ -38,41 +38,49 @@ def driver_gone(output: str | os.PathLike) -> bool:
     import psutil
 
     try:
-        fd = os.open(Path(home(output), "_batchnb", "driver.lock"), os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            text = os.pread(fd, 256, 0).decode(errors="replace")
-        finally:
-            os.close(fd)
+        fd = os.open(lock_path(output), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
-    parts = text.split()
-    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
-        return False
-    return not psutil.pid_exists(int(parts[1]))
+    try:
+        owner = _owner(fd)
+    finally:
+        os.close(fd)
+    return owner is not None and owner[1] == socket.gethostname() and not psutil.pid_exists(owner[0])
 
 
 def lock_holder(output: str | os.PathLike) -> int | None:
     """The pid of the driver holding the job's lock now (on this machine), or None when nobody holds it."""
-    path = Path(home(output), "_batchnb", "driver.lock")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(lock_path(output), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            parts = os.pread(fd, 256, 0).decode(errors="replace").split()
-            return int(parts[1]) if len(parts) == 4 and parts[0] == "pid" and parts[1].isdigit() else None
+            owner = _owner(fd)
+            return owner[0] if owner is not None else None
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
 
 
+def lock_path(output: str | os.PathLike) -> Path:
+    return Path(home(output), "_batchnb", "driver.lock")
+
+
+def _owner(fd: int) -> tuple[int, str] | None:
+    """(pid, host) the lock file names, as `JobLock` writes it ("pid N on HOST"); None for anything else."""
+    parts = os.pread(fd, 256, 0).decode(errors="replace").split()
+    if len(parts) != 4 or parts[0] != "pid" or not parts[1].isdigit() or parts[2] != "on":
+        return None
+    return int(parts[1]), parts[3]
+
+
 class JobLock:
     def __init__(self, output: str | os.PathLike) -> None:
-        self.path = Path(home(output), "_batchnb", "driver.lock")
+        self.path = lock_path(output)
         self.output = os.fspath(output)
         self._fd: int | None = None
 
@@ -152,7 +160,7 @@ def check_owned(output: str) -> None:
     if os.path.lexists(state_path(output)):
         return
     if is_remote(output):
-        foreign = foreign_objects(output) + sorted(part_sizes(output))  # parts of a job recorded elsewhere too
+        foreign = existing_objects(output)
     elif os.path.isdir(output):
         foreign = sorted(name for name in os.listdir(output) if name != "_batchnb")
     else:
