@@ -36,15 +36,16 @@ class FrameCache:
             with self._lock:
                 if key in self._frames:
                     return self._frames[key]
+            frame, loaded = None, False
             try:
-                frame = load()
+                frame, loaded = load(), True
             finally:
-                with self._lock:
+                with self._lock:  # stored before its gate goes: a thread arriving now finds it, never loads again
+                    if loaded:
+                        self._frames[key] = frame
+                        while len(self._frames) > 1 and self._bytes() > self.max_bytes:
+                            self._frames.popitem(last=False)
                     self._loading.pop(key, None)
-            with self._lock:
-                self._frames[key] = frame
-                while len(self._frames) > 1 and self._bytes() > self.max_bytes:
-                    self._frames.popitem(last=False)
             return frame
 
     def _bytes(self) -> int:

@@ -117,7 +117,7 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
 
     t0 = time.perf_counter()
     fmt = task.source_format or sources.get(task.dataset.format)
-    cut = unit_output(task, fmt, task.scorer_key) if task.scorer_key else None
+    cut = unit_output(task, fmt)
     if cut is not None:
         out, timings = cut
         rows_in = out.height  # a fitted detector gives one row per row

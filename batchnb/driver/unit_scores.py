@@ -11,7 +11,6 @@ here); the decoded unit is dropped once scored.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -32,22 +31,25 @@ SCORES_BYTES = 96 * 2**20  # a few units' scores per worker process: 17 MB per 1
 _SCORES = FrameCache(SCORES_BYTES)
 
 
-def unit_output(task: ChunkTask, fmt: Format, scorer_key: Hashable) -> tuple[pl.DataFrame, dict[str, float]] | None:
+def unit_output(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, dict[str, float]] | None:
     """The chunk's output cut from its units' scores, and where the time went; None: score the chunk alone.
 
-    None when the format has no units for the chunk, the detector does not score with one Polars query, or
-    scoring a unit failed: the chunk then reads and scores its own rows, so an error names its own chunk and
+    None when the task names no fitted scorer (`scorer_key`), the format has no units for the chunk, the
+    detector does not score with one Polars query, or scoring a unit failed: the chunk then reads and scores its own rows, so an error names its own chunk and
     rows, and never fails the chunks of the unit that are fine.
     """
     units = getattr(fmt, "units", None)
-    found = units(task.dataset, task.spec) if units is not None and isinstance(task.scorer, FittedDetector) else None
+    if not task.scorer_key or units is None or not isinstance(task.scorer, FittedDetector):
+        return None
+    found = units(task.dataset, task.spec)
     if not found:
         return None
     t, spent = time.perf_counter(), {"read": 0.0, "score": 0.0}
     lo, hi = task.spec.rows
     pieces = []
     for unit_key, span in found:
-        scores = _SCORES.get((unit_key, task.dataset.columns, task.keep, scorer_key), _scorer(task, fmt, span, spent))
+        key = (unit_key, task.dataset.columns, task.keep, task.scorer_key)
+        scores = _SCORES.get(key, _scorer(task, fmt, span, spent))
         if scores is None:
             return None
         start, stop = max(lo, span.rows[0]), min(hi, span.rows[1])

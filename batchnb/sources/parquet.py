@@ -136,23 +136,21 @@ class Parquet(RowFormat):
         """The local row groups this chunk's rows lie in, when it shares one with another chunk."""
         if len(spec.pieces) != 1 or storage.is_url(spec.pieces[0].path):
             return None
-        piece, offset, first = spec.pieces[0], 0, spec.rows[0] - spec.pieces[0].start  # the file's row 0
+        piece, first = spec.pieces[0], spec.rows[0] - spec.pieces[0].start  # the file's row 0 in the dataset
+        cuts = _group_cuts(info, piece.path, piece.start, piece.stop)
+        if any(nbytes > MAX_CACHED_GROUP for _, _, _, nbytes, _, _ in cuts):
+            return None
+        if all(hi - lo == rows for _, _, rows, _, lo, hi in cuts):
+            return None  # the chunk is its groups: nothing to share
         stat = os.stat(piece.path)
-        found: list[tuple[Hashable, ChunkSpec]] = []
-        shared = False
-        for rows, nbytes in _groups(info, piece.path):
-            lo, hi = max(piece.start, offset), min(piece.stop, offset + rows)
-            if lo < hi:
-                if nbytes > MAX_CACHED_GROUP:
-                    return None
-                shared = shared or hi - lo < rows
-                span = ChunkSpec(
-                    index=spec.index, pieces=(Piece(path=piece.path, start=offset, stop=offset + rows),),
-                    rows=(first + offset, first + offset + rows), nbytes=nbytes,
-                )  # fmt: skip
-                found.append(((piece.path, stat.st_size, stat.st_mtime_ns, offset), span))
-            offset += rows
-        return found if shared else None
+        return [
+            (
+                (piece.path, stat.st_size, stat.st_mtime_ns, offset),
+                ChunkSpec(index=spec.index, pieces=(Piece(path=piece.path, start=offset, stop=offset + rows),),
+                          rows=(first + offset, first + offset + rows), nbytes=nbytes),
+            )
+            for _, offset, rows, nbytes, _, _ in cuts
+        ]  # fmt: skip
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         with reading(path, "Parquet", chunk=True):
@@ -171,13 +169,9 @@ class Parquet(RowFormat):
             if nbytes > MAX_CACHED_GROUP:
                 return _scan(path, columns).slice(lo, hi - lo).collect()
             key = (*version, offset)
-            cached = _CACHE.peek(key)
-            if cached is None and (lo, hi) == (offset, offset + rows):  # a unit to score: no chunk cuts from it
-                return _local_group(path, i, offset, rows, columns)
-            group = (
-                cached if cached is not None else _decoded(key, lambda: _local_group(path, i, offset, rows, columns))
-            )
-            return group.slice(lo - offset, hi - lo)
+            if (lo, hi) == (offset, offset + rows) and _CACHE.peek(key) is None:
+                return _local_group(path, i, offset, rows, columns)  # a unit to score: no chunk cuts from it
+            return _decoded(key, lambda: _local_group(path, i, offset, rows, columns)).slice(lo - offset, hi - lo)
 
         return _joined(_cut_groups(info, path, start, stop, cut), lambda: _scan(path, columns).head(0).collect())
 
