@@ -256,7 +256,9 @@ class JobConfig:
         if not isinstance(self.allow_pickle, bool):
             raise ConfigError("`allow_pickle` must be True or False")
         if self.name is None:
-            setter(self, "name", Path(self.output.rstrip("/")).name or "batchnb-job")
+            from batchnb.place import output_name
+
+            setter(self, "name", output_name(self.output) or "batchnb-job")
 
     def _check_output(self) -> None:
         """A local directory apart from the source (an output among the source's files would overwrite, or later

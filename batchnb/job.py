@@ -213,7 +213,7 @@ class BatchJob(InNotebook):
         self._passes.cancel.clear()
         view = self._view(progress)
         self._passes.launch(self.config, view, restart=restart)
-        self._progress_shown_in = shown_in(view)
+        self._progress_shown_in, self._detached = shown_in(view), None  # wait() and cancel() follow this run
         return self
 
     def running(self) -> bool:

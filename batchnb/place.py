@@ -27,10 +27,12 @@ from batchnb.formats import PART_NAME
 __all__ = [
     "MANIFEST",
     "STATE_DIR_ENV",
+    "absolute",
     "check_output_url",
     "fresh_filesystem",
     "home",
     "is_remote",
+    "output_name",
     "part_path",
     "part_sizes",
     "publish_part",
@@ -81,6 +83,17 @@ def home(output: str | os.PathLike) -> str:
     url = text.rstrip("/")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", url.split("://", 1)[1]).strip("-.")[-60:] or "output"
     return str(state_root() / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:16]}")
+
+
+def output_name(output: str | os.PathLike) -> str:
+    """The output's last path segment (of a URL too): a job's default name."""
+    return Path(os.fspath(output).rstrip("/")).name
+
+
+def absolute(output: str | os.PathLike) -> str:
+    """The output as a user should see it: the URL of an object-store output, else the resolved path."""
+    text = os.fspath(output)
+    return text if is_remote(text) else str(Path(text).resolve())
 
 
 def part_path(output: str | os.PathLike, name: str) -> str:

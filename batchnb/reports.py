@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchnb.errors import ConfigError, JobStateError
-from batchnb.place import home, is_remote
+from batchnb.place import absolute, home, output_name
 from batchnb.record.snapshot import Progress
 from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState, state_path
@@ -96,7 +96,7 @@ def make_report(
             papermill.execute_notebook(
                 str(template),
                 str(tmp),
-                parameters={"output_dir": _absolute(url), "allow_pickle": allow_pickle, **(parameters or {})},
+                parameters={"output_dir": absolute(url), "allow_pickle": allow_pickle, **(parameters or {})},
                 kernel_name=kernel_name,
                 progress_bar=False,
                 cwd=str(path.parent),
@@ -114,10 +114,6 @@ def make_report(
     if failed is not None:
         raise failed
     return path
-
-
-def _absolute(output: str) -> str:
-    return output if is_remote(output) else str(Path(output).resolve())
 
 
 @contextlib.contextmanager
@@ -226,7 +222,7 @@ class ReportData:
         """(label, value) rows of the summary table, numbers with thousands separators."""
         r, p = self.result, self.progress
         rows = [
-            ("job", self.config.get("name") or Path(self.output.rstrip("/")).name),
+            ("job", self.config.get("name") or output_name(self.output)),
             ("status", self.status + ("" if self.finished else f" (report made while the job runs: {p.percent:.1f}% done)")),
             ("rows in", f"{r.rows_in:,}" + (f" of {p.rows_total:,}" if p.rows_total else "")),
             ("rows out", f"{r.rows_out:,}"),
@@ -240,7 +236,7 @@ class ReportData:
             ("detector", str(self.config.get("detector", "a function"))
              + (f", flags score > {self.cutoff:.4g}" if self.cutoff is not None else "")),
             ("source", str(self.config.get("source", "?"))),
-            ("output", self.output if is_remote(self.output) else str(Path(self.output).resolve())),
+            ("output", absolute(self.output)),
         ]  # fmt: skip
         if r.reason:
             rows.append(("reason", r.reason))

@@ -9,7 +9,7 @@ import polars as pl
 
 from batchnb import sinks
 from batchnb.errors import ChunkError
-from batchnb.place import is_remote, part_path
+from batchnb.place import absolute, part_path
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
 from batchnb.sources.schema import schema_of
@@ -96,7 +96,7 @@ class JobResult:
             f"chunks     {self.chunks_done}/{self.chunks_total} done, {self.chunks_failed} failed, "
             f"{self.chunks_skipped} skipped, {self.retries} retries",
             f"time       {self.elapsed_s:.2f} s, {self.rows_per_s:,.0f} rows/s",
-            f"output     {self.output if is_remote(self.output) else Path(self.output).resolve()}",
+            f"output     {absolute(self.output)}",
         ]
         if self.reason:
             lines.append(f"reason     {self.reason}")

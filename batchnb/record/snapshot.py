@@ -10,6 +10,7 @@ from typing import Any
 
 from batchnb.driver.lock import driver_gone
 from batchnb.errors import ChunkError, JobStateError
+from batchnb.place import output_name
 from batchnb.record.guard import BAD_VALUE, bad_value
 from batchnb.record.status import JobStatus
 from batchnb.record.store import JobState, state_path
@@ -168,7 +169,7 @@ def status(output: str | Path, *, missing_ok: bool = False) -> Progress:
     path = state_path(output)
     if not path.exists():
         if missing_ok or path.parent.exists():
-            return Progress(name=Path(os.fspath(output).rstrip("/")).name)
+            return Progress(name=output_name(output))
         raise JobStateError(f"{str(output)!r} holds no batchnb job: check the output directory")
     with JobState.open(output) as state:
         snapshot = progress(state)

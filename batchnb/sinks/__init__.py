@@ -88,23 +88,19 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
 
     Returns (part file name, size in bytes, checksum, seconds spent writing and hashing).
     """
-    from batchnb.checksum import file_checksum
     from batchnb.files import atomic_file
 
     name = part_name(index, sink)
     if is_remote(output):
         return _put_part(frame, output, name, sink)
-    tmp_dir = _temp_dir(output)
     # The sink fills the fresh temp (never matches part-*), which then replaces whatever is at the part's name.
     with atomic_file(
-        Path(output, name), directory=tmp_dir, prefix=f"tmp-{index:06d}-", suffix=sink.extension, mode=0o644
-    ) as tmp:
-        t0 = time.perf_counter()
-        sink.write(frame, str(tmp))
-        t1 = time.perf_counter()
-        checksum, size = file_checksum(tmp)
-        t2 = time.perf_counter()
-    return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "rename": time.perf_counter() - t2}
+        Path(output, name), directory=_temp_dir(output), prefix=f"tmp-{index:06d}-", suffix=sink.extension,
+        mode=0o644,
+    ) as tmp:  # fmt: skip
+        size, checksum, timings = _write_and_hash(frame, tmp, sink)
+        t = time.perf_counter()
+    return name, size, checksum, {**timings, "rename": time.perf_counter() - t}
 
 
 def _put_part(frame: pl.DataFrame, output: str, name: str, sink: Sink) -> tuple[str, int, str, dict[str, float]]:
@@ -112,17 +108,23 @@ def _put_part(frame: pl.DataFrame, output: str, name: str, sink: Sink) -> tuple[
     whole or not at all, so no temporary object is ever visible)."""
     import tempfile
 
-    from batchnb.checksum import file_checksum
-
     with tempfile.TemporaryDirectory(prefix="batchnb-part-") as tmp_dir:
         tmp = Path(tmp_dir, name)
-        t0 = time.perf_counter()
-        sink.write(frame, str(tmp))
-        t1 = time.perf_counter()
-        checksum, size = file_checksum(tmp)
-        t2 = time.perf_counter()
+        size, checksum, timings = _write_and_hash(frame, tmp, sink)
+        t = time.perf_counter()
         publish_part(tmp, output, name)
-    return name, size, checksum, {"write": t1 - t0, "checksum": t2 - t1, "upload": time.perf_counter() - t2}
+    return name, size, checksum, {**timings, "upload": time.perf_counter() - t}
+
+
+def _write_and_hash(frame: pl.DataFrame, path: Path, sink: Sink) -> tuple[int, str, dict[str, float]]:
+    """(size, checksum, seconds writing and hashing) of the part the sink writes to `path`."""
+    from batchnb.checksum import file_checksum
+
+    t0 = time.perf_counter()
+    sink.write(frame, str(path))
+    t1 = time.perf_counter()
+    checksum, size = file_checksum(path)
+    return size, checksum, {"write": t1 - t0, "checksum": time.perf_counter() - t1}
 
 
 def runs_code(sink: Sink) -> bool:
