@@ -319,3 +319,29 @@ def test_a_crafted_lock_file_names_no_driver(source, tmp_path, text) -> None:
     assert lock_holder(out) is None and driver_gone(out) is False
     assert bn.status(out).status == "succeeded"
     assert bn.attach(out, progress=None).wait(timeout=10).status == "succeeded"
+
+
+def test_planted_cancel_and_log_files_are_refused_or_removed_never_followed(source, tmp_path) -> None:
+    """An output from someone else may hold a link or a directory where batchnb keeps its cancel request and its
+    driver log: batchnb removes a link itself (never what it points to) or refuses with a clear error."""
+    out = tmp_path / "out"
+    assert bn.BatchJob(source, out, chunk_size=CHUNK).run(progress=None).status == "succeeded"
+    precious = tmp_path / "precious.txt"
+    precious.write_text("someone's file")
+
+    (out / "_batchnb" / "cancel").symlink_to(precious)  # a planted request: dropped, as any left from before
+    assert bn.BatchJob(source, out, chunk_size=CHUNK).run(progress=None, restart=True).status == "succeeded"
+    assert precious.read_text() == "someone's file" and not (out / "_batchnb" / "cancel").exists()
+
+    (out / "_batchnb" / "cancel").mkdir()
+    with pytest.raises(bn.JobStateError, match=r"cancel request .* remove it"):
+        bn.BatchJob(source, out, chunk_size=CHUNK).run(progress=None)
+    with pytest.raises(bn.JobStateError, match=r"cancel request .* remove it"):
+        bn.attach(out, progress=None).cancel()
+    (out / "_batchnb" / "cancel").rmdir()
+
+    (out / "_batchnb" / "driver.log").unlink(missing_ok=True)
+    (out / "_batchnb" / "driver.log").symlink_to(precious)
+    with pytest.raises(bn.JobStateError, match=r"driver log .* remove it"):
+        bn.BatchJob(source, out, chunk_size=CHUNK).start(progress=None, detach=True)
+    assert precious.read_text() == "someone's file"

@@ -10,6 +10,8 @@ import os
 import threading
 from pathlib import Path
 
+from batchnb.errors import JobStateError, describe
+
 __all__ = ["CancelWatch", "cancel_requested_path", "request_cancel"]
 
 CANCEL_POLL_S = 0.25
@@ -26,8 +28,27 @@ def request_cancel(output: str) -> None:
     from batchnb.files import private_dir
 
     private_dir(output)  # made here if missing, and never a planted link
-    fd = os.open(cancel_requested_path(output), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    path = cancel_requested_path(output)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise _not_ours(path, exc) from exc
     os.close(fd)
+
+
+def _not_ours(path: Path, exc: OSError) -> JobStateError:
+    return JobStateError(
+        f"cannot use the cancel request {str(path)!r} ({describe(exc)}): something batchnb did not write is there "
+        "(a directory or a link); remove it"
+    )
+
+
+def _clear(path: Path) -> None:
+    """Remove a request (a link is removed itself); anything else there is refused, never followed."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _not_ours(path, exc) from exc
 
 
 class CancelWatch:
@@ -39,14 +60,14 @@ class CancelWatch:
         self._thread = threading.Thread(target=self._watch, name="batchnb-cancel-watch", daemon=True)
 
     def __enter__(self) -> CancelWatch:
-        self.path.unlink(missing_ok=True)
+        _clear(self.path)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.path.unlink(missing_ok=True)
+        _clear(self.path)
 
     def _watch(self) -> None:
         while not self._stop.wait(CANCEL_POLL_S):

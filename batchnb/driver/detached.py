@@ -47,7 +47,12 @@ def launch(config: JobConfig, *, restart: bool = False, only_failed: bool = Fals
     with JobLock(config.output):  # free now, or a JobStateError naming the running driver
         pass
     log = private_dir(config.output) / "driver.log"
-    with open(log, "ab") as out:
+    try:  # O_NOFOLLOW: a planted link is refused, never appended through
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        msg = f"cannot write the driver log {str(log)!r} ({exc.strerror}): it is not a file batchnb wrote; remove it"
+        raise JobStateError(msg) from exc
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "batchnb.driver.detached"],
             stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
