@@ -12,6 +12,7 @@ Chunks that a test acts on are held by a `Gate` until it opens it: no sleep deci
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -170,6 +171,28 @@ def test_dask_sends_every_chunk_of_a_row_group_to_one_worker(tmp_path) -> None:
         assert all(group.most_common(1)[0][1] >= 3 for group in by_group), by_group
         assert sum(4 - group.most_common(1)[0][1] for group in by_group) <= 2, by_group
         assert len({group.most_common(1)[0][0] for group in by_group}) == 3  # every worker had groups of its own
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_a_fitted_detector_runs_each_row_group_as_one_task(tmp_path, engine, ray_driver) -> None:
+    """A row group's chunks run in order on one worker, which scores the group once (Ray cannot route single
+    chunks to one worker: two workers decoded each group), and each chunk is still recorded alone."""
+    frame = make_frame(4 * ROWS, seed=6)
+    source = tmp_path / "groups.parquet"
+    frame.write_parquet(source, row_group_size=8_000)  # 6 row groups of 4 chunks
+    opts = {"detector": "mad", "keep": ["id"], "chunk_size": 2_000}
+    expected = bn.BatchJob(str(source), str(tmp_path / "seq"), engine="sequential", **opts).run(progress=None)
+    with dask_cluster(tmp_path, n_workers=2) if engine == "dask" else contextlib.nullcontext() as cluster:
+        chosen = DaskEngine(cluster.address) if engine == "dask" else RayEngine(num_cpus=2)
+        result = bn.BatchJob(str(source), str(tmp_path / "out"), engine=chosen, **opts).run(progress=None)
+        assert result.status == "succeeded", result.errors
+        assert result.read().collect().equals(expected.read().collect())
+        with sqlite3.connect(tmp_path / "out" / "_batchnb" / "state.sqlite") as conn:
+            writers = dict(conn.execute("SELECT idx, worker FROM chunks"))
+        assert len(writers) == 24 and f"{socket.gethostname()}:{os.getpid()}" not in writers.values()
+        assert all(len({writers[i] for i in range(4 * g, 4 * g + 4)}) == 1 for g in range(6)), writers
+        assert len(set(writers.values())) >= 2  # the groups were shared out
 
 
 @pytest.mark.slow

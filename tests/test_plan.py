@@ -79,7 +79,7 @@ def test_plan_renders_as_html_with_the_recommendation(parquet, tmp_path):
 
 def test_interleave_deals_runs_of_a_key_to_lanes_in_turn() -> None:
     """Chunks sharing a row group stay in order on one lane; `lanes` row groups are in flight at once."""
-    from batchnb.driver.loop import interleave
+    from batchnb.driver.pending import interleave
     from batchnb.sources.dataset import ChunkSpec
 
     specs = [ChunkSpec(index=i, pieces=(), rows=(i, i + 1), nbytes=0) for i in range(11)]

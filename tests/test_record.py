@@ -12,7 +12,8 @@ import pytest
 
 import batchnb as bn
 from batchnb.config import Backoff, Resources
-from batchnb.driver.loop import Deadlines, RetrySchedule, _Inflight, _Queue
+from batchnb.driver.loop import Deadlines, _Inflight
+from batchnb.driver.pending import ChunkQueue, RetrySchedule
 from batchnb.record.snapshot import begin_run, progress
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
@@ -147,7 +148,7 @@ def test_retry_schedule_hands_back_attempts_when_their_backoff_has_passed():
 
 
 def test_queue_keeps_order_and_counts_attempts():
-    queue = _Queue([_spec(0), _spec(1)])
+    queue = ChunkQueue([_spec(0), _spec(1)])
     first, attempt = queue.pop()
     assert (first.index, attempt) == (0, 1)
     queue.again(first, 1)  # a retry: the next attempt is the second

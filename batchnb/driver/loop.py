@@ -7,7 +7,7 @@ as a parse error or a schema mismatch, a Polars panic, which the worker turns in
 is recorded as failed after one attempt. A `SourceError` (an OS error while reading) is retried. A full disk (ENOSPC, EDQUOT) is no chunk's
 fault and every chunk would meet it: the job stops, ends failed with the cause, and resumes when run again.
 
-The loop is small objects with one job each: `_Queue` (chunks to start, attempt counts), `RetrySchedule`
+The loop is small objects with one job each: `ChunkQueue` (chunks to start, attempt counts), `RetrySchedule`
 (backoff), `Deadlines` (chunk and job timeouts), `Admission` (engine slots, memory guard), `Commit` (finished
 chunks) and `Reporter` (progress from the record to the view and the timeline).
 """
@@ -15,7 +15,6 @@ chunks) and `Reporter` (progress from the record to the view and the timeline).
 from __future__ import annotations
 
 import errno
-import heapq
 import logging
 import threading
 import time
@@ -25,10 +24,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from batchnb.config import Backoff, JobConfig, Resources
+from batchnb.config import JobConfig, Resources
+from batchnb.driver.batches import Tasks
 from batchnb.driver.memory import Admission, MemoryGuard, recommend_chunk_size
+from batchnb.driver.pending import ChunkQueue, RetrySchedule, interleave
 from batchnb.driver.sampling import PROGRESS_EVERY_S, Reporter
-from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
+from batchnb.driver.task import ChunkOutcome, ChunkTask
 from batchnb.engines.base import Engine
 from batchnb.errors import ChunkError, EngineError, describe, fails_again
 from batchnb.place import remove_part
@@ -59,87 +60,12 @@ def _traceback_text(exc: BaseException | None) -> str:
     return "".join(traceback.format_exception(exc))
 
 
-def interleave(specs: list[ChunkSpec], key: Callable[[ChunkSpec], Hashable | None], lanes: int) -> list[ChunkSpec]:
-    """Input order, regrouped so that `lanes` workers each work through their own run of chunks sharing a key.
-
-    Runs of chunks with the same key (a Parquet row group) are taken `lanes` at a time and dealt in
-    turn, so the chunks in flight at any moment come from `lanes` different runs: a worker keeps one
-    run, and no worker waits for another's.
-    """
-    runs: list[list[ChunkSpec]] = []
-    last: object = object()
-    for spec in specs:
-        k = key(spec)
-        if k is None or k != last:
-            runs.append([])
-        runs[-1].append(spec)
-        last = k
-    out: list[ChunkSpec] = []
-    for i in range(0, len(runs), max(1, lanes)):
-        block = runs[i : i + max(1, lanes)]
-        for depth in range(max(len(r) for r in block)):
-            out.extend(r[depth] for r in block if depth < len(r))
-    return out
-
-
 def _disk_full(exc: BaseException | None) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutputCheckError(Exception):
     """A part that does not match the others (schema, row count): a failed attempt, never a silent pass."""
-
-
-class _Queue:
-    """Chunks waiting to start, next one last, and how many attempts each has had in this run."""
-
-    def __init__(self, specs: list[ChunkSpec]) -> None:
-        self._specs = specs[::-1]  # pop() from the end keeps the given order
-        self.attempts: dict[int, int] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._specs)
-
-    def pop(self) -> tuple[ChunkSpec, int]:
-        """The next chunk and the number of the attempt it starts now."""
-        spec = self._specs.pop()
-        attempt = self.attempts[spec.index] = self.attempts.get(spec.index, 0) + 1
-        return spec, attempt
-
-    def again(self, spec: ChunkSpec, attempts_so_far: int) -> None:
-        self._specs.append(spec)
-        self.attempts[spec.index] = attempts_so_far
-
-
-class RetrySchedule:
-    """Failed attempts waiting out their backoff delay, earliest first."""
-
-    def __init__(self, backoff: Backoff) -> None:
-        self.backoff = backoff
-        self._heap: list[tuple[float, int, ChunkSpec, int]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._heap)
-
-    def add(self, spec: ChunkSpec, attempt: int) -> float:
-        """Schedule the attempt after `attempt`; returns its delay."""
-        delay = self.backoff.delay(attempt)
-        heapq.heappush(self._heap, (time.monotonic() + delay, spec.index, spec, attempt))
-        return delay
-
-    def due(self, now: float) -> list[tuple[ChunkSpec, int]]:
-        """The (chunk, attempts so far) whose delay has passed."""
-        ready = []
-        while self._heap and self._heap[0][0] <= now:
-            _, _, spec, attempt = heapq.heappop(self._heap)
-            ready.append((spec, attempt))
-        return ready
-
-    def wait_s(self, longest: float) -> float:
-        """How long the loop may wait before the next retry is due."""
-        if not self._heap:
-            return longest
-        return max(0.0, min(longest, self._heap[0][0] - time.monotonic()))
 
 
 class Deadlines:
@@ -224,25 +150,33 @@ class Runner:
         self.commit = Commit(state, config, one_row_per_row=one_row_per_row, driver_s=self.driver_s)
         self.reporter = Reporter(state, engine, on_progress)
         self.flight: dict[Future, _Inflight] = {}
-        self.queue = _Queue([])
+        self.queue = ChunkQueue([])
         self.lost: EngineError | None = None  # the cluster went away: the job ends failed, no chunk is to blame
         self._stop: str | None = None  # why the job stops early although every chunk could still run
         self._lanes = 1
+        self._batch = 1
+        self.tasks = Tasks(engine)
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, todo: list[ChunkSpec]) -> JobStatus:
         self._t0 = time.monotonic()
         self.deadlines = Deadlines(self.config.resources, self._t0)
         self._elapsed_before = begin_run(self.state)
-        self._lanes = self.engine.affinity_lanes()
-        self.queue = _Queue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
+        # A unit's chunks go as one task (`driver.batches`) when a fitted detector scores them (short chunks that
+        # share their unit's scores), unless each chunk has its own deadline or may be stopped alone by the
+        # memory guard.
+        fitted = bool(todo) and bool(self.make_task(todo[0]).scorer_key)
+        alone = not fitted or self.config.resources.chunk_timeout is not None or self.engine.can_kill
+        self._batch = 1 if alone else self.engine.chunks_per_task
+        self._lanes = self.engine.affinity_lanes() if self._batch == 1 else 1
+        self.queue = ChunkQueue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
         self._report(force=True)
         while self.queue or self.flight or self.retries:
             now = time.monotonic()
             self.lost = self.lost or self.admission.poll(now)
             if self.lost or self._stop or self.cancel_event.is_set() or self.deadlines.check_job(now):
                 for future in self.flight:
-                    self.engine.cancel(future)
+                    self.tasks.cancel(future)
                 break
             for spec, attempts_so_far in self.retries.due(now):
                 self.queue.again(spec, attempts_so_far)
@@ -259,20 +193,25 @@ class Runner:
         return status
 
     def _submit(self, rss: int) -> None:
-        """Start chunks while the window and the memory guard have room."""
-        while self.queue and not self.cancel_event.is_set() and self.admission.room(len(self.flight), rss):
-            spec, attempt = self.queue.pop()
+        """Start chunks while the window and the memory guard have room: alone, or a unit's run as one task."""
+        while (
+            self.queue and not self.cancel_event.is_set() and self.admission.room(self.tasks.running(self.flight), rss)
+        ):
+            run = self.queue.pop_run(self._locality, self._batch)
             t = time.perf_counter()
-            self.state.mark_running(spec.index, attempt)
+            for spec, attempt in run:
+                self.state.mark_running(spec.index, attempt)
             try:
-                task = self.make_task(spec)
-                affinity = self._locality(spec, task) if self._lanes > 1 else None
-                future = self.engine.submit(run_chunk, task, affinity=affinity)
+                tasks = [self.make_task(spec) for spec, _ in run]
+                affinity = self._locality(run[0][0], tasks[0]) if self._lanes > 1 else None
+                futures = self.tasks.submit(tasks, affinity)
             except EngineError as exc:
                 self.lost = exc
-                self.state.mark([spec.index], ChunkStatus.PENDING)
+                self.state.mark([spec.index for spec, _ in run], ChunkStatus.PENDING)
                 return
-            self.flight[future] = _Inflight(spec, attempt, time.monotonic())
+            started = time.monotonic()
+            for (spec, attempt), future in zip(run, futures, strict=True):
+                self.flight[future] = _Inflight(spec, attempt, started)
             self.driver_s["submit"] += time.perf_counter() - t
 
     def _collect(self, timeout: float) -> list[ChunkOutcome]:
@@ -297,7 +236,7 @@ class Runner:
             else:
                 self._failed_attempt(job, error)
         for future, job in self.deadlines.overdue(self.flight, time.monotonic()):
-            self.engine.cancel(future)
+            self.tasks.cancel(future)
             del self.flight[future]
             timeout_error = TimeoutError(f"chunk {job.spec.index} ran over chunk_timeout={self.deadlines.chunk_s}s")
             self._failed_attempt(job, timeout_error)
@@ -333,7 +272,7 @@ class Runner:
         if rss <= memory.limit or not self.flight or not self.engine.can_kill:
             return rss  # an engine that cannot stop a running chunk relies on admission alone
         future, job = max(self.flight.items(), key=lambda item: item[1].started)
-        self.engine.cancel(future)
+        self.tasks.cancel(future)
         del self.flight[future]
         if self.flight:  # others share the blame: run it again later, this attempt does not count
             self.queue.again(job.spec, job.attempt - 1)

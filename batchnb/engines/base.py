@@ -15,7 +15,17 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Adapter", "Engine", "EngineLike", "as_engine", "completed", "settle", "spawn_environ", "worker_env"]
+__all__ = [
+    "Adapter",
+    "Engine",
+    "EngineLike",
+    "as_engine",
+    "completed",
+    "settle",
+    "spawn_environ",
+    "task_name",
+    "worker_env",
+]
 
 # Thread pools every worker process would size to all the machine's cores: Polars', and Arrow's CPU pool
 # (which reads OMP_NUM_THREADS), which decodes Parquet row groups.
@@ -52,6 +62,9 @@ class Engine(ABC):
     max_workers: ClassVar[int | None] = None  # at most this many workers, whatever `max_workers` asks for
     in_flight_per_worker: ClassVar[int] = 2  # chunks submitted per worker: one runs while the next waits
     can_kill: ClassVar[bool] = False  # cancel() stops a running chunk, so the memory guard may give one back
+    # The most chunks of one storage unit (a Parquet row group) sent as one task (`driver.batches`): above one
+    # where a task costs more than a chunk's own overhead.
+    chunks_per_task: ClassVar[int] = 1
 
     @abstractmethod
     def open(self, workers: int) -> None: ...
@@ -149,6 +162,14 @@ def completed(fn: Callable[[Any], Any], arg: Any) -> Future:
     except BaseException as exc:  # noqa: BLE001 - delivered to the runner like any engine's failure
         future.set_exception(exc)
     return future
+
+
+def task_name(arg: Any) -> str:
+    """`chunk-7` for a chunk task, `chunks-10-19` for a run of them: what a cluster's dashboard shows."""
+    indexes = [getattr(getattr(a, "spec", None), "index", None) for a in (arg if isinstance(arg, list) else [arg])]
+    if len(indexes) == 1:
+        return f"chunk-{indexes[0] if indexes[0] is not None else 'task'}"
+    return f"chunks-{indexes[0]}-{indexes[-1]}"
 
 
 def settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:

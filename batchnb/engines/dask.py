@@ -1,7 +1,8 @@
 """Dask: an embedded LocalCluster on 127.0.0.1, an existing scheduler by address, or the user's own Client.
 
-Every chunk is one Dask task that reads its own chunk and writes its own part on the worker; the
-driver sends a chunk description and gets back a small `ChunkOutcome`. Retries are batchnb's:
+Every chunk, or the run of chunks that share a Parquet row group (`driver.batches`), is one Dask task that
+reads its chunks and writes their parts on the worker; the driver sends chunk descriptions and gets back a
+small `ChunkOutcome` for each. Retries are batchnb's:
 tasks are submitted with `retries=0`, and the embedded scheduler runs with `allowed-failures=0`, so a
 task whose worker dies fails at once (`KilledWorker`) and the runner retries it with its own backoff
 on the workers that are left. A scheduler that goes away turns every running chunk into an
@@ -25,7 +26,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 from batchnb.engines._dask_cluster import connect, restart_workers
-from batchnb.engines.base import Engine, settle
+from batchnb.engines.base import Engine, settle, task_name
 from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["DaskEngine"]
@@ -62,6 +63,7 @@ class DaskEngine(Engine):
 
     name: ClassVar[str] = "dask"
     needs_pickle: ClassVar[bool] = True
+    chunks_per_task: ClassVar[int] = 32
 
     _client: Any = field(default=None, init=False, repr=False, compare=False)
     _cluster: Any = field(default=None, init=False, repr=False, compare=False)
@@ -302,8 +304,7 @@ class _Workers:
 
 
 def _chunk_key(arg: Any) -> str:
-    index = getattr(getattr(arg, "spec", None), "index", None)
-    return f"batchnb-chunk-{index if index is not None else 'task'}-{uuid.uuid4().hex[:8]}"
+    return f"batchnb-{task_name(arg)}-{uuid.uuid4().hex[:8]}"
 
 
 def _local_pids() -> set[int]:

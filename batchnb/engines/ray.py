@@ -4,10 +4,11 @@ Start-up is paid once per kernel: the local Ray that batchnb starts stays up aft
 by the next job in the same process, and stops when the interpreter exits (Ray's own atexit hook) or
 at `RayEngine.shutdown()`. A Ray the user initialised is used as it is and never shut down by batchnb.
 
-Every chunk is one Ray task with `max_retries=0`: batchnb's runner is the only retry policy (a task
+Every chunk, or the run of chunks that share a Parquet row group (`driver.batches`), is one Ray task with
+`max_retries=0`: batchnb's runner is the only retry policy (a task
 whose worker dies fails with `WorkerCrashedError` and is retried with batchnb's backoff). The task
-reads its own chunk and writes its own part; the driver ships a chunk description and gets back a
-small `ChunkOutcome`.
+reads its chunks and writes their parts; the driver ships chunk descriptions and gets back a small
+`ChunkOutcome` for each.
 
 A head node that goes away would leave the driver waiting, and after
 `gcs_rpc_server_reconnect_timeout_s` (60 s) Ray ends the whole driver process: the engine probes the
@@ -27,7 +28,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
-from batchnb.engines.base import Engine, settle
+from batchnb.engines.base import Engine, settle, task_name
 from batchnb.errors import ConfigError, EngineError
 
 __all__ = ["RayEngine"]
@@ -64,6 +65,7 @@ class RayEngine(Engine):
 
     name: ClassVar[str] = "ray"
     needs_pickle: ClassVar[bool] = True
+    chunks_per_task: ClassVar[int] = 32
 
     _task: Any = field(default=None, init=False, repr=False, compare=False)
     _refs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -119,8 +121,7 @@ class RayEngine(Engine):
 
         assert self._task is not None, "open() first"
         self.check()
-        index = getattr(getattr(arg, "spec", None), "index", None)
-        ref = self._task.options(name=f"batchnb-chunk-{index}").remote(cloudpickle.dumps((fn, arg)))
+        ref = self._task.options(name=f"batchnb-{task_name(arg)}").remote(cloudpickle.dumps((fn, arg)))
         future: Future = Future()
         future.set_running_or_notify_cancel()
         self._refs[future] = ref

@@ -18,6 +18,7 @@ __all__ = ["ThreadsEngine"]
 
 class ThreadsEngine(Engine):
     name = "threads"
+    chunks_per_task = 32  # a task per row group: its chunks' parts committed together (`driver.batches`)
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
