@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import polars as pl
 
-__all__ = ["FrameCache"]
+__all__ = ["FrameCache", "forget_all"]
+
+_EVERY: weakref.WeakSet[FrameCache] = weakref.WeakSet()
+
+
+def forget_all() -> None:
+    """Empty every cache of this process: a job ended, and a kernel or an idle worker keeps no frames of it."""
+    for cache in list(_EVERY):
+        cache.forget()
 
 
 class FrameCache:
@@ -20,6 +29,11 @@ class FrameCache:
         self._frames: OrderedDict[Hashable, pl.DataFrame | None] = OrderedDict()
         self._loading: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
+        _EVERY.add(self)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._frames.clear()
 
     def peek(self, key: Hashable) -> pl.DataFrame | None:
         """The frame if it is here now; never loads."""

@@ -201,19 +201,50 @@ def local_ray(n_workers: int = N_WORKERS) -> None:
     )
 
 
+def first_job(engine: object) -> None:
+    """What a kernel's first job leaves behind for the next: a batchnb job of 200k rows on `engine`, so that its
+    workers are started and have imported batchnb, Polars and pyarrow."""
+    import tempfile
+
+    import batchnb as bn
+
+    rng = np.random.default_rng(1)
+    frame = pl.DataFrame({"id": np.arange(200_000), **{c: rng.normal(size=200_000) for c in FEATURES}})
+    with tempfile.TemporaryDirectory(prefix="bench-first-job-") as tmp:
+        frame.write_parquet(Path(tmp, "in.parquet"), row_group_size=100_000)
+        job = bn.BatchJob(str(Path(tmp, "in.parquet")), str(Path(tmp, "out")), detector="mad", columns=list(FEATURES),
+                          keep=list(KEEP), engine=engine)  # fmt: skip
+        if job.run(progress=None).status != "succeeded":
+            raise RuntimeError("the warm-up job failed")
+
+
 def warm_dask(n_workers: int = N_WORKERS) -> Callable[[], None]:
-    """setup: a LocalCluster that the case joins by address (`BENCH_DASK_ADDRESS`)."""
+    """setup: a LocalCluster that the case joins by address (`BENCH_DASK_ADDRESS`), after a first job on it."""
+    from batchnb.engines import DaskEngine
+
     cluster = local_dask_cluster(n_workers)
     os.environ["BENCH_DASK_ADDRESS"] = cluster.scheduler_address
+    first_job(DaskEngine(cluster.scheduler_address))
     return cluster.close
 
 
 def warm_ray(n_workers: int = N_WORKERS) -> Callable[[], None]:
-    """setup: the local Ray that every later job of the process reuses."""
+    """setup: the local Ray that every later job of the process reuses, after a first job on it."""
     import ray
 
+    from batchnb.engines import RayEngine
+
     local_ray(n_workers)
+    first_job(RayEngine())
     return ray.shutdown
+
+
+def warm_processes() -> Callable[[], None]:
+    """setup: the worker pool a first job in this process left warm (`ProcessesEngine` keeps it)."""
+    from batchnb.engines.processes import ProcessesEngine
+
+    first_job("processes")
+    return ProcessesEngine.shutdown
 
 
 def batchnb_dask_case(src: Path, out: Path, dataset: str, *, warm: bool = False) -> dict:
@@ -309,6 +340,8 @@ CASES: dict[str, Case] = {
     "batchnb-sequential": Case(partial(batchnb_case, engine="sequential"), (P20, C20), BN),
     "batchnb-threads": Case(partial(batchnb_case, engine="threads"), ALL, BN),
     "batchnb-processes": Case(partial(batchnb_case, engine="processes"), ALL, BN),
+    # A kernel's second job on processes: the pool the first one left (no spawn, no imports).
+    "batchnb-processes-warm": Case(partial(batchnb_case, engine="processes"), TABLES, BN, warm_processes),
     # The same job with the terminal progress bar on: monitoring must cost (almost) nothing.
     "batchnb-threads-progress": Case(partial(batchnb_case, engine="threads", progress="text"), (P20,), (*BN, "tqdm")),
     # The chunk-size sweep (100k is the default case above): what each chunk costs, step by step. 1M rows is

@@ -12,7 +12,7 @@ HEADLINE_CASES = ("batchnb-threads", "batchnb-processes")  # the engines whose w
 WORKER_STEPS = ("read", "score", "write")  # Polars' own work, mostly: the query that reads, scores and writes
 OVERHEAD_STEPS = ("checksum", "rename", "submit", "commit", "progress")  # batchnb's own, outside Polars
 SIDE_BY_SIDE = (BASELINE, "polars-stream-zstd", HAND_LOOP, "batchnb-sequential", "batchnb-threads",
-                "batchnb-threads-chunk1m", "batchnb-processes", "batchnb-dask-warm", "batchnb-ray-warm",
+                "batchnb-threads-chunk1m", "batchnb-processes", "batchnb-processes-warm", "batchnb-dask-warm", "batchnb-ray-warm",
                 "pandas-loop")  # fmt: skip
 # Cases shown in their own section only, not in the main table.
 SECTION_CASES = {*SWEEP.values(), *(scaling_case(e, n) for e in ("dask", "ray") for n in SCALING)} - {
@@ -83,6 +83,7 @@ TARGETS = (  # (what, numerator case, denominator case, target)
     ("threads vs plain Polars", "batchnb-threads", BASELINE, 1.0),
     ("threads vs the hand-written loop", "batchnb-threads", HAND_LOOP, 0.8),
     ("processes vs threads", "batchnb-processes", "batchnb-threads", 0.8),
+    ("processes, warm pool, vs threads", "batchnb-processes-warm", "batchnb-threads", 0.8),
     ("Dask, warm, vs threads", "batchnb-dask-warm", "batchnb-threads", 0.8),
     ("Ray, warm, vs threads", "batchnb-ray-warm", "batchnb-threads", 0.8),
 )

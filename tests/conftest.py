@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import batchnb as bn
+from batchnb.engines.processes import ProcessesEngine
 
 ENGINES = ("sequential", "threads", "processes")
 INPUT_FORMATS = ("csv", "parquet", "json", "pickle", "hdf5", "feather")
@@ -272,6 +273,7 @@ def no_leaks():
     before_threads = {t.ident for t in threading.enumerate()}
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
+    ProcessesEngine.shutdown()  # the worker pool kept warm for the next job is closed, not left to a later test
     deadline = time.monotonic() + 30.0  # pools and views that are shutting down get time to exit
     while True:
         threads, children = _leftovers(before_threads, before_children)

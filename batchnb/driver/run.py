@@ -19,6 +19,7 @@ from batchnb.driver.prepare import check_identity, prepare, resumed_scorer, sour
 from batchnb.driver.task import ChunkTask
 from batchnb.engines.base import Engine
 from batchnb.errors import BatchError, ConfigError, EngineError, JobStateError, converted
+from batchnb.frame_cache import forget_all
 from batchnb.place import is_remote, part_sizes, write_manifest
 from batchnb.plan import decoded_bytes_per_row
 from batchnb.record.snapshot import Progress
@@ -149,6 +150,7 @@ def execute(
             raise
         finally:
             engine.close()
+            forget_all()  # the frames this process decoded for the job (threads): the kernel keeps none
 
 
 def _ready(

@@ -46,6 +46,7 @@ class RemoteTraceback(Exception):
 
 
 STARTED = b""  # a worker's first message; replies are pickles, never empty
+FORGET = b"forget"  # to an idle worker of a pool kept warm: drop the frames of the last job (never a pickle)
 
 
 def _worker_main(conn: Connection) -> None:
@@ -57,6 +58,11 @@ def _worker_main(conn: Connection) -> None:
             return
         if not payload:
             return
+        if payload == FORGET:
+            from batchnb.frame_cache import forget_all
+
+            forget_all()
+            continue
         reply: tuple[Any, ...]
         try:
             fn, arg = cloudpickle.loads(payload)
@@ -131,8 +137,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._queue: deque[tuple[Future, bytes, object]] = deque()
         self._homes: dict[object, _Worker] = {}  # affinity key -> the worker that ran it first
-        self._env = worker_env(workers)  # thread pools sized so that the workers share the cores
-        self._workers = [_Worker(self._ctx, self._env) for _ in range(workers)]
+        self.env = worker_env(workers)  # thread pools sized so that the workers share the cores
+        self._workers = [_Worker(self._ctx, self.env) for _ in range(workers)]
         self._next = 0  # the worker offered work first at the next dispatch
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closed = False
@@ -183,6 +189,26 @@ class WorkerPool:
             for worker in self._workers:
                 if worker.future is future:
                     worker.process.kill()
+
+    def idle(self, workers: int, env: Mapping[str, str]) -> bool:
+        """Whether a new job may take this pool as it is: open, `workers` live workers started with `env` that
+        have said they are ready, no task queued or running."""
+        with self._lock:
+            return (
+                not self._closed and not self._queue and len(self._workers) == workers and self.env == dict(env)
+                and all(w.started and w.future is None and w.process.is_alive() for w in self._workers)
+            )  # fmt: skip
+
+    def forget(self) -> None:
+        """Between jobs: the workers drop their cached frames, and no key has a home any more."""
+        with self._lock:
+            self._homes.clear()
+            for worker in self._workers:
+                worker.held.clear()
+                try:
+                    worker.conn.send_bytes(FORGET)
+                except OSError:
+                    pass  # a dead worker: its sentinel replaces it
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -237,7 +263,7 @@ class WorkerPool:
         self._homes = {key: home for key, home in self._homes.items() if home is not worker}
         index = self._workers.index(worker)
         if not self._closed:
-            self._workers[index] = _Worker(self._ctx, self._env)
+            self._workers[index] = _Worker(self._ctx, self.env)
 
     def close(self) -> None:
         with self._lock:
