@@ -191,3 +191,15 @@ def test_run_chunks_returns_each_chunks_error_as_a_value(monkeypatch) -> None:
     assert out[0] == 0 and out[2] == 2 and isinstance(out[1], Failed)
     error = out[1].rebuilt()
     assert isinstance(error, KeyError) and "fails_on_odd" in str(error.__cause__)
+
+
+def test_a_unit_is_one_task_only_where_each_chunk_needs_no_task_of_its_own() -> None:
+    from batchnb.driver.batches import run_length
+    from batchnb.engines.processes import ProcessesEngine
+    from batchnb.engines.sequential import SequentialEngine
+
+    assert run_length(ThreadsEngine(), fitted=True, chunk_timeout=None) == ThreadsEngine.chunks_per_task > 1
+    assert run_length(ThreadsEngine(), fitted=False, chunk_timeout=None) == 1
+    assert run_length(ThreadsEngine(), fitted=True, chunk_timeout=5.0) == 1
+    assert run_length(ProcessesEngine(), fitted=True, chunk_timeout=None) == 1  # the memory guard kills one chunk
+    assert run_length(SequentialEngine(), fitted=True, chunk_timeout=None) == 1

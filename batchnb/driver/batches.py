@@ -22,7 +22,7 @@ from batchnb.engines.base import Engine, settle
 from batchnb.engines.pool import RemoteTraceback
 from batchnb.errors import PASS_THROUGH, describe
 
-__all__ = ["Failed", "Tasks", "run_chunks"]
+__all__ = ["Failed", "Tasks", "run_chunks", "run_length"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,15 @@ def _portable(exc: BaseException) -> BaseException:
     except Exception:  # noqa: BLE001 - any reason it does not travel
         return RuntimeError(describe(exc))
     return exc
+
+
+def run_length(engine: Engine, *, fitted: bool, chunk_timeout: float | None) -> int:
+    """The most chunks of one unit sent as one task: the engine's `chunks_per_task` when a fitted detector
+    scores them (short chunks sharing their unit's scores), else 1 (a function may take long per chunk); also
+    1 when each chunk has its own deadline, or may be stopped alone by the memory guard (`can_kill`)."""
+    if not fitted or chunk_timeout is not None or engine.can_kill:
+        return 1
+    return max(1, engine.chunks_per_task)
 
 
 class Tasks:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from batchnb.config import JobConfig, Resources
-from batchnb.driver.batches import Tasks
+from batchnb.driver.batches import Tasks, run_length
 from batchnb.driver.memory import Admission, MemoryGuard, recommend_chunk_size
 from batchnb.driver.pending import ChunkQueue, RetrySchedule, interleave
 from batchnb.driver.sampling import PROGRESS_EVERY_S, Reporter
@@ -62,6 +62,13 @@ def _traceback_text(exc: BaseException | None) -> str:
 
 def _disk_full(exc: BaseException | None) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full_reason(output: str, index: int, exc: OSError) -> str:
+    return (
+        f"no space left on the disk of the output {output!r} (chunk {index}: {describe(exc)}): "
+        "free some space or use another output, then run again to resume; finished parts are kept"
+    )
 
 
 class OutputCheckError(Exception):
@@ -141,8 +148,7 @@ class Runner:
         memory: MemoryGuard | None = None,
     ) -> None:
         self.config, self.state, self.engine, self.make_task = config, state, engine, make_task
-        self.cancel_event = cancel
-        self.memory = memory
+        self.cancel_event, self.memory = cancel, memory
         self.admission = Admission(engine, workers, memory)
         self.retries = RetrySchedule(config.backoff)
         # Driver seconds per activity, for the overhead breakdown (workers time their own steps per chunk).
@@ -153,8 +159,7 @@ class Runner:
         self.queue = ChunkQueue([])
         self.lost: EngineError | None = None  # the cluster went away: the job ends failed, no chunk is to blame
         self._stop: str | None = None  # why the job stops early although every chunk could still run
-        self._lanes = 1
-        self._batch = 1
+        self._lanes = self._batch = 1  # workers dealt runs of a key; chunks of one unit sent as one task
         self.tasks = Tasks(engine)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -162,12 +167,8 @@ class Runner:
         self._t0 = time.monotonic()
         self.deadlines = Deadlines(self.config.resources, self._t0)
         self._elapsed_before = begin_run(self.state)
-        # A unit's chunks go as one task (`driver.batches`) when a fitted detector scores them (short chunks that
-        # share their unit's scores), unless each chunk has its own deadline or may be stopped alone by the
-        # memory guard.
         fitted = bool(todo) and bool(self.make_task(todo[0]).scorer_key)
-        alone = not fitted or self.config.resources.chunk_timeout is not None or self.engine.can_kill
-        self._batch = 1 if alone else self.engine.chunks_per_task
+        self._batch = run_length(self.engine, fitted=fitted, chunk_timeout=self.config.resources.chunk_timeout)
         self._lanes = self.engine.affinity_lanes() if self._batch == 1 else 1
         self.queue = ChunkQueue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
         self._report(force=True)
@@ -231,7 +232,7 @@ class Runner:
             elif outcome is not None:
                 finished.append(outcome)
             elif _disk_full(error):  # not the chunk's fault either: it runs again when the job resumes
-                self._stop = self._stop or self._disk_full_reason(job.spec.index, error)
+                self._stop = self._stop or _disk_full_reason(self.config.output, job.spec.index, error)
                 self.state.mark([job.spec.index], ChunkStatus.PENDING)
             else:
                 self._failed_attempt(job, error)
@@ -245,12 +246,6 @@ class Runner:
                 self.memory.measured = True  # a whole chunk ran while we sampled: its cost is known
             self.commit.record(finished, self.queue.attempts)
         return finished
-
-    def _disk_full_reason(self, index: int, exc: OSError) -> str:
-        return (
-            f"no space left on the disk of the output {self.config.output!r} (chunk {index}: {describe(exc)}): "
-            "free some space or use another output, then run again to resume; finished parts are kept"
-        )
 
     def _locality(self, spec: ChunkSpec, task: ChunkTask | None = None) -> Hashable | None:
         from batchnb import sources
