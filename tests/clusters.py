@@ -22,6 +22,8 @@ from pathlib import Path
 import polars as pl
 import psutil
 
+from batchnb.detectors.robust import MAD
+
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 60.0
 
@@ -42,6 +44,22 @@ def slow_scores(frame: pl.DataFrame) -> pl.DataFrame:
     not by which worker happens to be free first."""
     time.sleep(0.3)
     return scores(frame)
+
+
+@dataclass(frozen=True)
+class SlowMAD(MAD):
+    """The fitted `mad` detector whose scoring query takes `seconds` longer per call: a row group's task (scored
+    once) lasts, so that a test can act while one runs."""
+
+    name: str = "slow-mad"
+    seconds: float = 1.0
+
+    def score_expr(self, columns, state):
+        def pause(values: pl.Series) -> pl.Series:
+            time.sleep(self.seconds)
+            return pl.Series(values.name, [0.0] * len(values))
+
+        return super().score_expr(columns, state) + pl.col(columns[0]).map_batches(pause, return_dtype=pl.Float64)
 
 
 class Gate:

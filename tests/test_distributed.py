@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
-from clusters import Gate, dask_cluster, ray_cluster, scores, slow_scores, stop_tree
+from clusters import Gate, SlowMAD, dask_cluster, ray_cluster, scores, slow_scores, stop_tree
 from conftest import make_frame, write_source
 
 import batchnb as bn
@@ -193,6 +193,31 @@ def test_a_fitted_detector_runs_each_row_group_as_one_task(tmp_path, engine, ray
         assert len(writers) == 24 and f"{socket.gethostname()}:{os.getpid()}" not in writers.values()
         assert all(len({writers[i] for i in range(4 * g, 4 * g + 4)}) == 1 for g in range(6)), writers
         assert len(set(writers.values())) >= 2  # the groups were shared out
+
+
+@pytest.mark.slow
+def test_dask_worker_killed_during_a_row_groups_task_costs_only_that_task(tmp_path) -> None:
+    """A row group's chunks run as one task: a worker killed in the middle of one fails that task's chunks, which
+    run again; the chunks already recorded stay as they are, and the output is complete and exact."""
+    frame = make_frame(4 * ROWS, seed=6)
+    source = tmp_path / "groups.parquet"
+    frame.write_parquet(source, row_group_size=8_000)  # 6 row groups of 4 chunks, each group scored in ~1 s
+    opts = {"detector": SlowMAD(seconds=1.0), "keep": ["id"], "chunk_size": 2_000}
+    expected = bn.BatchJob(str(source), str(tmp_path / "seq"), engine="sequential", **opts).run(progress=None)
+    with dask_cluster(tmp_path, n_workers=2) as cluster:
+        job = bn.BatchJob(str(source), str(tmp_path / "out"), engine=DaskEngine(cluster.address), retries=2,
+                          backoff=bn.Backoff(base=0.0, max=0.0, jitter=False), **opts)  # fmt: skip
+        job.start(progress=None)
+        wait_for_chunks(job, 4)  # a first row group is done and recorded
+        first = done_parts(tmp_path / "out")
+        victim = cluster.busy_worker()  # it runs the task of another group
+        victim.send_signal(signal.SIGKILL)
+        result = job.wait(timeout=120)
+
+        assert_same_output(result, expected.read().collect())
+        assert result.retries >= 1 and job.verify().ok
+        after = done_parts(tmp_path / "out")
+        assert all(after[name] == mtime for name, mtime in first.items())  # finished parts were not redone
 
 
 @pytest.mark.slow

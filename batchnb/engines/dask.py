@@ -149,7 +149,12 @@ class DaskEngine(Engine):
         return future
 
     def _relay(self, inner: Future, future: Future) -> None:
-        """Hand the task's outcome to the runner's Future (runs on the client's event loop: never block)."""
+        """Hand the task's outcome to the runner's Future (runs on the client's event loop: never block).
+
+        The client then holds the task no longer: a result the client still wants is computed again by the
+        scheduler when the worker holding it dies, which would rewrite the parts of chunks already recorded.
+        """
+        self._remote.pop(future, None)
         if inner.cancelled():
             # The client cancels every future when it loses the scheduler; after batchnb's own cancel()
             # the runner's Future is already settled and this does nothing.
