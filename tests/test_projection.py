@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from conftest import SUFFIX, run_job, write_source
 
@@ -50,7 +49,7 @@ class Reads:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
         self.scans: list[str] = []  # explained Polars queries over the source file
-        self.row_groups: list[list[str] | None] = []  # `columns=` of each pyarrow row-group decode
+        self.row_groups: list[list[str] | None] = []  # `columns` of each whole row-group decode
         self.csv: list[dict[str, Any]] = []
         self.ndjson: list[dict[str, Any]] = []
         self.hdf5: list[list[str] | None] = []  # `columns=` of each HDF5 read but the schema's (one row)
@@ -59,7 +58,7 @@ class Reads:
     def _wrap(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         import pandas as pd
 
-        collect, read_group = pl.LazyFrame.collect, pq.ParquetFile.read_row_group
+        collect, read_group = pl.LazyFrame.collect, parquet._local_group
         read_csv, read_ndjson, select = pl.read_csv, pl.read_ndjson, pd.HDFStore.select
 
         def on_collect(lf: pl.LazyFrame, *args: Any, **kwargs: Any) -> Any:
@@ -68,9 +67,9 @@ class Reads:
                 self.scans.append(plan)
             return collect(lf, *args, **kwargs)
 
-        def on_group(pf: Any, i: int, columns: Any = None, **kwargs: Any) -> Any:
+        def on_group(path: str, i: int, offset: int, rows: int, columns: Any) -> Any:
             self.row_groups.append(None if columns is None else list(columns))
-            return read_group(pf, i, columns=columns, **kwargs)
+            return read_group(path, i, offset, rows, columns)
 
         def on_csv(source: Any, **kwargs: Any) -> Any:
             self.csv.append(kwargs)
@@ -86,7 +85,7 @@ class Reads:
             return select(store, key, *args, columns=columns, **kwargs)
 
         monkeypatch.setattr(pl.LazyFrame, "collect", on_collect)
-        monkeypatch.setattr(pq.ParquetFile, "read_row_group", on_group)
+        monkeypatch.setattr(parquet, "_local_group", on_group)
         monkeypatch.setattr(pl, "read_csv", on_csv)
         monkeypatch.setattr(pl, "read_ndjson", on_ndjson)
         monkeypatch.setattr(pd.HDFStore, "select", on_select)

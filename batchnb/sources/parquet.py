@@ -190,17 +190,10 @@ def _scan(path: str, columns: Sequence[str] | None) -> pl.LazyFrame:
 
 
 def _local_group(path: str, i: int, offset: int, rows: int, columns: Sequence[str] | None) -> pl.DataFrame:
-    """Row group `i` (only `columns`; None: all) decoded by pyarrow from a memory map: no copy of the file's
-    bytes, and its columns decoded in parallel (about 10 % off a whole job here). Polars' own reader when
-    Arrow's types would come out different from Polars' (the schema every other read of the file has)."""
-    import pyarrow.parquet as pq
-
-    wanted = None if columns is None else list(columns)
-    frame = pl.from_arrow(pq.ParquetFile(path, memory_map=True).read_row_group(i, columns=wanted))
-    own = pl.read_parquet_schema(path)
-    expected = own if wanted is None else {c: own[c] for c in wanted}
-    if isinstance(frame, pl.DataFrame) and dict(frame.schema) == dict(expected):
-        return frame
+    """Row group `i` (its rows [offset, offset + rows) of the file; only `columns`, None: all) decoded by Polars:
+    the slice reaches only that group, and Polars' decoder costs about 40 % less CPU per group than pyarrow's
+    plus the conversion (measured on 1M-row groups of floats; with two chunks decoding at once on two cores,
+    CPU is what a job waits for)."""
     return _scan(path, columns).slice(offset, rows).collect()
 
 
