@@ -335,13 +335,16 @@ def test_view_follows_a_real_job_with_errors_and_retry(sources, tmp_path):
 
 
 def test_blocking_run_cancels_cleanly_on_a_kernel_interrupt(big_sources, tmp_path):
+    running = threading.Event()
+
     class Interactive:
         interactive = True
         closed = False
         finished = None
 
         def update(self, progress):
-            pass
+            if progress.chunks_done:
+                running.set()
 
         def close(self):
             self.closed = True
@@ -351,7 +354,8 @@ def test_blocking_run_cancels_cleanly_on_a_kernel_interrupt(big_sources, tmp_pat
 
     job = bn.BatchJob(big_sources["parquet"], tmp_path / "out", detector=slow, chunk_size=1_000, engine="sequential")
     view = Interactive()
-    timer = threading.Timer(0.3, _thread.interrupt_main)
+    # The interrupt comes once a chunk is done (the job is certainly running), as the stop button would.
+    timer = threading.Thread(target=lambda: running.wait(60) and _thread.interrupt_main())
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         job.run(progress=view)
