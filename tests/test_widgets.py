@@ -5,12 +5,13 @@ Widgets here have no kernel (ipywidgets uses a dummy comm); messages are counted
 
 from __future__ import annotations
 
-import _thread
 import dataclasses
 import html
 import io
 import math
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -334,34 +335,49 @@ def test_view_follows_a_real_job_with_errors_and_retry(sources, tmp_path):
     assert job.wait(timeout=30).chunks_failed == 1
 
 
-def test_blocking_run_cancels_cleanly_on_a_kernel_interrupt(big_sources, tmp_path):
-    running = threading.Event()
+INTERRUPTED_RUN = """
+import _thread, sys, threading, time
+import batchnb as bn
 
-    class Interactive:
-        interactive = True
-        closed = False
-        finished = None
+def slow(df):
+    time.sleep(0.05)
+    return df
 
-        def update(self, progress):
-            if progress.chunks_done:
-                running.set()
+class Interactive:
+    interactive, closed, finished = True, False, None
+    def __init__(self):
+        self.running = threading.Event()
+    def update(self, progress):
+        if progress.chunks_done:
+            self.running.set()
+    def close(self):
+        self.closed = True
+    def finish(self, result, error=None):
+        self.finished = result
 
-        def close(self):
-            self.closed = True
-
-        def finish(self, result, error=None):
-            self.finished = result
-
-    job = bn.BatchJob(big_sources["parquet"], tmp_path / "out", detector=slow, chunk_size=1_000, engine="sequential")
+if __name__ == "__main__":
+    source, output = sys.argv[1:]
     view = Interactive()
     # The interrupt comes once a chunk is done (the job is certainly running), as the stop button would.
-    timer = threading.Thread(target=lambda: running.wait(60) and _thread.interrupt_main())
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
+    threading.Thread(target=lambda: view.running.wait(60) and _thread.interrupt_main(), daemon=True).start()
+    job = bn.BatchJob(source, output, detector=slow, chunk_size=1_000, engine="sequential")
+    try:
         job.run(progress=view)
-    timer.join()
-    assert view.closed and view.finished.status == "cancelled"
-    assert bn.status(job.output).status == "cancelled"
+        print("returned", job.result().status if hasattr(job, "result") else "")
+    except KeyboardInterrupt:
+        print("interrupted", view.closed, view.finished.status, bn.status(output).status)
+"""
+
+
+def test_blocking_run_cancels_cleanly_on_a_kernel_interrupt(big_sources, tmp_path):
+    """A blocking run with a live view, interrupted in the kernel's main thread: the job is cancelled cleanly,
+    its view closed and told, and the interrupt propagates. Run in a process of its own, as a kernel is."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_RUN)
+    done = subprocess.run([sys.executable, str(script), big_sources["parquet"], str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["interrupted", "True", "cancelled", "cancelled"], done.stdout + done.stderr[-2000:]
 
 
 # --------------------------------------------------------------------------------------------------
