@@ -7,6 +7,7 @@ output holds every input row exactly once and in input order just by looking at 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -269,10 +270,16 @@ def _leftovers(before_threads: set[int], before_children: set[int]) -> tuple[lis
 
 @pytest.fixture(autouse=True)
 def no_leaks():
-    """Fail a test that leaves threads (non-daemon, or batchnb's own) or child processes running after it."""
+    """Fail a test that leaves threads (non-daemon, or batchnb's own) or child processes running after it, or
+    Ctrl-C handled otherwise than before (a kernel whose SIGINT handler changed cannot interrupt a job)."""
     before_threads = {t.ident for t in threading.enumerate()}
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
+    sigint = signal.getsignal(signal.SIGINT)
     yield
+    if signal.getsignal(signal.SIGINT) is not sigint:
+        changed = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, sigint)
+        pytest.fail(f"test left SIGINT handled by {changed!r}")
     ProcessesEngine.shutdown()  # the worker pool kept warm for the next job is closed, not left to a later test
     deadline = time.monotonic() + 30.0  # pools and views that are shutting down get time to exit
     while True:
