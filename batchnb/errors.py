@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -97,6 +98,16 @@ def describe(exc: BaseException) -> str:
     """`Type: message` on one line, for any exception."""
     text = one_line(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def portable(exc: BaseException) -> BaseException:
+    """`exc` when it survives pickling to the driver; else a RuntimeError saying what it was (retried, as an
+    unknown error is)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any reason it does not travel
+        return RuntimeError(describe(exc))
+    return exc
 
 
 def cause_of(exc: BaseException) -> str:

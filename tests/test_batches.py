@@ -8,6 +8,7 @@ chunk. A chunk with its own deadline, and a callable detector, still run one chu
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError, Future
@@ -168,16 +169,24 @@ def test_a_batch_that_fails_whole_fails_each_of_its_chunks() -> None:
             future.result(timeout=0)
 
 
-def test_a_chunk_error_that_does_not_pickle_travels_as_a_runtime_error() -> None:
+def test_a_chunk_error_that_does_not_pickle_travels_as_a_runtime_error(monkeypatch) -> None:
     class Local(Exception):
         def __init__(self) -> None:
             super().__init__("held a lock")
             self.lock = threading.Lock()  # cannot be pickled
 
-    error = batches._portable(Local())
-    assert type(error) is RuntimeError and "Local: held a lock" in str(error)
-    kept = ValueError("plain")
-    assert batches._portable(kept) is kept
+    def fails(task):
+        raise Local() if task else ValueError("plain")
+
+    monkeypatch.setattr(batches, "run_chunk", fails)
+    unpicklable, plain = run_chunks([1, 0])  # type: ignore[list-item]  # a batch pickled to the driver
+    assert isinstance(unpicklable, Failed) and isinstance(plain, Failed)
+    assert type(unpicklable.error) is RuntimeError and "Local: held a lock" in str(unpicklable.error)
+    assert "Local: held a lock" in unpicklable.traceback  # the worker's traceback still names the original
+    assert type(plain.error) is ValueError
+    pickle.dumps([unpicklable, plain])
+    (in_process,) = run_chunks([1], stop=threading.Event())  # type: ignore[list-item]  # nothing is pickled
+    assert isinstance(in_process, Failed) and type(in_process.error) is Local
 
 
 def test_run_chunks_returns_each_chunks_error_as_a_value(monkeypatch) -> None:

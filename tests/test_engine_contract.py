@@ -22,6 +22,7 @@ import os
 import socket
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -333,3 +334,26 @@ def test_worker_processes_share_the_cores_between_their_thread_pools(make_engine
     threads = set(result.read().collect().get_column("threads"))
     cores = len(os.sched_getaffinity(0))
     assert threads == {max(1, cores // 2)}, (threads, cores)  # 2 workers
+
+
+def _lock(_: object) -> object:
+    return threading.Lock()
+
+
+def _raise_holding_a_lock(_: object) -> object:
+    error = ValueError("held a lock")
+    error.lock = threading.Lock()  # type: ignore[attr-defined]
+    raise error
+
+
+def test_a_worker_processs_unpicklable_result_or_error_reaches_the_driver_as_an_error() -> None:
+    engine = bn.engines.create("processes")
+    engine.open(1)
+    try:
+        result, error = engine.submit(_lock, None), engine.submit(_raise_holding_a_lock, None)
+        with pytest.raises(RuntimeError, match=r"result \(lock\) cannot be pickled"):
+            result.result(timeout=DEADLINE_S)
+        with pytest.raises(RuntimeError, match="ValueError: held a lock"):
+            error.result(timeout=DEADLINE_S)
+    finally:
+        engine.close()

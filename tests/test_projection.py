@@ -67,9 +67,9 @@ class Reads:
                 self.scans.append(plan)
             return collect(lf, *args, **kwargs)
 
-        def on_group(path: str, i: int, offset: int, rows: int, columns: Any) -> Any:
+        def on_group(path: str, offset: int, rows: int, columns: Any) -> Any:
             self.row_groups.append(None if columns is None else list(columns))
-            return read_group(path, i, offset, rows, columns)
+            return read_group(path, offset, rows, columns)
 
         def on_csv(source: Any, **kwargs: Any) -> Any:
             self.csv.append(kwargs)

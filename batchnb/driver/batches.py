@@ -9,7 +9,6 @@ fails fails alone and is retried alone (as a task of its own), and the record co
 
 from __future__ import annotations
 
-import pickle
 import threading
 import traceback
 from collections.abc import Hashable, Iterable
@@ -20,7 +19,7 @@ from functools import partial
 from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
 from batchnb.engines.base import Engine, settle
 from batchnb.engines.pool import RemoteTraceback
-from batchnb.errors import PASS_THROUGH, describe
+from batchnb.errors import PASS_THROUGH, portable
 
 __all__ = ["Failed", "Tasks", "run_chunks", "run_length"]
 
@@ -40,7 +39,8 @@ class Failed:
 
 def run_chunks(tasks: list[ChunkTask], stop: threading.Event | None = None) -> list[ChunkOutcome | Failed]:
     """The worker side: each chunk in order, each one's outcome or error its own. `stop` (engines that run
-    tasks in this process) ends a batch the runner gave up on before its next chunk."""
+    tasks in this process) ends a batch the runner gave up on before its next chunk; without it the outcomes
+    are pickled to the driver, so an error that would not pickle travels as its description."""
     out: list[ChunkOutcome | Failed] = []
     for task in tasks:
         if stop is not None and stop.is_set():
@@ -51,17 +51,9 @@ def run_chunks(tasks: list[ChunkTask], stop: threading.Event | None = None) -> l
         except PASS_THROUGH:
             raise
         except BaseException as exc:  # noqa: BLE001 - the chunk's failure, delivered as its own
-            out.append(Failed(_portable(exc), "".join(traceback.format_exception(exc))))
+            error = exc if stop is not None else portable(exc)
+            out.append(Failed(error, "".join(traceback.format_exception(exc))))
     return out
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """`exc` when it pickles; else a RuntimeError saying what it was (retried, as an unknown error is)."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - any reason it does not travel
-        return RuntimeError(describe(exc))
-    return exc
 
 
 def run_length(engine: Engine, *, fitted: bool, chunk_timeout: float | None) -> int:

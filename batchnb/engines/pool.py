@@ -29,7 +29,7 @@ from typing import Any
 import cloudpickle
 
 from batchnb.engines.base import spawn_environ, worker_env
-from batchnb.errors import EngineError
+from batchnb.errors import EngineError, portable
 
 __all__ = ["RemoteTraceback", "WorkerLostError", "WorkerPool"]
 
@@ -78,9 +78,9 @@ def _worker_main(conn: Connection) -> None:
 
 def _picklable(reply: tuple[Any, ...]) -> tuple[str, BaseException, str]:
     """The reply as plain text when its exception or result cannot be pickled."""
-    error = reply[1] if reply[0] == "err" else None
-    text = reply[2] if reply[0] == "err" else "result cannot be pickled"
-    return ("err", RuntimeError(f"{type(error).__name__}: {error}"), text)
+    if reply[0] == "err":
+        return ("err", portable(reply[1]), reply[2])
+    return ("err", RuntimeError(f"the task's result ({type(reply[1]).__name__}) cannot be pickled"), "")
 
 
 def _start_failure(pid: int | None, code: int) -> str:

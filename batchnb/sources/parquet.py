@@ -170,8 +170,8 @@ class Parquet(RowFormat):
                 return _scan(path, columns).slice(lo, hi - lo).collect()
             key = (*version, offset)
             if (lo, hi) == (offset, offset + rows) and _CACHE.peek(key) is None:
-                return _local_group(path, i, offset, rows, columns)  # a unit to score: no chunk cuts from it
-            return _decoded(key, lambda: _local_group(path, i, offset, rows, columns)).slice(lo - offset, hi - lo)
+                return _local_group(path, offset, rows, columns)  # a unit to score: no chunk cuts from it
+            return _decoded(key, lambda: _local_group(path, offset, rows, columns)).slice(lo - offset, hi - lo)
 
         return _joined(_cut_groups(info, path, start, stop, cut), lambda: _scan(path, columns).head(0).collect())
 
@@ -189,8 +189,8 @@ def _scan(path: str, columns: Sequence[str] | None) -> pl.LazyFrame:
     return scan if columns is None else scan.select(columns)
 
 
-def _local_group(path: str, i: int, offset: int, rows: int, columns: Sequence[str] | None) -> pl.DataFrame:
-    """Row group `i` (its rows [offset, offset + rows) of the file; only `columns`, None: all) decoded by Polars:
+def _local_group(path: str, offset: int, rows: int, columns: Sequence[str] | None) -> pl.DataFrame:
+    """The row group of rows [offset, offset + rows) of the file (only `columns`, None: all) decoded by Polars:
     the slice reaches only that group, and Polars' decoder costs about 40 % less CPU per group than pyarrow's
     plus the conversion (measured on 1M-row groups of floats; with two chunks decoding at once on two cores,
     CPU is what a job waits for)."""
@@ -204,7 +204,7 @@ def _first(pair: tuple[int, Any]) -> int:
 def _sample_group(info: DatasetInfo, path: str, i: int, offset: int, columns: Sequence[str] | None) -> pl.DataFrame:
     """Row group `i` of `path`, only `columns`, for the sample: never cached (the sample would pin its groups)."""
     if not storage.is_url(path):
-        return _local_group(path, i, offset, _groups(info, path)[i][0], columns)
+        return _local_group(path, offset, _groups(info, path)[i][0], columns)
     with storage.open_input(path) as f:
         import pyarrow.parquet as pq
 
