@@ -423,6 +423,7 @@ class _Server:
                 conn.sendall(self.greeting)
 
     def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
         self.sock.close()
         for conn in self.conns:
             conn.close()

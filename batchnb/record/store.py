@@ -78,7 +78,7 @@ def _probe(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # random bytes or no access fail here
 
 
-def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def connect(output: str | Path, *, create: bool = False, timeout: float | None = None) -> sqlite3.Connection:
     """The one way every reader and writer opens a job's state.
 
     The path goes into a file: URI escaped (`#`, `?`, `%` and spaces are parts of the name, not URI syntax).
@@ -86,6 +86,7 @@ def connect(output: str | Path, *, create: bool = False, timeout: float = BUSY_T
     database needs, a state with no -wal beside it (no writer, nothing uncommitted) is opened immutable.
     Every failure is a JobStateError naming the file, with the sqlite error as its cause.
     """
+    timeout = BUSY_TIMEOUT_S if timeout is None else timeout
     path = state_path(output)
     refuse_links(path)
     uri = Path(os.path.abspath(path)).as_uri()
