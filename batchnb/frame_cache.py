@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -9,7 +10,9 @@ from collections.abc import Callable, Hashable
 
 import polars as pl
 
-__all__ = ["FrameCache", "forget_all"]
+__all__ = ["WORKER_PROCESSES", "FrameCache", "forget_all", "host_share"]
+
+WORKER_PROCESSES = "BATCHNB_WORKER_PROCESSES"  # a job's worker processes on this machine, set where they start
 
 _EVERY: weakref.WeakSet[FrameCache] = weakref.WeakSet()
 
@@ -18,6 +21,16 @@ def forget_all() -> None:
     """Empty every cache of this process: a job ended, and a kernel or an idle worker keeps no frames of it."""
     for cache in list(_EVERY):
         cache.forget()
+
+
+def host_share(nbytes: int) -> int:
+    """This process's share of `nbytes` meant for the machine: worker processes started together split it
+    (two workers keeping a full cache each held 1 GB between them on a 10 GB job); a kernel keeps it whole."""
+    try:
+        processes = int(os.environ.get(WORKER_PROCESSES, "1"))
+    except ValueError:
+        processes = 1
+    return nbytes // max(1, processes)
 
 
 class FrameCache:

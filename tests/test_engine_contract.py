@@ -38,6 +38,7 @@ from conftest import make_frame, write_source
 
 import batchnb as bn
 from batchnb.engines.base import Engine, EngineLike
+from batchnb.sources import parquet
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -316,8 +317,12 @@ def test_close_leaves_nothing_running(make_engine) -> None:
 
 
 def pool_threads(frame: pl.DataFrame) -> pl.DataFrame:
-    """The size of Polars' thread pool in the process that scores the chunk."""
-    return frame.select("id", pl.lit(pl.thread_pool_size(), dtype=pl.Int64).alias("threads"))
+    """The size of Polars' thread pool and of the row-group cache in the process that scores the chunk."""
+    return frame.select(
+        "id",
+        pl.lit(pl.thread_pool_size(), dtype=pl.Int64).alias("threads"),
+        pl.lit(parquet._CACHE.max_bytes, dtype=pl.Int64).alias("cache_bytes"),
+    )
 
 
 def test_worker_processes_share_the_cores_between_their_thread_pools(make_engine, source, tmp_path) -> None:
@@ -331,9 +336,24 @@ def test_worker_processes_share_the_cores_between_their_thread_pools(make_engine
         engine = DaskEngine(n_workers=2)
     result = job(source, tmp_path / "out", engine, detector=pool_threads).run(progress=None)
     assert result.status == "succeeded", result.errors
-    threads = set(result.read().collect().get_column("threads"))
+    out = result.read().collect()
+    threads, cache_bytes = set(out.get_column("threads")), set(out.get_column("cache_bytes"))
     cores = len(os.sched_getaffinity(0))
     assert threads == {max(1, cores // 2)}, (threads, cores)  # 2 workers
+    assert cache_bytes == {parquet.CACHE_BYTES // 2}  # and the machine's cache bytes: two keep no more than one
+
+
+def test_a_kernel_keeps_the_whole_cache_and_worker_processes_split_it(monkeypatch) -> None:
+    from batchnb.engines.base import worker_env
+    from batchnb.frame_cache import WORKER_PROCESSES, host_share
+
+    monkeypatch.delenv(WORKER_PROCESSES, raising=False)
+    assert host_share(1000) == 1000
+    assert worker_env(4)[WORKER_PROCESSES] == "4" and worker_env(8, processes=2)[WORKER_PROCESSES] == "2"
+    monkeypatch.setenv(WORKER_PROCESSES, "4")
+    assert host_share(1000) == 250
+    monkeypatch.setenv(WORKER_PROCESSES, "many")  # a value someone else set: ignored, not a crash at import
+    assert host_share(1000) == 1000
 
 
 def _lock(_: object) -> object:

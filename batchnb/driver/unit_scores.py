@@ -17,7 +17,7 @@ import polars as pl
 
 from batchnb.detectors.base import FittedDetector
 from batchnb.errors import PASS_THROUGH
-from batchnb.frame_cache import FrameCache
+from batchnb.frame_cache import FrameCache, host_share
 
 if TYPE_CHECKING:
     from batchnb.driver.task import ChunkTask
@@ -28,7 +28,7 @@ __all__ = ["SCORES_BYTES", "unit_output"]
 
 SCORES_BYTES = 96 * 2**20  # a few units' scores per worker process: 17 MB per 1M rows with one kept id
 
-_SCORES = FrameCache(SCORES_BYTES)
+_SCORES = FrameCache(host_share(SCORES_BYTES))
 
 
 def unit_output(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, dict[str, float]] | None:

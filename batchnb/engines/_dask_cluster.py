@@ -110,7 +110,8 @@ def _start_local(n_workers: int, threads_per_worker: int, adapt: tuple[int, int]
 
     from batchnb.engines.base import spawn_environ, worker_env
 
-    env = worker_env((adapt[1] if adapt is not None else n_workers) * threads_per_worker)
+    processes = adapt[1] if adapt is not None else n_workers
+    env = worker_env(processes * threads_per_worker, processes)
     # A task whose worker died fails at once, so that batchnb's retry policy is the only one. The workers
     # spawned now get `env` before they import anything (a script's main module may import Polars);
     # `env=` gives it to workers a nanny restarts later too.

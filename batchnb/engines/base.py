@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from batchnb.frame_cache import WORKER_PROCESSES
+
 __all__ = [
     "Adapter",
     "Engine",
@@ -183,14 +185,17 @@ def settle(future: Future, *, result: Any = None, exception: BaseException | Non
         pass
 
 
-def worker_env(concurrent: int) -> dict[str, str]:
-    """Environment for worker processes started on this machine, `concurrent` chunks running at once:
-    each process's thread pools get an equal share of the cores, so workers x threads never exceed them
-    (two workers each running Polars on every core spend their time taking turns). A variable the user
-    set is left as it is."""
+def worker_env(concurrent: int, processes: int | None = None) -> dict[str, str]:
+    """Environment for worker processes started on this machine, `concurrent` chunks running at once in
+    `processes` processes (default: one chunk each): each process's thread pools get an equal share of the
+    cores, so workers x threads never exceed them (two workers each running Polars on every core spend their
+    time taking turns), and its frame caches an equal share of their bytes (`frame_cache.host_share`). A
+    variable the user set is left as it is."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = str(max(1, cores // max(1, concurrent)))
-    return {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
+    env = {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
+    env[WORKER_PROCESSES] = os.environ.get(WORKER_PROCESSES, str(max(1, processes or concurrent)))
+    return env
 
 
 _environ_lock = threading.Lock()

@@ -18,7 +18,7 @@ import polars as pl
 
 from batchnb import storage
 from batchnb.errors import SourceError, cause_of
-from batchnb.frame_cache import FrameCache
+from batchnb.frame_cache import FrameCache, host_share
 from batchnb.sources.base import RowFormat, conform, parallel_map, reading, sample_starts
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo, Piece
 from batchnb.sources.facts import ParquetFacts
@@ -31,7 +31,7 @@ MAX_CACHED_GROUP = 192 * 2**20  # uncompressed bytes; larger groups are sliced l
 WHOLE_GROUP_BLOCKS = 4  # sample blocks in one row group from which decoding it whole is cheaper (measured)
 
 
-_CACHE = FrameCache(CACHE_BYTES)  # decoded row groups shared by the chunk tasks of one worker process
+_CACHE = FrameCache(host_share(CACHE_BYTES))  # decoded row groups shared by the chunk tasks of one worker process
 
 
 class Parquet(RowFormat):
