@@ -58,9 +58,10 @@ class ResourceSampler:
         total = 0
         for pid in [self._me.pid, *pids]:
             try:
-                total += (self._me if pid == self._me.pid else psutil.Process(pid)).memory_info().rss
+                proc = self._known.get(pid) or self._known.setdefault(pid, psutil.Process(pid))
+                total += proc.memory_info().rss
             except psutil.Error:
-                continue
+                self._known.pop(pid, None)
         return total
 
     def sample(self) -> tuple[float, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchnb.detectors.base import FittedDetector
+from batchnb.driver.shared_pickle import pickled, unpickled
 from batchnb.driver.unit_scores import unit_output
 from batchnb.errors import PASS_THROUGH, DataError, describe, is_panic
 from batchnb.sources.dataset import ChunkSpec, DatasetInfo
@@ -40,6 +42,21 @@ class ChunkTask:
     sink: Sink | None = None
     # Names the fitted scorer within a worker process (`driver.unit_scores`); "" scores every chunk alone.
     scorer_key: str = ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """The spec (batchnb's own types: the C pickler), and the job's part pickled once for every chunk
+        (`shared_pickle`), so cloudpickle meets two strings."""
+        shared = (self.dataset, self.scorer, self.keep, self.output, self.output_format, self.source_format,
+                  self.sink, self.scorer_key)  # fmt: skip
+        return (_rebuilt, (pickle.dumps(self.spec, pickle.HIGHEST_PROTOCOL), pickled(shared)))
+
+
+def _rebuilt(spec: bytes, shared: bytes) -> ChunkTask:
+    dataset, scorer, keep, output, output_format, source_format, sink, scorer_key = unpickled(shared)
+    return ChunkTask(
+        spec=pickle.loads(spec), dataset=dataset, scorer=scorer, keep=keep, output=output, output_format=output_format,
+        source_format=source_format, sink=sink, scorer_key=scorer_key,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
