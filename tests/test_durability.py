@@ -351,3 +351,41 @@ def test_terminal_bar_shows_rows_rate_and_failures_without_flooding_logs(source,
     assert "9.00k/10.0k" in err and "failed 1" in err and "retries 1" in err
     assert "failed: 9,000 rows" in err  # the closing line
     assert err.count("\r") <= 2 + 2 * max(1.0, result.elapsed_s)  # at most about one refresh a second
+
+
+@pytest.mark.parametrize("engine", ["threads", "sequential"])
+def test_finished_chunks_are_recorded_together_unless_submit_runs_them(source, tmp_path, monkeypatch, engine) -> None:
+    from batchnb.driver import loop
+
+    transactions = []
+    record_done = JobState.record_done
+    monkeypatch.setattr(
+        JobState, "record_done", lambda self, o, a: transactions.append(len(o)) or record_done(self, o, a)
+    )
+    monkeypatch.setattr(loop, "RECORD_EVERY_S", 30.0)  # longer than the job: recorded when the loop ends
+    result = bn.BatchJob(source, tmp_path / "out", detector=_scored, chunk_size=CHUNK, engine=engine).run(progress=None)
+    assert result.status == "succeeded" and result.chunks_done == ROWS // CHUNK
+    # The sequential engine runs a chunk inside submit(): what finished is recorded before the next starts.
+    assert transactions == ([ROWS // CHUNK] if engine == "threads" else [1] * (ROWS // CHUNK))
+
+
+def test_finished_chunks_are_recorded_however_the_loop_ends(source, tmp_path, monkeypatch) -> None:
+    from batchnb.driver import loop
+
+    monkeypatch.setattr(loop, "RECORD_EVERY_S", 30.0)  # nothing is recorded before the loop ends
+    collected: list[int] = []
+    add = loop.Commit.add
+
+    def interrupted_after_three(self, finished, attempts):
+        if len(collected) >= 3:
+            raise KeyboardInterrupt  # as Ctrl-C in the loop's wait
+        collected.extend(o.index for o in finished)
+        return add(self, finished, attempts)
+
+    monkeypatch.setattr(loop.Commit, "add", interrupted_after_three)
+    job = bn.BatchJob(source, tmp_path / "out", detector=_scored, chunk_size=CHUNK, engine="threads")
+    with pytest.raises(KeyboardInterrupt):
+        job.run(progress=None)
+    with JobState.open(str(tmp_path / "out")) as state:
+        done = {c.index for c in state.chunks() if c.status.value == "done"}
+    assert len(collected) >= 3 and done == set(collected)

@@ -64,6 +64,7 @@ class Engine(ABC):
     max_workers: ClassVar[int | None] = None  # at most this many workers, whatever `max_workers` asks for
     in_flight_per_worker: ClassVar[int] = 2  # chunks submitted per worker: one runs while the next waits
     can_kill: ClassVar[bool] = False  # cancel() stops a running chunk, so the memory guard may give one back
+    runs_in_submit: ClassVar[bool] = False  # submit() runs the chunk: the loop records what finished at once
     # The most chunks of one storage unit (a Parquet row group) sent as one task (`driver.batches`): above one
     # where a task costs more than a chunk's own overhead.
     chunks_per_task: ClassVar[int] = 1
@@ -110,6 +111,7 @@ class Adapter(Engine):
         self.name = inner.name  # type: ignore[misc]
         self.needs_pickle = inner.needs_pickle  # type: ignore[misc]
         self.can_kill = bool(getattr(inner, "can_kill", False))  # type: ignore[misc]
+        self.runs_in_submit = bool(getattr(inner, "runs_in_submit", True))  # type: ignore[misc]  # unknown: it may
         # Looked up once, here: the runner calls the base's methods and never probes an engine.
         self._lanes = getattr(inner, "affinity_lanes", None)
         self._capacity = getattr(inner, "capacity", None)

@@ -15,6 +15,7 @@ class SequentialEngine(Engine):
     name = "sequential"
     max_workers = 1
     in_flight_per_worker = 1  # a chunk runs inside submit(): nothing to keep waiting
+    runs_in_submit = True
 
     def open(self, workers: int) -> None:
         pass
