@@ -255,8 +255,8 @@ def test_dask_scheduler_loss_fails_the_job_and_run_resumes(tmp_path, source, exp
         assert len(kept) == status.chunks_done == 2  # the chunks at the gate never finished
         assert job.verify().ok
 
-        for worker in cluster.workers:  # workers of the old scheduler; the new one gets fresh ones
-            stop_tree(worker)
+        for worker in cluster.workers:  # workers of the old scheduler (they would wait out a SIGTERM); fresh ones
+            stop_tree(worker, signal.SIGKILL)
         cluster.workers.clear()
         gate.open()
         cluster.start_scheduler()  # same address
