@@ -276,19 +276,19 @@ def no_leaks():
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
     sigint = signal.getsignal(signal.SIGINT)
     yield
-    if signal.getsignal(signal.SIGINT) is not sigint:
-        changed = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, sigint)
-        pytest.fail(f"test left SIGINT handled by {changed!r}")
+    changed = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, sigint)  # restored before anything else can fail, so later tests keep Ctrl-C
     ProcessesEngine.shutdown()  # the worker pool kept warm for the next job is closed, not left to a later test
     deadline = time.monotonic() + 30.0  # pools and views that are shutting down get time to exit
     while True:
         threads, children = _leftovers(before_threads, before_children)
         if not threads and not children:
-            return
+            break
         if time.monotonic() > deadline:
             pytest.fail(f"test left running: threads {[t.name for t in threads]}, child processes {children}")
         time.sleep(0.05)
+    if changed is not sigint:
+        pytest.fail(f"test left SIGINT handled by {changed!r}")
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,8 @@ class Commit:
         if finished and not self._waiting:
             self._since = time.monotonic()
         self._waiting.extend(finished)
-        return self.flush(attempts) if self._waiting and self.wait_s(1.0) == 0.0 else []
+        due = bool(self._waiting) and time.monotonic() - self._since >= self.every_s
+        return self.flush(attempts) if due else []
 
     def wait_s(self, most: float) -> float:
         """How long the loop may wait before the chunks waiting here are due (at most `most`)."""

@@ -29,7 +29,7 @@ from typing import Any
 import cloudpickle
 
 from batchnb.engines.base import spawn_environ, worker_env
-from batchnb.errors import EngineError, portable
+from batchnb.errors import EngineError, describe
 
 __all__ = ["RemoteTraceback", "WorkerLostError", "WorkerPool"]
 
@@ -78,8 +78,8 @@ def _worker_main(conn: Connection) -> None:
 
 def _picklable(reply: tuple[Any, ...]) -> tuple[str, BaseException, str]:
     """The reply as plain text when its exception or result cannot be pickled."""
-    if reply[0] == "err":
-        return ("err", portable(reply[1]), reply[2])
+    if reply[0] == "err":  # it did not pickle: its description travels
+        return ("err", RuntimeError(describe(reply[1])), reply[2])
     return ("err", RuntimeError(f"the task's result ({type(reply[1]).__name__}) cannot be pickled"), "")
 
 
