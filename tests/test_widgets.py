@@ -336,7 +336,7 @@ def test_view_follows_a_real_job_with_errors_and_retry(sources, tmp_path):
 
 
 INTERRUPTED_RUN = """
-import _thread, sys, threading, time
+import _thread, signal, sys, threading, time
 import batchnb as bn
 
 def slow(df):
@@ -357,6 +357,9 @@ class Interactive:
 
 if __name__ == "__main__":
     source, output = sys.argv[1:]
+    # A kernel handles SIGINT even when started as a background job, which inherits it ignored (and then
+    # interrupt_main would do nothing).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     view = Interactive()
     # The interrupt comes once a chunk is done (the job is certainly running), as the stop button would.
     threading.Thread(target=lambda: view.running.wait(60) and _thread.interrupt_main(), daemon=True).start()
