@@ -279,14 +279,20 @@ def test_type_error_and_panic_are_not_retried(tmp_path, pq, engine):
 
 def test_panic_reading_a_chunk_fails_that_chunk_only(tmp_path, src, monkeypatch):
     csv = type(sources.get("csv"))  # a chunk task carries its format: the worker calls its read()
-    read = csv.read
+    read, scan_chunk = csv.read, csv.scan_chunk
 
     def panics_on_second(self, info, spec):
         if spec.index == 1:
             raise PanicException("invalid utf-8 sequence")
         return read(self, info, spec)
 
+    def query_fails_on_second(self, info, spec):
+        # The one-pass query fails too (as it would on these bytes): the chunk is then read on its own.
+        query = scan_chunk(self, info, spec)
+        return query.select(pl.col("id").str.to_integer()) if spec.index == 1 else query
+
     monkeypatch.setattr(csv, "read", panics_on_second)
+    monkeypatch.setattr(csv, "scan_chunk", query_fails_on_second)
     result = run(bn.BatchJob(src, tmp_path / "out", engine="sequential", chunk_size=CHUNK, retries=3))
     assert (result.status, result.chunks_done, result.chunks_failed) == ("failed", 2, 1)
     (error,) = result.errors

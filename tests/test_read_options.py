@@ -357,3 +357,43 @@ def test_one_text_column_named_with_semicolons_suggests_the_separator(tmp_path):
         progress=None
     )
     assert result.status == "succeeded" and result.rows_out == 3_000
+
+
+# --- a fitted detector's chunks are parsed and scored in one query (`CSV.scan_chunk`) --------------------
+
+
+def scored(src: Path, out: Path, **read_options) -> bn.JobResult:
+    job = bn.BatchJob(src, out, detector="zscore", engine="sequential", chunk_size=1_000, retries=0,
+                      read_options=read_options)  # fmt: skip
+    return job.run(progress=None)
+
+
+@pytest.mark.parametrize(("make", "options"), OPTIONS, ids=[f"{m.__name__}-{sorted(o)}" for m, o in OPTIONS])
+def test_one_query_per_chunk_scores_as_reading_then_scoring_does(tmp_path, monkeypatch, make, options):
+    src = make(tmp_path / "data.csv")
+    one_pass = scored(src, tmp_path / "one-pass", **options)
+    monkeypatch.setattr(type(bn.sources.get("csv")), "scan_chunk", lambda self, info, spec: None)
+    two_steps = scored(src, tmp_path / "two-steps", **options)
+    assert (one_pass.status, two_steps.status) == ("succeeded", "succeeded"), (one_pass.errors, two_steps.errors)
+    assert_frame_equal(one_pass.read().collect(), two_steps.read().collect())
+
+
+BAD_RECORDS = {
+    "ragged": ("7,3.5,x,extra", {}, ["line 10", "4 fields", "truncate_ragged_lines"]),
+    "not-a-number": ("7,3.5.1,x", {"schema_overrides": {"half": pl.Float64}}, ["line 10", "'half'", "3.5.1"]),
+}
+
+
+@pytest.mark.parametrize(("line", "options", "expected"), BAD_RECORDS.values(), ids=BAD_RECORDS)
+def test_a_record_that_fails_the_one_query_is_named_as_before(tmp_path, monkeypatch, line, options, expected):
+    lines = ["id,half,tag", *rows()]
+    lines[9] = line  # chunk 0, line 10 of the file
+    src = write(tmp_path / "data.csv", lines)
+    one_pass = scored(src, tmp_path / "one-pass", **options)
+    monkeypatch.setattr(type(bn.sources.get("csv")), "scan_chunk", lambda self, info, spec: None)
+    two_steps = scored(src, tmp_path / "two-steps", **options)
+    for result in (one_pass, two_steps):
+        assert (result.status, result.chunks_done, result.chunks_failed) == ("failed", 4, 1)
+    (error,) = one_pass.errors
+    assert error.type == "DataError" and all(text in error.message for text in expected), error.message
+    assert error.message == two_steps.errors[0].message

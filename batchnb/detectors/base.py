@@ -94,7 +94,7 @@ class FittedDetector:
         out = frame.select(keep).with_columns(scores)
         return out.with_columns(self._flag())
 
-    def apply_lazy(self, frame: pl.DataFrame, keep: Sequence[str]) -> pl.LazyFrame | None:
+    def apply_lazy(self, frame: pl.DataFrame | pl.LazyFrame, keep: Sequence[str]) -> pl.LazyFrame | None:
         """The same output as one lazy query, for detectors that score with a Polars expression: Polars
         then selects, scores and flags in one optimized pass, without the intermediate frames of `apply`."""
         score_expr = getattr(self.detector, "score_expr", None)

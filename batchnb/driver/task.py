@@ -165,6 +165,9 @@ def _read_and_score(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, int, di
     from batchnb import sources
 
     t0 = time.perf_counter()
+    fused = _parse_and_score(task, fmt)
+    if fused is not None:
+        return fused
     frame = sources.read_chunk(task.dataset, task.spec, fmt)  # only the projection's columns
     t1 = time.perf_counter()
     # A detector that scores with a Polars expression runs as one optimized query over the chunk; its output
@@ -173,3 +176,28 @@ def _read_and_score(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, int, di
     query = task.scorer.apply_lazy(frame, task.keep) if isinstance(task.scorer, FittedDetector) else None
     out = query.collect() if query is not None else apply_scorer(task.scorer, frame, task.keep)
     return out, frame.height, {"read": t1 - t0, "score": time.perf_counter() - t1}
+
+
+def _parse_and_score(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, int, dict[str, float]] | None:
+    """A text chunk parsed and scored by one query (`scan_chunk`), or None where that does not apply.
+
+    A query that fails gives None too: the eager path then reads the chunk again and fails with the
+    record at fault named, or, if the records parse, with the scoring error as it always has.
+    """
+    scan = getattr(fmt, "scan_chunk", None)
+    if scan is None or not isinstance(task.scorer, FittedDetector):
+        return None
+    t0 = time.perf_counter()
+    source = scan(task.dataset, task.spec)
+    query = None if source is None else task.scorer.apply_lazy(source, task.keep)
+    if query is None:
+        return None
+    t1 = time.perf_counter()
+    try:
+        out = query.collect()
+    except BaseException as exc:  # a panic too; anything else goes on as it is
+        if isinstance(exc, pl.exceptions.PolarsError) or is_panic(exc):
+            return None
+        raise
+    # Parsing and scoring are one pass here: their time is counted as scoring, the bytes' read as reading.
+    return out, out.height, {"read": t1 - t0, "score": time.perf_counter() - t1}
