@@ -133,7 +133,12 @@ def reading(path: str, kind: str, *, chunk: bool = False) -> Iterator[None]:
 
 
 class Format(Protocol):
-    """One input format. `inspect` and `plan` run on the driver; `read` runs on a worker."""
+    """One input format. `inspect` and `plan` run on the driver; `read` runs on a worker.
+
+    A format may also define `scan_chunk(info, spec) -> pl.LazyFrame | None`: the chunk as a query that a
+    built-in detector's scoring joins, so one pass parses and scores (CSV); None, or a query that fails,
+    falls back to `read`.
+    """
 
     name: ClassVar[str]
     options: ClassVar[dict[str, Check]]  # the `read_options` keys this format honours; any other is refused
