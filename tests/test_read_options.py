@@ -397,3 +397,20 @@ def test_a_record_that_fails_the_one_query_is_named_as_before(tmp_path, monkeypa
     (error,) = one_pass.errors
     assert error.type == "DataError" and all(text in error.message for text in expected), error.message
     assert error.message == two_steps.errors[0].message
+
+
+def test_a_detector_that_scores_outside_a_query_reads_each_chunk_once(tmp_path, monkeypatch):
+    """The isolation forest scores with scikit-learn, not a Polars expression: its chunks are read eagerly,
+    without first reading their bytes for a query that could not be used."""
+    csv, reads = type(bn.sources.get("csv")), []
+    read_bytes = csv.read_bytes
+    monkeypatch.setattr(csv, "read_bytes", staticmethod(lambda piece: reads.append(piece) or read_bytes(piece)))
+    monkeypatch.setattr(csv, "scan_chunk", lambda self, info, spec: pytest.fail("scan_chunk was asked"))
+    src = plain(tmp_path / "data.csv")
+    job = bn.BatchJob(src, tmp_path / "out", detector="isolation_forest", engine="sequential", chunk_size=1_000)
+    result = job.run(progress=None)
+    assert result.status == "succeeded" and result.rows_out == N
+    read = list(reads)
+    planned = {(c.pieces[0].start, c.pieces[0].stop) for c in job.plan().chunks}
+    chunk_reads = [(p.start, p.stop) for p in read if (p.start, p.stop) in planned]
+    assert sorted(chunk_reads) == sorted(planned)  # each chunk's bytes read once

@@ -97,14 +97,23 @@ class FittedDetector:
     def apply_lazy(self, frame: pl.DataFrame | pl.LazyFrame, keep: Sequence[str]) -> pl.LazyFrame | None:
         """The same output as one lazy query, for detectors that score with a Polars expression: Polars
         then selects, scores and flags in one optimized pass, without the intermediate frames of `apply`."""
+        scores = self._scores(keep)
+        if scores is None:
+            return None
+        return frame.lazy().select(*keep, scores).with_columns(self._flag())
+
+    def scores_in_query(self, keep: Sequence[str]) -> bool:
+        """Whether `apply_lazy` gives a query, known before any data is read."""
+        return self._scores(keep) is not None
+
+    def _scores(self, keep: Sequence[str]) -> pl.Expr | None:
         score_expr = getattr(self.detector, "score_expr", None)
         if score_expr is None or not keep:
             return None
         expr = score_expr(self.columns, self.state)
         if expr.meta.is_literal(allow_aliasing=True):
             return None  # no usable feature: the eager path broadcasts the null score
-        scores = expr.cast(pl.Float64).alias("anomaly_score")
-        return frame.lazy().select(*keep, scores).with_columns(self._flag())
+        return expr.cast(pl.Float64).alias("anomaly_score")
 
     def _flag(self) -> pl.Expr:
         score = pl.col("anomaly_score")

@@ -185,11 +185,12 @@ def _parse_and_score(task: ChunkTask, fmt: Format) -> tuple[pl.DataFrame, int, d
     record at fault named, or, if the records parse, with the scoring error as it always has.
     """
     scan = getattr(fmt, "scan_chunk", None)
-    if scan is None or not isinstance(task.scorer, FittedDetector):
-        return None
+    scorer = task.scorer
+    if scan is None or not isinstance(scorer, FittedDetector) or not scorer.scores_in_query(task.keep):
+        return None  # asked before the bytes are read, so that `read` does not read them again
     t0 = time.perf_counter()
     source = scan(task.dataset, task.spec)
-    query = None if source is None else task.scorer.apply_lazy(source, task.keep)
+    query = None if source is None else scorer.apply_lazy(source, task.keep)
     if query is None:
         return None
     t1 = time.perf_counter()

@@ -192,7 +192,7 @@ class CSV(TextFormat):
         in_file = pl.Schema({n: schema[n] for n in names}) if info.schema else None
         truncate = ro.get("truncate_ragged_lines", False)
         if mode == "strict":
-            frame = pl.read_csv(data, **_strict(info, in_file, names))
+            frame = pl.read_csv(data, **_strict(info))
             return frame if frame.columns == wanted else frame.select(wanted)
         # Samples parse behind the header: short records get nulls; a long one fails as in a chunk (and is left
         # out of the sample), never cut to the header's width unless the user asked for that.
@@ -217,18 +217,17 @@ class CSV(TextFormat):
         ro = info.read_options
         if len(spec.pieces) != 1 or not info.schema or ro.get("encoding", "utf8") not in ("utf8", "utf8-lossy"):
             return None
-        piece, names = spec.pieces[0], list(text_facts(info).names or ())
+        piece = spec.pieces[0]
         data = self.read_bytes(piece)
         self.check_balanced(info, piece.path, piece.start, data)
         if not data:
             return None
-        schema = info.polars_schema()
-        options = _strict(info, pl.Schema({n: schema[n] for n in names}), names)
+        options = _strict(info)
         positions = options.pop("columns")
         query = pl.scan_csv(data, **options)
         if positions is not None:
             query = query.select(pl.nth(positions))
-        return query.select(schema.names() if info.columns is None else list(info.columns))
+        return query.select(info.polars_schema().names() if info.columns is None else list(info.columns))
 
     def _width(self, record: bytes, info: DatasetInfo) -> int | None:
         """How many fields `record` has, as the file's options split it; None if it does not parse."""
@@ -282,10 +281,11 @@ class CSV(TextFormat):
         return DataError(f"{where}: cannot parse the record: {cause_of(exc)}")
 
 
-def _strict(info: DatasetInfo, in_file: pl.Schema | None, names: list[str]) -> dict[str, Any]:
+def _strict(info: DatasetInfo) -> dict[str, Any]:
     """How a chunk's records parse. A chunk has no header: its first record would set the width, so extra
     fields are cut only on request. Without a header, Polars takes projected columns by position."""
-    truncate = info.read_options.get("truncate_ragged_lines", False)
+    truncate, names = info.read_options.get("truncate_ragged_lines", False), list(text_facts(info).names or ())
+    in_file = pl.Schema({n: info.polars_schema()[n] for n in names}) if info.schema else None
     return {
         "has_header": False, "schema": in_file, "missing_columns": "insert", "truncate_ragged_lines": truncate,
         "extra_columns": "ignore" if truncate else "raise",
