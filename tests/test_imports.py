@@ -27,3 +27,27 @@ def test_only_views_import_ui_libraries():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("ipywidgets", "tqdm", "IPython")]
     assert offenders == []
+
+
+def test_every_public_name_resolves_and_star_import_gets_them_all():
+    code = (
+        "import batchnb, batchnb.attach\n"
+        "ns = {}\n"
+        "exec('from batchnb import *', ns)\n"
+        "missing = [n for n in batchnb.__all__ if n not in ns or ns[n] is not getattr(batchnb, n)]\n"
+        "print(missing, callable(batchnb.attach), sorted(set(batchnb.__all__) - set(dir(batchnb))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[] True []"  # and `bn.attach` stays the function once its module is imported
+
+
+def test_a_worker_process_imports_the_chunk_path_without_the_drivers_machinery():
+    # Spawned workers (processes, Dask, Ray) unpickle the chunk task: each module left out is start-up saved.
+    driver_only = ("batchnb.job", "batchnb.pipeline", "batchnb.queue", "batchnb.plan", "batchnb.driver.run",
+                   "batchnb.driver.loop", "batchnb.reports", "batchnb.views")  # fmt: skip
+    code = (
+        "import sys, batchnb.driver.task, batchnb.driver.batches, batchnb.engines.pool\n"
+        f"print([m for m in {driver_only!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
