@@ -19,7 +19,7 @@ def _matrix(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np
     x = frame.select([feature(c) for c in columns]).to_numpy().astype(np.float64, copy=True)
     infinite = np.isinf(x)
     x[infinite] = np.nan
-    return x, infinite.any(axis=1)
+    return x, np.asarray(infinite.any(axis=1))  # an array per row, whatever numpy's stubs say any() may return
 
 
 @dataclass(frozen=True)
