@@ -284,8 +284,9 @@ class CSV(TextFormat):
 def _strict(info: DatasetInfo) -> dict[str, Any]:
     """How a chunk's records parse. A chunk has no header: its first record would set the width, so extra
     fields are cut only on request. Without a header, Polars takes projected columns by position."""
-    truncate, names = info.read_options.get("truncate_ragged_lines", False), list(text_facts(info).names or ())
-    in_file = pl.Schema({n: info.polars_schema()[n] for n in names}) if info.schema else None
+    truncate = info.read_options.get("truncate_ragged_lines", False)
+    names, schema = list(text_facts(info).names or ()), info.polars_schema()
+    in_file = pl.Schema({n: schema[n] for n in names}) if info.schema else None
     return {
         "has_header": False, "schema": in_file, "missing_columns": "insert", "truncate_ragged_lines": truncate,
         "extra_columns": "ignore" if truncate else "raise",
