@@ -50,6 +50,7 @@ class Reads:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
         self.scans: list[str] = []  # explained Polars queries over the source file
         self.row_groups: list[list[str] | None] = []  # `columns` of each whole row-group decode
+        self.units: list[list[str]] = []  # columns of each row group scanned to be scored in one query
         self.csv: list[dict[str, Any]] = []
         self.csv_queries: list[str] = []  # explained one-pass queries over a CSV chunk's bytes
         self.ndjson: list[dict[str, Any]] = []
@@ -59,7 +60,7 @@ class Reads:
     def _wrap(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         import pandas as pd
 
-        collect, read_group = pl.LazyFrame.collect, parquet._local_group
+        collect, read_group, scan_unit = pl.LazyFrame.collect, parquet._local_group, parquet.Parquet.scan_unit
         read_csv, read_ndjson, select = pl.read_csv, pl.read_ndjson, pd.HDFStore.select
 
         def on_collect(lf: pl.LazyFrame, *args: Any, **kwargs: Any) -> Any:
@@ -73,6 +74,12 @@ class Reads:
         def on_group(path: str, offset: int, rows: int, columns: Any) -> Any:
             self.row_groups.append(None if columns is None else list(columns))
             return read_group(path, offset, rows, columns)
+
+        def on_unit(fmt: Any, info: Any, unit: Any) -> Any:
+            found = scan_unit(fmt, info, unit)
+            if found is not None:
+                self.units.append(found.collect_schema().names())
+            return found
 
         def on_csv(source: Any, **kwargs: Any) -> Any:
             self.csv.append(kwargs)
@@ -89,6 +96,7 @@ class Reads:
 
         monkeypatch.setattr(pl.LazyFrame, "collect", on_collect)
         monkeypatch.setattr(parquet, "_local_group", on_group)
+        monkeypatch.setattr(parquet.Parquet, "scan_unit", on_unit)
         monkeypatch.setattr(pl, "read_csv", on_csv)
         monkeypatch.setattr(pl, "read_ndjson", on_ndjson)
         monkeypatch.setattr(pd.HDFStore, "select", on_select)
@@ -137,7 +145,8 @@ def test_readers_are_asked_for_the_used_columns_only(wide_source, tmp_path, monk
     reads = Reads(monkeypatch, source)
     job_output(source, tmp_path / "out", allow_pickle=fmt in ("pickle", "hdf5"))
     if fmt == "parquet":
-        assert reads.row_groups and all(cols == USED for cols in reads.row_groups)  # chunks: decoded groups
+        assert reads.units and all(cols == USED for cols in reads.units)  # chunks: groups scanned and scored
+        assert all(cols == ["a", "b"] for cols in reads.row_groups)  # groups decoded for the fit sample
         assert (2, 5) in reads.projections()  # the fit sample: the features only
         assert all(seen < total for seen, total in reads.projections())
     elif fmt in ("feather", "pickle"):  # a pickle is read as its staged Arrow IPC copy
@@ -168,7 +177,7 @@ def test_the_projection_is_stored_and_a_resumed_run_reads_with_it(tmp_path, monk
     monkeypatch.setattr(unit_scores, "_SCORES", FrameCache(unit_scores.SCORES_BYTES))
     reads = Reads(monkeypatch, source)
     assert job_output(source, out).equals(first)
-    assert reads.row_groups and all(cols == USED for cols in reads.row_groups)
+    assert reads.units and all(cols == USED for cols in reads.units)
 
 
 def test_a_record_without_a_projection_resumes_with_the_stored_features_and_keep(tmp_path, monkeypatch) -> None:

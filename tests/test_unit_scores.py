@@ -50,22 +50,47 @@ def test_unit_scores_equal_chunk_by_chunk(grouped, tmp_path, monkeypatch, engine
 def test_each_row_group_is_decoded_and_scored_once(grouped, tmp_path, monkeypatch) -> None:
     decoded: list[int] = []
     scored: list[int] = []
-    local_group, apply_lazy = parquet._local_group, FittedDetector.apply_lazy
+    scan_unit, apply_lazy = parquet.Parquet.scan_unit, FittedDetector.apply_lazy
 
-    def counting_decode(path, offset, rows, columns):
-        decoded.append(offset)
-        return local_group(path, offset, rows, columns)
+    def counting_scan(self, info, unit):
+        decoded.append(unit.pieces[0].start)
+        return scan_unit(self, info, unit)
 
     def counting_score(self, frame, keep):
-        scored.append(frame.height)
+        scored.append(frame.lazy().select(pl.len()).collect().item())
         return apply_lazy(self, frame, keep)
 
-    monkeypatch.setattr(parquet, "_local_group", counting_decode)
+    monkeypatch.setattr(parquet.Parquet, "scan_unit", counting_scan)
     monkeypatch.setattr(FittedDetector, "apply_lazy", counting_score)
     monkeypatch.setattr(parquet, "WHOLE_GROUP_BLOCKS", 10**9)  # the fit sample reads its own small slices
     _output(run_job(grouped, tmp_path / "out", detector="mad", keep=["id"], chunk_size=1_000, engine="threads"))
     assert sorted(decoded) == [0, GROUP]  # the first row of each group
     assert scored == [GROUP, GROUP]  # one query per row group, not one per chunk
+
+
+def test_a_file_of_narrower_types_is_read_and_cast_not_scanned(frame, tmp_path, monkeypatch) -> None:
+    """Two files whose `x1` and `count` differ in type: the dataset's types are the wider ones, so a row group of
+    the narrow file cannot be scanned as it is; it is decoded and cast, and the scores are those of the
+    chunks scored one by one."""
+    narrow = frame.head(3_000).with_columns(pl.col("x1").cast(pl.Float32), pl.col("count").cast(pl.Int32))
+    for name, part in (("a", narrow), ("b", frame.slice(3_000))):
+        pq.write_table(part.to_arrow(), tmp_path / f"{name}.parquet", row_group_size=GROUP)
+    scanned: list[bool] = []
+    scan_unit = parquet.Parquet.scan_unit
+
+    def recording(self, info, unit):
+        found = scan_unit(self, info, unit)
+        scanned.append(found is not None)
+        return found
+
+    monkeypatch.setattr(parquet.Parquet, "scan_unit", recording)
+    opts = {"detector": "mad", "columns": ["x1", "count"], "keep": ["id"], "chunk_size": 1_000, "engine": "threads"}
+    fast = _output(run_job(str(tmp_path / "*.parquet"), tmp_path / "units", **opts))
+    assert sorted(scanned) == [False, True]  # the narrow file's group read and cast, the other's scanned
+    monkeypatch.setattr(driver_run, "_scorer_key", lambda scorer: "")
+    alone = _output(run_job(str(tmp_path / "*.parquet"), tmp_path / "alone", **opts))
+    assert fast.equals(alone)
+    assert fast.get_column("id").to_list() == list(range(6_000))
 
 
 @dataclass(frozen=True)

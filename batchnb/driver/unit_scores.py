@@ -65,7 +65,9 @@ def _scorer(task: ChunkTask, fmt: Format, span: ChunkSpec, spent: dict[str, floa
     def load() -> pl.DataFrame | None:
         t0 = time.perf_counter()
         try:
-            frame = fmt.read(task.dataset, span)
+            scan = getattr(fmt, "scan_unit", None)  # decoded and scored by one query, where the format can
+            source = scan(task.dataset, span) if scan is not None else None
+            frame = source if source is not None else fmt.read(task.dataset, span)
             t1 = time.perf_counter()
             query = task.scorer.apply_lazy(frame, task.keep)  # type: ignore[union-attr]
             out = query.collect() if query is not None else None

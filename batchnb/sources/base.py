@@ -137,7 +137,7 @@ class Format(Protocol):
 
     A format may also define `scan_chunk(info, spec) -> pl.LazyFrame | None`: the chunk as a query that a
     built-in detector's scoring joins, so one pass parses and scores (CSV); None, or a query that fails,
-    falls back to `read`.
+    falls back to `read`. `scan_unit(info, unit)` does the same for a storage unit of `units` (Parquet).
     """
 
     name: ClassVar[str]

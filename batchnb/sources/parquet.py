@@ -152,6 +152,22 @@ class Parquet(RowFormat):
             for _, offset, rows, nbytes, _, _ in cuts
         ]  # fmt: skip
 
+    def scan_unit(self, info: DatasetInfo, unit: ChunkSpec) -> pl.LazyFrame | None:
+        """A unit of `units` (one local row group) as a query of the projection's columns, when the file holds
+        them with the dataset's own types; None: `read` it (and cast it) instead.
+
+        A detector's scoring then joins the decode in one query, which never holds the decoded columns whole:
+        decoding a 1M-row group and then scoring it held 72 MB for a moment and cost a quarter more CPU
+        (measured, two chunks at once on two cores).
+        """
+        path, schema = unit.pieces[0].path, info.polars_schema()
+        scan = _scan(path, info.columns)
+        wanted = schema if info.columns is None else pl.Schema({c: schema[c] for c in info.columns})
+        with reading(path, "Parquet", chunk=True):
+            if scan.collect_schema() != wanted:
+                return None
+        return scan.slice(unit.pieces[0].start, unit.n_rows)
+
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         with reading(path, "Parquet", chunk=True):
             return self._rows(info, path, start, stop)
