@@ -185,6 +185,40 @@ def test_guard_admits_one_chunk_until_it_has_measured_one():
     assert guard2.admit(600, running=2)
 
 
+def test_a_known_chunk_cost_starts_chunks_together_while_a_generous_multiple_of_it_fits():
+    """A detector scoring with one Polars expression needs what its chunk's size says: no slow start while
+    UNMEASURED_MARGIN times the estimate fits per running chunk; an estimate that does not fit starts slowly."""
+    known = MemoryGuard(limit=10_000, estimate=10, known=True)
+    known.observe(100, running=0)
+    assert known.admit(100, running=1) and known.admit(100, running=2)  # 100 + 3 * 160 <= 9,000
+    assert not known.admit(100, running=60)  # 100 + 61 * 160 > 9,000
+    big = MemoryGuard(limit=10_000, estimate=600, known=True)
+    big.observe(100, running=0)
+    assert not big.admit(100, running=1)  # 600 * 16 alone is over the limit: learn the real cost first
+    assert not MemoryGuard(limit=10_000, estimate=10).admit(100, running=1)  # unknown: slow start
+
+
+def zero(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.lit(0.0).alias("anomaly_score"))
+
+
+@pytest.mark.parametrize(("detector", "known"), [("mad", True), ("isolation_forest", False), (zero, False)])
+def test_the_job_trusts_the_chunk_estimate_only_for_a_detector_scoring_with_one_expression(
+    source, tmp_path, monkeypatch, detector, known
+):
+    from batchnb.driver import run as driver_run
+
+    guards: list[MemoryGuard] = []
+
+    def recording(**kwargs):
+        guards.append(MemoryGuard(**kwargs))
+        return guards[-1]
+
+    monkeypatch.setattr(driver_run, "MemoryGuard", recording)
+    result = bn.BatchJob(source, tmp_path / "out", detector=detector, chunk_size=6_000).run(progress=None)
+    assert result.status == "succeeded" and [g.known for g in guards] == [known]
+
+
 def test_recommended_chunk_size_fits_half_the_room():
     assert recommend_chunk_size(100_000, per_chunk=800 * MiB, available=400 * MiB) == 25_000
     assert recommend_chunk_size(5_000, per_chunk=10**12, available=MiB) == 1_000

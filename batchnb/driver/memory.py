@@ -4,7 +4,8 @@ The cost of one chunk is learnt while the job runs (RSS of the driver and its wo
 baseline, per running chunk), one chunk at a time until the first has finished or run for `SETTLE_S`
 (a sample taken as a chunk starts may precede its allocations; a long chunk must not hold the others
 back for its whole run), so even a function that allocates far more than its input stays under
-`memory_limit`.
+`memory_limit`. The chunks of a detector that scores with one Polars expression need what their size says:
+they start together at once while a generous multiple of that fits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ HEADROOM = 0.9  # admit while the projected peak stays under this share of the l
 SETTLE_S = 1.0  # a chunk running this long has usually read and decoded its input: its cost counts
 ENGINE_POLL_S = 1.0  # cluster engines: liveness and size checks
 MEMORY_EVERY_S = 0.1  # while chunks run, memory is sampled this often (own process and known workers only)
+UNMEASURED_MARGIN = 16  # a known chunk cost, before one is measured, counted this many times over (a task may be a
+# row group's ten chunks, whose group a format without one-query scoring decodes whole)
 
 
 def recommend_chunk_size(chunk_size: int, per_chunk: float, available: float) -> int:
@@ -36,6 +39,9 @@ def recommend_chunk_size(chunk_size: int, per_chunk: float, available: float) ->
 class MemoryGuard:
     limit: int
     estimate: float  # bytes one chunk is expected to need, before any is measured
+    # The estimate holds (a detector scoring with one Polars expression: a chunk needs its decoded input and scores,
+    # whatever the data): chunks start together while UNMEASURED_MARGIN times it fits. Other needs are learnt first.
+    known: bool = False
     baseline: int = 0
     per_chunk: float = 0.0
     measured: bool = False
@@ -60,8 +66,9 @@ class MemoryGuard:
         """May one more chunk start now? Never blocks the first one (it must run to be measured)."""
         if running == 0:
             return True
-        if not self.measured:
-            return False  # slow start: learn what one chunk costs before running several
+        if not self.measured:  # slow start: learn what one chunk costs before running several, unless it is known
+            margin = self.estimate * UNMEASURED_MARGIN
+            return self.known and max(rss, self.baseline + running * margin) + margin <= self.limit * HEADROOM
         # Chunks that just started have not allocated yet: count every running chunk at its full cost.
         projected = max(rss, self.baseline + running * self.cost())
         return projected + self.cost() <= self.limit * HEADROOM

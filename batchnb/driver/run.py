@@ -138,11 +138,15 @@ def execute(
                 raise
             specs = state.specs(_todo(state, config.output, only_failed=only_failed))
             state.set_status(JobStatus.RUNNING)
+            keep = tuple(state.get("keep"))
+            # A detector that scores with one Polars expression needs what a chunk's size says: no slow start.
+            known = isinstance(scorer, FittedDetector) and scorer.scores_in_query(keep)
             runner = Runner(
                 config=config, state=state, engine=engine, workers=workers,
-                make_task=_task_maker(config, dataset, scorer, keep=tuple(state.get("keep"))),
+                make_task=_task_maker(config, dataset, scorer, keep=keep),
                 one_row_per_row=not callable_detector(config), cancel=cancel, on_progress=on_progress,
-                memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=_chunk_estimate(config, dataset)),
+                memory=MemoryGuard(limit=config.resources.memory_bytes(), estimate=_chunk_estimate(config, dataset),
+                                   known=known),
             )  # fmt: skip
             return runner.run(specs)
         except BatchError as exc:  # e.g. the state could not be written: record why, if the state still takes it
