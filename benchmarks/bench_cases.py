@@ -26,6 +26,7 @@ MAD_SCALE, THRESHOLD = 1.4826, 3.5
 CODEC = "snappy"  # batchnb's part codec, and so every baseline's
 BASELINE = "polars-stream"  # the denominator of every ratio: plain Polars writing the same codec
 HAND_LOOP = "hand-loop-2t"
+HAND_PARTS = "hand-loop-parts"  # batchnb's parts by hand: the cost of a part per chunk, apart from batchnb's code
 
 Stats = dict[str, tuple[float, float]]  # feature -> (median, 1.4826 * MAD)
 
@@ -160,6 +161,31 @@ def hand_loop_case(src: Path, out: Path, dataset: str) -> None:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, range(-(-meta.num_rows // size))))
+
+
+def hand_parts_case(src: Path, out: Path, dataset: str) -> None:
+    """batchnb's part protocol by hand, nothing else: 2 threads, a task per 1M-row row group scored by one
+    query, then a part per 100k-row chunk, each written to a temporary file, hashed (xxh3-128) and renamed.
+    No record, no progress, no retries: what the per-chunk parts themselves cost, apart from batchnb's code."""
+    import pyarrow.parquet as pq
+    import xxhash
+
+    stats, meta = fit_mad(src, dataset), pq.ParquetFile(src).metadata
+    size = meta.row_group(0).num_rows
+    tmp = out / "_tmp"
+    tmp.mkdir(parents=True)
+
+    def one(i: int) -> None:
+        scores = scored(pl.scan_parquet(src).slice(i * size, size), stats).collect()
+        for start in range(0, scores.height, CHUNK_SIZE):
+            path = tmp / f"part-{i * size + start:012d}.parquet"  # named by its first row: unique, in order
+            scores.slice(start, CHUNK_SIZE).write_parquet(path, compression=CODEC)
+            xxhash.xxh3_128(path.read_bytes()).hexdigest()
+            path.rename(out / path.name)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, range(-(-meta.num_rows // size))))
+    tmp.rmdir()
 
 
 def pandas_loop_case(src: Path, out: Path, dataset: str) -> None:
@@ -356,6 +382,7 @@ CASES: dict[str, Case] = {
     BASELINE: Case(polars_stream_case, ALL),
     "polars-stream-zstd": Case(partial(polars_stream_case, compression="zstd"), TABLES),  # Polars' default: info
     HAND_LOOP: Case(hand_loop_case, (P20, PW)),
+    HAND_PARTS: Case(hand_parts_case, (P20, PW)),
     "pandas-loop": Case(pandas_loop_case, TABLES, ("pandas", "pyarrow.parquet")),
     "batchnb-dask": Case(batchnb_dask_case, (P20, C20, P10G), (*BN, "distributed")),
     "batchnb-dask-warm": Case(partial(batchnb_dask_case, warm=True), (P20, PW, C20), (*BN, "distributed"), warm_dask),
