@@ -8,11 +8,13 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import make_frame, write_source
 
 import batchnb as bn
+from batchnb import sources
 from batchnb.record.status import ChunkStatus
 from batchnb.record.store import JobState
 from batchnb.sources import Workdir, open_dataset
@@ -145,3 +147,19 @@ def test_a_value_beyond_the_exact_range_is_still_refused_by_statistics(tmp_path)
     pl.DataFrame({"a": [0.5, 1.5]}).write_parquet(tmp_path / "p1.parquet")
     with pytest.raises(bn.SourceError, match=r"column 'a' of .*p0\.parquet.* cannot hold exactly"):
         open_dataset(str(tmp_path / "p*.parquet"), None, {}, workdir=Workdir(tmp_path / "out"), allow_pickle=False)
+
+
+def test_the_parquet_sample_holds_its_rows_not_the_row_groups_it_was_cut_from(tmp_path):
+    """Sample blocks cut from a row group decoded whole are copied out: holding the sample must not hold every
+    group it read (20 groups of 1M rows would be 1.3 GB for a 100k-row sample)."""
+    import pyarrow.parquet as pq
+
+    rows = 400_000
+    frame = pl.DataFrame({"a": np.arange(rows, dtype=np.float64), "b": np.ones(rows)})
+    pq.write_table(frame.to_arrow(), tmp_path / "g.parquet", row_group_size=100_000)
+    info = open_dataset(str(tmp_path / "g.parquet"), None, {}, workdir=Workdir(tmp_path / "out"), allow_pickle=False)
+    sample = sources.get("parquet").sample(info, 4_000, 0, ["a", "b"])
+    assert sample.height == 4_000 and sample.get_column("a").is_unique().all()
+    held = sum(buf.size for col in sample.to_arrow().columns for chunk in col.chunks for buf in chunk.buffers() if buf)
+    assert held <= 4 * sample.estimated_size()  # a slice would hold 4 groups x 2 columns x 800 kB = 6.4 MB
+

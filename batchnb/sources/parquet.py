@@ -110,7 +110,9 @@ class Parquet(RowFormat):
                 return [(k, self.read_sample_rows(info, path, cuts[k][5], cuts[k][6], columns)) for k in members]
             with reading(path, "Parquet", chunk=True):
                 group = _sample_group(info, path, i, offset, columns)
-            return [(k, group.slice(cuts[k][5] - offset, cuts[k][6] - cuts[k][5])) for k in members]
+            # Copied out: a slice keeps its group's buffers, and the sample would hold every group it cut from.
+            return [(k, group.gather(pl.int_range(cuts[k][5] - offset, cuts[k][6] - offset, eager=True)))
+                    for k in members]  # fmt: skip
 
         frames = sorted((pair for found in parallel_map(read, list(groups.values())) for pair in found), key=_first)
         return conform([f for _, f in frames], info, columns, paths=[cuts[k][0] for k, _ in frames])
