@@ -162,4 +162,3 @@ def test_the_parquet_sample_holds_its_rows_not_the_row_groups_it_was_cut_from(tm
     assert sample.height == 4_000 and sample.get_column("a").is_unique().all()
     held = sum(buf.size for col in sample.to_arrow().columns for chunk in col.chunks for buf in chunk.buffers() if buf)
     assert held <= 4 * sample.estimated_size()  # a slice would hold 4 groups x 2 columns x 800 kB = 6.4 MB
-
