@@ -12,6 +12,7 @@ import polars as pl
 from batchnb import storage
 from batchnb.errors import DataError, PanicException, SourceError
 from batchnb.sources.dataset import DatasetInfo, Piece
+from batchnb.sources.read_buffer import read_range
 from batchnb.sources.record_index import lines_before, real_newlines
 from batchnb.sources.text_options import ParseMode
 
@@ -58,8 +59,7 @@ class TextRecords:
     @staticmethod
     def read_bytes(piece: Piece) -> bytes:
         with storage.open_input(piece.path) as f:
-            f.seek(piece.start)
-            return f.read(piece.stop - piece.start)
+            return read_range(f, piece.start, piece.stop - piece.start)
 
     def read_rows(self, info: DatasetInfo, path: str, start: int, stop: int) -> pl.DataFrame:
         data = self.read_bytes(Piece(path=path, start=start, stop=stop))
