@@ -13,7 +13,7 @@ import pytest
 import batchnb as bn
 from batchnb.config import Backoff, Resources
 from batchnb.driver.loop import Deadlines, _Inflight
-from batchnb.driver.pending import TAIL_RUNS, UNITLESS_RUN, ChunkQueue, RetrySchedule
+from batchnb.driver.pending import ChunkQueue, RetrySchedule
 from batchnb.record.snapshot import begin_run, progress
 from batchnb.record.status import ChunkStatus, JobStatus
 from batchnb.record.store import JobState
@@ -153,24 +153,6 @@ def test_queue_keeps_order_and_counts_attempts():
     assert (first.index, attempt) == (0, 1)
     queue.again(first, 1)  # a retry: the next attempt is the second
     assert [(s.index, a) for s, a in (queue.pop(), queue.pop())] == [(0, 2), (1, 1)] and not queue
-
-
-def test_runs_keep_to_a_unit_and_chunks_of_no_unit_go_in_short_runs_that_shrink_at_the_end():
-    """A run is one task: the chunks of one row group together (up to `most`), and chunks that share no unit
-    (CSV) a few at a time, one at a time at the end so that the workers finish together."""
-    by_group = ChunkQueue([_spec(i) for i in range(7)])
-    assert [[s.index for s, _ in by_group.pop_run(lambda s: s.index // 3, 32)] for _ in range(3)] == [
-        [0, 1, 2], [3, 4, 5], [6],
-    ]  # fmt: skip
-    unitless = ChunkQueue([_spec(i) for i in range(200)])
-    runs = []
-    while unitless:
-        runs.append([s.index for s, _ in unitless.pop_run(lambda s: None, 32)])
-    assert [i for run in runs for i in run] == list(range(200))  # every chunk once, in order
-    assert max(map(len, runs)) == UNITLESS_RUN and len(runs[0]) == UNITLESS_RUN
-    assert all(len(run) == 1 for run in runs[-TAIL_RUNS:])
-    alone = ChunkQueue([_spec(i) for i in range(200)])
-    assert len(alone.pop_run(lambda s: None, 1)) == 1  # an engine that takes one chunk per task
 
 
 def test_deadlines_for_the_job_and_each_chunk():
