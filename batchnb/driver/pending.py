@@ -11,9 +11,6 @@ from batchnb.sources.dataset import ChunkSpec
 
 __all__ = ["ChunkQueue", "RetrySchedule", "interleave"]
 
-UNITLESS_RUN = 4  # chunks of no shared unit per task: a few, as each CSV chunk is a full parse already
-TAIL_RUNS = 16  # such runs shrink once fewer than 16 runs' worth of chunks wait
-
 
 def interleave(specs: list[ChunkSpec], key: Callable[[ChunkSpec], Hashable | None], lanes: int) -> list[ChunkSpec]:
     """Input order, regrouped so that `lanes` workers each work through their own run of chunks sharing a key.
@@ -55,18 +52,10 @@ class ChunkQueue:
         return spec, attempt
 
     def pop_run(self, key: Callable[[ChunkSpec], Hashable | None], most: int) -> list[tuple[ChunkSpec, int]]:
-        """The next chunk and up to `most - 1` after it that share its key (a row group): one task's worth.
-
-        Chunks that share no unit (key None: CSV byte ranges) go in short runs too, which saves a task's
-        submit and report per chunk; shorter as the queue empties, so that the last tasks end together.
-        """
+        """The next chunk and up to `most - 1` after it that share its key (a row group): one task's worth."""
         run = [self.pop()]
-        if most <= 1:
-            return run
-        first = key(run[0][0])
-        if first is None:
-            most = min(most, UNITLESS_RUN, max(1, len(self._specs) // TAIL_RUNS))
-        while len(run) < most and self._specs and key(self._specs[-1]) == first:
+        first = key(run[0][0]) if most > 1 else None
+        while first is not None and len(run) < most and self._specs and key(self._specs[-1]) == first:
             run.append(self.pop())
         return run
 
