@@ -40,7 +40,7 @@ def read_range(f: IO[bytes], start: int, size: int) -> bytes:
 
 def _resize(buffer: io.BytesIO, size: int) -> None:
     """Make the buffer hold exactly `size` bytes, keeping its memory when it shrinks a little."""
-    length = buffer.getbuffer().nbytes
+    length = buffer.seek(0, io.SEEK_END)  # not getbuffer(): bytes a caller still holds would be copied for nothing
     if length > size:
         buffer.truncate(size)
     elif length < size:
