@@ -146,45 +146,49 @@ def polars_stream_case(src: Path, out: Path, dataset: str, *, compression: str =
     scored(scan(src, dataset), stats).sink_parquet(out / "part-000000.parquet", compression=compression)
 
 
-def hand_loop_case(src: Path, out: Path, dataset: str) -> None:
-    """The simple hand-written loop: 2 threads, one row-group-sized slice (1M rows) per task, a snappy
-    part each, no checkpoints, no checksums, no progress."""
+def by_row_group(src: Path, dataset: str, write: Callable[[int, int, pl.DataFrame], None]) -> None:
+    """2 threads, a task per row group (1M rows): its rows scored by one query, then `write(group, first row,
+    scores)`, in the order the pool takes them."""
     import pyarrow.parquet as pq
 
     stats, meta = fit_mad(src, dataset), pq.ParquetFile(src).metadata
     size = meta.row_group(0).num_rows
-    out.mkdir(parents=True)
 
     def one(i: int) -> None:
-        part = scored(pl.scan_parquet(src).slice(i * size, size), stats).collect()
-        part.write_parquet(out / f"part-{i:06d}.parquet", compression=CODEC)
+        write(i, i * size, scored(pl.scan_parquet(src).slice(i * size, size), stats).collect())
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, range(-(-meta.num_rows // size))))
 
 
+def hand_loop_case(src: Path, out: Path, dataset: str) -> None:
+    """The simple hand-written loop: 2 threads, one row-group-sized slice (1M rows) per task, a snappy
+    part each, no checkpoints, no checksums, no progress."""
+    out.mkdir(parents=True)
+
+    def write(i: int, first: int, scores: pl.DataFrame) -> None:
+        scores.write_parquet(out / f"part-{i:06d}.parquet", compression=CODEC)
+
+    by_row_group(src, dataset, write)
+
+
 def hand_parts_case(src: Path, out: Path, dataset: str) -> None:
-    """batchnb's part protocol by hand, nothing else: 2 threads, a task per 1M-row row group scored by one
-    query, then a part per 100k-row chunk, each written to a temporary file, hashed (xxh3-128) and renamed.
-    No record, no progress, no retries: what the per-chunk parts themselves cost, apart from batchnb's code."""
-    import pyarrow.parquet as pq
+    """batchnb's part protocol by hand, nothing else: the tasks of `hand_loop_case`, then a part per 100k-row
+    chunk, each written to a temporary file, hashed (xxh3-128) and renamed. No record, no progress, no retries:
+    what the per-chunk parts themselves cost, apart from batchnb's code."""
     import xxhash
 
-    stats, meta = fit_mad(src, dataset), pq.ParquetFile(src).metadata
-    size = meta.row_group(0).num_rows
     tmp = out / "_tmp"
     tmp.mkdir(parents=True)
 
-    def one(i: int) -> None:
-        scores = scored(pl.scan_parquet(src).slice(i * size, size), stats).collect()
+    def write(i: int, first: int, scores: pl.DataFrame) -> None:
         for start in range(0, scores.height, CHUNK_SIZE):
-            path = tmp / f"part-{i * size + start:012d}.parquet"  # named by its first row: unique, in order
+            path = tmp / f"part-{first + start:012d}.parquet"  # named by its first row: unique, in order
             scores.slice(start, CHUNK_SIZE).write_parquet(path, compression=CODEC)
             xxhash.xxh3_128(path.read_bytes()).hexdigest()
             path.rename(out / path.name)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(one, range(-(-meta.num_rows // size))))
+    by_row_group(src, dataset, write)
     tmp.rmdir()
 
 
