@@ -66,6 +66,13 @@ def is_own(path: Path, *, directory: bool = False) -> bool:
     return stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)
 
 
+def fresh_file(directory: Path, prefix: str, suffix: str, mode: int = 0o600) -> Path:
+    """A new empty file with a name no one could foresee, made with O_EXCL|O_NOFOLLOW: never a planted link."""
+    path = directory / f"{prefix}{uuid.uuid4().hex[:8]}{suffix}"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode))
+    return path
+
+
 @contextlib.contextmanager
 def atomic_file(
     target: Path, *, directory: Path | None = None, prefix: str | None = None, suffix: str = ".tmp", mode: int = 0o600
@@ -76,9 +83,10 @@ def atomic_file(
     The temp is made with O_EXCL|O_NOFOLLOW in `directory` (default: beside `target`), so it is never a link
     someone planted; the rename replaces a link at `target` itself, never the file the link points to.
     """
-    name = f"{prefix if prefix is not None else target.name + '.'}{uuid.uuid4().hex[:8]}{suffix}"
-    tmp = (directory if directory is not None else target.parent) / name
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode))
+    tmp = fresh_file(
+        directory if directory is not None else target.parent,
+        prefix if prefix is not None else target.name + ".", suffix, mode,
+    )  # fmt: skip
     try:
         yield tmp
         os.replace(tmp, target)

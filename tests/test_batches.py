@@ -76,9 +76,10 @@ def test_chunks_run_alone_when_batching_would_change_what_they_mean(grouped, tmp
 
 
 def _flaky_write(monkeypatch, chunk: int, times: int) -> list[int]:
-    """Writing chunk `chunk`'s part fails with an OSError its first `times` attempts."""
+    """Writing chunk `chunk`'s part fails with an OSError its first `times` attempts; so does writing the parts
+    of a run of chunks that holds it (`write_split_atomic` gives up, and each chunk writes its own)."""
     failures: list[int] = []
-    write = sinks.write_atomic
+    write, write_split = sinks.write_atomic, sinks.write_split_atomic
 
     def flaky_part_write(out, output, index, sink):
         if index == chunk and len(failures) < times:
@@ -86,7 +87,11 @@ def _flaky_write(monkeypatch, chunk: int, times: int) -> list[int]:
             raise OSError(f"flaky disk writing chunk {index}")
         return write(out, output, index, sink)
 
+    def flaky_split_write(frames, output, indices, sink):
+        return None if chunk in indices and len(failures) < times else write_split(frames, output, indices, sink)
+
     monkeypatch.setattr(sinks, "write_atomic", flaky_part_write)
+    monkeypatch.setattr(sinks, "write_split_atomic", flaky_split_write)
     return failures
 
 
@@ -179,6 +184,7 @@ def test_a_chunk_error_that_does_not_pickle_travels_as_a_runtime_error(monkeypat
         raise Local() if task else ValueError("plain")
 
     monkeypatch.setattr(batches, "run_chunk", fails)
+    monkeypatch.setattr(batches, "write_together", lambda tasks, stop=None: {})
     unpicklable, plain = run_chunks([1, 0])  # type: ignore[list-item]  # a batch pickled to the driver
     assert isinstance(unpicklable, Failed) and isinstance(plain, Failed)
     assert type(unpicklable.error) is RuntimeError and "Local: held a lock" in str(unpicklable.error)
@@ -196,6 +202,7 @@ def test_run_chunks_returns_each_chunks_error_as_a_value(monkeypatch) -> None:
         return task
 
     monkeypatch.setattr(batches, "run_chunk", fails_on_odd)
+    monkeypatch.setattr(batches, "write_together", lambda tasks, stop=None: {})
     out = run_chunks([0, 1, 2])  # type: ignore[list-item]
     assert out[0] == 0 and out[2] == 2 and isinstance(out[1], Failed)
     error = out[1].rebuilt()

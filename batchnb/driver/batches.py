@@ -2,8 +2,8 @@
 
 On Dask and Ray a task costs the driver 1-2 ms and a round trip through the scheduler, and Ray cannot send the
 ten chunks of a Parquet row group to one worker, so two workers decoded and scored each group. Sent as one task,
-the chunks of a group run in order on one worker, which scores the group once (`driver.unit_scores`) and pays
-the round trip once. Each chunk keeps its own outcome: the runner still sees a Future per chunk, a chunk that
+the chunks of a group run in order on one worker, which scores the group once (`driver.unit_scores`), writes
+their parts with one query (`driver.run_parts`) and pays the round trip once. Each chunk keeps its own outcome: the runner still sees a Future per chunk, a chunk that
 fails fails alone and is retried alone (as a task of its own), and the record counts chunks as before.
 """
 
@@ -16,6 +16,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from functools import partial
 
+from batchnb.driver.run_parts import write_together
 from batchnb.driver.task import ChunkOutcome, ChunkTask, run_chunk
 from batchnb.engines.base import Engine, settle
 from batchnb.engines.pool import RemoteTraceback
@@ -42,7 +43,11 @@ def run_chunks(tasks: list[ChunkTask], stop: threading.Event | None = None) -> l
     tasks in this process) ends a batch the runner gave up on before its next chunk; without it the outcomes
     are pickled to the driver, so an error that would not pickle travels as its description."""
     out: list[ChunkOutcome | Failed] = []
+    together = write_together(tasks, stop)  # the parts cut from units' scores, written by one query
     for task in tasks:
+        if together and task.spec.index in together:
+            out.append(together[task.spec.index])
+            continue
         if stop is not None and stop.is_set():
             out.append(Failed(CancelledError("the run of chunks was given up on"), ""))
             continue

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from batchnb.sinks import Sink
     from batchnb.sources.base import Format
 
-__all__ = ["ChunkOutcome", "ChunkTask", "apply_scorer", "run_chunk"]
+__all__ = ["ChunkOutcome", "ChunkTask", "apply_scorer", "chunk_outcome", "run_chunk"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +141,21 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
     else:
         out, rows_in, timings = _read_and_score(task, fmt)
     sink = task.sink or sinks.get(task.output_format)
-    part, nbytes, checksum, write_timings = sinks.write_atomic(out, task.output, task.spec.index, sink)
+    written = sinks.write_atomic(out, task.output, task.spec.index, sink)
+    return chunk_outcome(task, out, rows_in, timings, written, seconds=time.perf_counter() - t0)
+
+
+def chunk_outcome(
+    task: ChunkTask,
+    out: pl.DataFrame,
+    rows_in: int,
+    timings: dict[str, float],
+    written: tuple[str, int, str, dict[str, float]],
+    *,
+    seconds: float,
+) -> ChunkOutcome:
+    """What the driver records of a chunk whose part `written` (name, size, checksum, timings) holds `out`."""
+    part, nbytes, checksum, write_timings = written
     schema = out.schema
     anomalies = int(out.get_column("is_anomaly").sum() or 0) if "is_anomaly" in out.columns else 0
     return ChunkOutcome(
@@ -153,7 +167,7 @@ def _run_chunk(task: ChunkTask) -> ChunkOutcome:
         nbytes=nbytes,
         checksum=checksum,
         schema={k: str(v) for k, v in schema.items()},
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         timings={**timings, **write_timings},
         worker=f"{socket.gethostname()}:{os.getpid()}",
         dtypes=schema_to_ipc(schema),

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from batchnb import formats
-from batchnb.errors import ConfigError
+from batchnb.errors import PASS_THROUGH, ConfigError
 from batchnb.formats import CODE_RUNNING_FORMATS, PART_NAME, TEMP_NAME, code_running_message
 from batchnb.place import is_remote, publish_part
 from batchnb.registry import Registry
@@ -30,6 +30,7 @@ __all__ = [
     "runs_code",
     "scan_parts",
     "write_atomic",
+    "write_split_atomic",
 ]
 
 
@@ -104,6 +105,52 @@ def write_atomic(frame: pl.DataFrame, output: str, index: int, sink: Sink) -> tu
         size, checksum, timings = _write_and_hash(frame, tmp, sink)
         t = time.perf_counter()
     return name, size, checksum, {**timings, "write": made + timings["write"], "rename": time.perf_counter() - t}
+
+
+def write_split_atomic(
+    frames: Sequence[pl.DataFrame], output: str, indices: Sequence[int], sink: Sink
+) -> list[tuple[str, int, str, dict[str, float]]] | None:
+    """The parts of several chunks written by one query (`Sink.write_split`), each to a temp name, then hashed
+    and renamed as `write_atomic` does; what `write_atomic` returns, per chunk.
+
+    None where that does not apply (a sink without `write_split`, an object store, chunks of unequal size) or
+    when the files written are not exactly the chunks' rows: no temp is left and each chunk writes its own part.
+    """
+    rows = frames[0].height if frames else 0
+    if (
+        sink.write_split is None or is_remote(output) or len(frames) < 2 or rows == 0
+        or any(f.height != rows for f in frames[:-1]) or not 0 < frames[-1].height <= rows
+    ):  # fmt: skip
+        return None
+    from batchnb.checksum import file_checksum
+    from batchnb.files import fresh_file
+
+    t = time.perf_counter()
+    directory = _temp_dir(output)
+    temps: list[Path] = []
+    try:
+        temps = [fresh_file(directory, f"tmp-{i:06d}-", sink.extension, 0o644) for i in indices]
+        written = sink.write_split(pl.concat(frames, rechunk=False), [str(p) for p in temps], rows)
+        if {os.path.normpath(p): n for p, n in written} != {
+            str(p): f.height for p, f in zip(temps, frames, strict=True)
+        }:
+            return None
+        write_s, out = (time.perf_counter() - t) / len(frames), []
+        for index, tmp in zip(indices, temps, strict=True):
+            t0 = time.perf_counter()
+            checksum, size = file_checksum(tmp)
+            t1 = time.perf_counter()
+            os.replace(tmp, Path(output, part_name(index, sink)))
+            timings = {"write": write_s, "checksum": t1 - t0, "rename": time.perf_counter() - t1}
+            out.append((part_name(index, sink), size, checksum, timings))
+        return out
+    except PASS_THROUGH:
+        raise
+    except BaseException:  # noqa: BLE001 - a panic too: each chunk's own write then tells what is wrong
+        return None
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def _put_part(frame: pl.DataFrame, output: str, name: str, sink: Sink) -> tuple[str, int, str, dict[str, float]]:

@@ -27,6 +27,9 @@ class Sink:
     extension: str  # ".parquet": a dot and 1-16 letters or digits (formats.EXTENSION)
     write: Callable[[pl.DataFrame, str], None]
     scan: Callable[[list[str], pl.Schema | None], pl.LazyFrame]
+    # Optional: `frame` written as consecutive files of `rows` rows, the k-th at `paths[k]`, by one query;
+    # returns (path, rows) of each file written. A run of chunks then writes its parts together.
+    write_split: Callable[[pl.DataFrame, list[str], int], list[tuple[str, int]]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.extension, str) or not re.fullmatch(formats.EXTENSION, self.extension):
