@@ -3,8 +3,9 @@
 On Dask and Ray a task costs the driver 1-2 ms and a round trip through the scheduler, and Ray cannot send the
 ten chunks of a Parquet row group to one worker, so two workers decoded and scored each group. Sent as one task,
 the chunks of a group run in order on one worker, which scores the group once (`driver.unit_scores`), writes
-their parts with one query (`driver.run_parts`) and pays the round trip once. Each chunk keeps its own outcome: the runner still sees a Future per chunk, a chunk that
-fails fails alone and is retried alone (as a task of its own), and the record counts chunks as before.
+their parts with one query (`driver.run_parts`) and pays the round trip once. Each chunk keeps its own outcome:
+the runner still sees a Future per chunk, a chunk that fails fails alone and is retried alone (as a task of its
+own), and the record counts chunks as before.
 """
 
 from __future__ import annotations
