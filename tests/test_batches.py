@@ -218,4 +218,6 @@ def test_a_unit_is_one_task_only_where_each_chunk_needs_no_task_of_its_own() -> 
     assert run_length(ThreadsEngine(), fitted=False, chunk_timeout=None) == 1
     assert run_length(ThreadsEngine(), fitted=True, chunk_timeout=5.0) == 1
     assert run_length(ProcessesEngine(), fitted=True, chunk_timeout=None) == 1  # the memory guard kills one chunk
+    assert run_length(ProcessesEngine(), fitted=True, chunk_timeout=None, known_cost=True) > 1  # it has none to kill
+    assert run_length(ProcessesEngine(), fitted=False, chunk_timeout=None, known_cost=True) == 1
     assert run_length(SequentialEngine(), fitted=True, chunk_timeout=None) == 1

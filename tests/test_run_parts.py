@@ -120,3 +120,23 @@ def test_write_split_atomic_takes_only_runs_of_equal_parts_with_a_shorter_last(t
     assert sinks.write_split_atomic([frame], str(tmp_path), [0], parquet.SINK) is None
     assert not (tmp_path / "part-000000.parquet").exists()
     _no_temp_files(tmp_path)
+
+
+def test_on_processes_a_row_groups_chunks_run_as_one_task_and_write_their_parts_together(grouped, tmp_path) -> None:
+    """A detector scoring with one query has a known cost, so the memory guard never needs to stop one chunk
+    alone: a row group's chunks go to one worker as one task, and share one write (each chunk's share of its
+    time recorded)."""
+    import json
+    import sqlite3
+
+    opts = {"detector": "mad", "keep": ["id"], "chunk_size": 1_000}
+    result = run_job(grouped, tmp_path / "out", engine="processes", **opts)
+    assert result.status == "succeeded", result.errors
+    _parts_hold_their_chunks(tmp_path / "out", 1_000, 6_000)
+    with sqlite3.connect(tmp_path / "out" / "_batchnb" / "state.sqlite") as db:
+        rows = db.execute("SELECT idx, worker, timings FROM chunks ORDER BY idx").fetchall()
+    for group in (rows[:3], rows[3:]):
+        assert len({worker for _, worker, _ in group}) == 1
+        assert len({json.loads(timings)["write"] for *_, timings in group}) == 1
+    alone = run_job(grouped, tmp_path / "threads", engine="threads", **opts)
+    assert result.read().collect().equals(alone.read().collect())

@@ -62,11 +62,13 @@ def run_chunks(tasks: list[ChunkTask], stop: threading.Event | None = None) -> l
     return out
 
 
-def run_length(engine: Engine, *, fitted: bool, chunk_timeout: float | None) -> int:
+def run_length(engine: Engine, *, fitted: bool, chunk_timeout: float | None, known_cost: bool = False) -> int:
     """The most chunks of one unit sent as one task: the engine's `chunks_per_task` when a fitted detector
     scores them (short chunks sharing their unit's scores), else 1 (a function may take long per chunk); also
-    1 when each chunk has its own deadline, or may be stopped alone by the memory guard (`can_kill`)."""
-    if not fitted or chunk_timeout is not None or engine.can_kill:
+    1 when each chunk has its own deadline, or when the memory guard may have to stop one chunk alone (an engine
+    that `can_kill`) because what a chunk needs is not known beforehand (`known_cost`: a detector scoring with one
+    Polars expression needs what its chunk's size says)."""
+    if not fitted or chunk_timeout is not None or (engine.can_kill and not known_cost):
         return 1
     return max(1, engine.chunks_per_task)
 

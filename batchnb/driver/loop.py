@@ -192,7 +192,10 @@ class Runner:
         self.deadlines = Deadlines(self.config.resources, self._t0)
         self._elapsed_before = begin_run(self.state)
         fitted = bool(todo) and bool(self.make_task(todo[0]).scorer_key)
-        self._batch = run_length(self.engine, fitted=fitted, chunk_timeout=self.config.resources.chunk_timeout)
+        self._batch = run_length(
+            self.engine, fitted=fitted, chunk_timeout=self.config.resources.chunk_timeout,
+            known_cost=self.memory is not None and self.memory.known,
+        )  # fmt: skip
         self._lanes = self.engine.affinity_lanes() if self._batch == 1 else 1
         self.queue = ChunkQueue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
         self._report(force=True)
