@@ -186,16 +186,13 @@ class Runner:
         self._lanes = self._batch = 1  # workers dealt runs of a key; chunks of one unit sent as one task
         self.queue, self.tasks = ChunkQueue([]), Tasks(engine)
 
-    # --- the loop ----------------------------------------------------------------------------------
     def run(self, todo: list[ChunkSpec]) -> JobStatus:
         self._t0 = time.monotonic()
         self.deadlines = Deadlines(self.config.resources, self._t0)
         self._elapsed_before = begin_run(self.state)
         fitted = bool(todo) and bool(self.make_task(todo[0]).scorer_key)
-        self._batch = run_length(
-            self.engine, fitted=fitted, chunk_timeout=self.config.resources.chunk_timeout,
-            known_cost=self.memory is not None and self.memory.known,
-        )  # fmt: skip
+        known, timeout = self.memory is not None and self.memory.known, self.config.resources.chunk_timeout
+        self._batch = run_length(self.engine, fitted=fitted, chunk_timeout=timeout, known_cost=known)
         self._lanes = self.engine.affinity_lanes() if self._batch == 1 else 1
         self.queue = ChunkQueue(interleave(list(todo), self._locality, self._lanes) if self._lanes > 1 else list(todo))
         self._report(force=True)
