@@ -137,6 +137,19 @@ def frame() -> pl.DataFrame:
     return make_frame(BASE_ROWS, seed=0)
 
 
+GROUP = 3_000  # the row group size of `grouped`
+
+
+@pytest.fixture
+def grouped(frame: pl.DataFrame, tmp_path: Path) -> str:
+    """The shared test frame (6,000 rows) as Parquet in two row groups of 3,000 rows, written by pyarrow."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "grouped.parquet"
+    pq.write_table(frame.to_arrow(), path, row_group_size=GROUP)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def big_frame() -> pl.DataFrame:
     return make_frame(BIG_ROWS, seed=1)

@@ -12,11 +12,9 @@ import pickle
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError, Future
-from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from conftest import run_job
 
@@ -27,15 +25,6 @@ from batchnb.driver.batches import Failed, Tasks, run_chunks
 from batchnb.engines.base import Engine
 from batchnb.engines.pool import WorkerLostError
 from batchnb.engines.threads import ThreadsEngine
-
-GROUP = 3_000  # two row groups of three 1,000-row chunks
-
-
-@pytest.fixture
-def grouped(frame: pl.DataFrame, tmp_path: Path) -> str:
-    path = tmp_path / "grouped.parquet"
-    pq.write_table(frame.to_arrow(), path, row_group_size=GROUP)
-    return str(path)
 
 
 @pytest.fixture

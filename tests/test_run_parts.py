@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from conftest import run_job
 
@@ -19,15 +18,6 @@ import batchnb as bn
 from batchnb import sinks
 from batchnb.driver import batches
 from batchnb.sinks import parquet
-
-GROUP = 3_000  # two row groups
-
-
-@pytest.fixture
-def grouped(frame: pl.DataFrame, tmp_path: Path) -> str:
-    path = tmp_path / "grouped.parquet"
-    pq.write_table(frame.to_arrow(), path, row_group_size=GROUP)
-    return str(path)
 
 
 @pytest.fixture

@@ -8,27 +8,16 @@ alone, with its own error, while the other chunks of its row group succeed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_job
+from conftest import GROUP, run_job
 
 import batchnb.driver.run as driver_run
 from batchnb.detectors.base import FittedDetector
 from batchnb.detectors.robust import MAD
 from batchnb.sources import parquet
-
-GROUP = 3_000
-
-
-@pytest.fixture
-def grouped(frame: pl.DataFrame, tmp_path: Path) -> str:
-    """The shared test frame (6,000 rows) in two row groups of 3,000 rows, written by pyarrow."""
-    path = tmp_path / "grouped.parquet"
-    pq.write_table(frame.to_arrow(), path, row_group_size=GROUP)
-    return str(path)
 
 
 def _output(result) -> pl.DataFrame:
