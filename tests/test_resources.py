@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -263,3 +264,35 @@ def test_processes_engine_with_row_group_affinity_gives_the_sequential_output(tm
         assert result.status == "succeeded", result.errors
         outputs[engine] = result.read().collect()
     assert outputs["processes"].equals(outputs["sequential"])
+
+
+GRANDCHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(64 * 2**20); time.sleep(30)"])
+print(child.pid, flush=True)
+time.sleep(30)
+"""
+
+
+def test_the_resource_sample_counts_every_process_the_job_started_and_no_other() -> None:
+    """Workers' own children (a cluster's nanny and its worker) count; the sample finds them without reading every
+    process of the machine, and agrees with psutil's walk."""
+    import subprocess
+
+    from batchnb.driver.sampling import ResourceSampler, descendants
+
+    sampler = ResourceSampler()
+    child = subprocess.Popen([sys.executable, "-c", GRANDCHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(child.stdout.readline())
+        time.sleep(0.5)  # the grandchild has touched its 64 MiB
+        found = descendants(os.getpid())
+        assert found is not None and {child.pid, grandchild} <= set(found)
+        assert set(found) == {p.pid for p in psutil.Process().children(recursive=True)}
+        _, rss = sampler.sample()
+        own, theirs = psutil.Process().memory_info().rss, psutil.Process(grandchild).memory_info().rss
+        assert theirs > 64 * MiB and rss >= own + theirs  # the grandchild's memory is in the job's figure
+    finally:
+        for p in [*psutil.Process(child.pid).children(recursive=True), psutil.Process(child.pid)]:
+            p.kill()
+        child.wait()
