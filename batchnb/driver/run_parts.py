@@ -41,6 +41,7 @@ def write_together(tasks: list[ChunkTask], stop: threading.Event | None = None) 
     fmt = first.source_format or sources.get(first.dataset.format)
     done: dict[int, ChunkOutcome] = {}
     run: list[_Cut] = []
+    held = 0.0  # bytes of the run's outputs
     for task in tasks:
         if stop is not None and stop.is_set():
             break
@@ -48,13 +49,14 @@ def write_together(tasks: list[ChunkTask], stop: threading.Event | None = None) 
         cut = unit_output(task, fmt)
         if cut is None or (run and cut[0].height > run[0].out.height):  # parts after the first are no taller
             done.update(_written(run, sink))
-            run = []
+            run, held = [], 0.0
         if cut is None:
             continue
         run.append(_Cut(task, cut[0], cut[1], time.perf_counter() - t0))
-        if sum(c.out.estimated_size() for c in run) >= RUN_BYTES or cut[0].height < run[0].out.height:
+        held += cut[0].estimated_size()
+        if held >= RUN_BYTES or cut[0].height < run[0].out.height:
             done.update(_written(run, sink))  # held enough, or a shorter part ends the run
-            run = []
+            run, held = [], 0.0
     done.update(_written(run, sink))
     return done
 

@@ -139,10 +139,10 @@ def write_split_atomic(
         for index, tmp in zip(indices, temps, strict=True):
             t0 = time.perf_counter()
             checksum, size = file_checksum(tmp)
-            t1 = time.perf_counter()
-            os.replace(tmp, Path(output, part_name(index, sink)))
+            t1, name = time.perf_counter(), part_name(index, sink)
+            os.replace(tmp, Path(output, name))
             timings = {"write": write_s, "checksum": t1 - t0, "rename": time.perf_counter() - t1}
-            out.append((part_name(index, sink), size, checksum, timings))
+            out.append((name, size, checksum, timings))
         return out
     except PASS_THROUGH:
         raise
